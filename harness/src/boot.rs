@@ -1,0 +1,209 @@
+//! `vmbench boot`: boot one guest, run one probe workload, print what it reports, its boot
+//! timeline and the VM exits it cost.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use vmm::exits::{ExitSnapshot, VcpuExits};
+use vmm::{Machine, MachineConfig};
+
+use crate::exitcode::Failed;
+use crate::session::{self, Ending, Limits, Outcome, Timed};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Number of vCPUs; the probe runs on each and each reports ready.
+    #[arg(long, default_value_t = 1)]
+    pub vcpus: usize,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub mem: u64,
+    /// The probe workload and its arguments: hello, calibrate [n=N], crash, hang.
+    #[arg(long, default_value = "hello")]
+    pub probe_exec: String,
+    /// A probe ELF to boot instead of the one vmbench builds.
+    #[arg(long)]
+    pub probe: Option<PathBuf>,
+    /// Seconds to wait for the guest to report ready.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Seconds the workload may run after ready.
+    #[arg(long, default_value_t = 120.0)]
+    pub run_timeout: f64,
+}
+
+fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--{what} must be a positive number of seconds, got {s}"))
+}
+
+/// The probe to boot: the given file or the one from the image cache.
+pub fn probe_path(given: Option<PathBuf>) -> anyhow::Result<(PathBuf, String)> {
+    match given {
+        Some(p) => {
+            let sha = images::manifest::sha256_file(&p).unwrap_or_else(|_| "unreadable".into());
+            Ok((p, sha))
+        }
+        None => {
+            let m = images::probe::build(&mut |msg| eprintln!("{msg}"))
+                .context("cannot build the probe guest")?;
+            let a = &m.artifacts[0];
+            Ok((a.path.clone(), a.sha256.clone()))
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let limits = Limits {
+        ready: secs(args.timeout, "timeout")?,
+        run: secs(args.run_timeout, "run-timeout")?,
+    };
+    let (probe, sha) = probe_path(args.probe.clone())?;
+    let cfg = MachineConfig {
+        vcpus: args.vcpus,
+        mem_mib: args.mem,
+        probe: probe.clone(),
+        exec: args.probe_exec.clone(),
+    };
+    let mut m = Machine::new(&cfg)?;
+    println!(
+        "probe {} (sha256 {}), {} vCPU(s), {} MiB, exec '{}'",
+        probe.display(),
+        &sha[..sha.len().min(16)],
+        cfg.vcpus,
+        cfg.mem_mib,
+        cfg.exec
+    );
+    let out = session::run(&mut m, &limits, print_record)?;
+    print_timeline(&out);
+    print_exits(&out);
+    match &out.ending {
+        Ending::Exited { code: 0 } => Ok(()),
+        Ending::Exited { code } => Err(Failed(format!(
+            "the guest ended with status {code} ({})",
+            out.last_words()
+        ))
+        .into()),
+        Ending::Crashed {
+            vcpu,
+            reason,
+            rip,
+            registers,
+        } => Err(Failed(format!(
+            "the guest crashed on vCPU {vcpu} at rip={rip:#x}: {reason}\n  registers: {registers}\n  {}",
+            out.last_words()
+        ))
+        .into()),
+        Ending::TimedOut { phase, after } => {
+            let what = if *phase == "ready" {
+                "did not report ready"
+            } else {
+                "did not finish its workload"
+            };
+            bail!(
+                "the guest {what} within {:.1} s, so the VM was stopped; {}; {}",
+                after.as_secs_f64(),
+                out.last_words(),
+                out.last_exit
+            )
+        }
+    }
+}
+
+fn print_record(t: &Timed) {
+    let r = &t.record;
+    match r.kind.as_str() {
+        "ready" => println!("vCPU {} ready", r.get("vcpu").unwrap_or("?")),
+        "info" => println!(
+            "guest sees: {} MiB of memory, {} vCPU(s) ({} reported ready), TSC {:.1} MHz (from {}), engine {}",
+            r.get_u64("mem").unwrap_or(0) >> 20,
+            r.get("vcpus").unwrap_or("?"),
+            r.get("vcpus_ready").unwrap_or("?"),
+            r.get_u64("tsc_khz").unwrap_or(0) as f64 / 1e3,
+            r.get("tsc_source").unwrap_or("?"),
+            r.get("engine").unwrap_or("?"),
+        ),
+        "pci" => println!(
+            "pci {} {} class {}",
+            r.get("bdf").unwrap_or("?"),
+            r.get("id").unwrap_or("?"),
+            r.get("class").unwrap_or("?")
+        ),
+        "pci-done" => println!("pci: {} function(s) on bus 0", r.get("functions").unwrap_or("?")),
+        "result" if r.get("unit") == Some("ns") => println!(
+            "{:<16} median {:>9.2} µs   p10 {:>9.2}  p90 {:>9.2}  p99 {:>9.2}  min {:>9.2}  max {:>9.2}   n={}",
+            r.get("name").unwrap_or("?"),
+            us(r.get_u64("median")),
+            us(r.get_u64("p10")),
+            us(r.get_u64("p90")),
+            us(r.get_u64("p99")),
+            us(r.get_u64("min")),
+            us(r.get_u64("max")),
+            r.get("n").unwrap_or("?")
+        ),
+        "log" => println!("guest: {}", r.text),
+        "error" => println!("guest error: {} {}", r.text, r.fields.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")),
+        _ => println!("{r}"),
+    }
+}
+
+fn us(ns: Option<u64>) -> f64 {
+    ns.unwrap_or(0) as f64 / 1e3
+}
+
+fn print_timeline(out: &Outcome) {
+    let f = |v: Option<f64>| v.map(|v| format!("{v:.2} ms")).unwrap_or_else(|| "-".into());
+    let t = &out.timeline;
+    println!(
+        "boot timeline: VMM set-up {}, start to first guest instruction {}, first instruction to ready {}, total {}",
+        f(t.setup_ms()),
+        f(t.first_instruction_ms()),
+        f(t.ready_ms()),
+        f(t.total_ms())
+    );
+    let ready = t.ready.iter().filter(|r| r.is_some()).count();
+    if t.ready.len() > 1 {
+        println!("vCPUs ready: {ready} of {}", t.ready.len());
+    }
+}
+
+fn fmt_counts(m: &std::collections::BTreeMap<String, u64>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_exits(out: &Outcome) {
+    let total = out.exits.total();
+    println!(
+        "VM exits: {} ({}); by device: {}",
+        total.total(),
+        fmt_counts(&total.by_reason),
+        fmt_counts(&total.by_device)
+    );
+    if let Some(w) = workload_exits(out) {
+        println!(
+            "  of which during the workload (ready to done, vCPU 0): {} ({})",
+            w.total(),
+            fmt_counts(&w.by_device)
+        );
+    }
+    if out.ioeventfd_writes > 0 {
+        println!("ioeventfd writes handled in the kernel: {}", out.ioeventfd_writes);
+    }
+}
+
+/// vCPU 0's exits between its `ready` and `done` records (both taken at the doorbell).
+fn workload_exits(out: &Outcome) -> Option<VcpuExits> {
+    fn snap<'a>(out: &'a Outcome, kind: &'a str) -> Option<&'a ExitSnapshot> {
+        out.records_of(kind)
+            .find(|t| t.vcpu == Some(0))
+            .and_then(|t| t.exits.as_ref())
+    }
+    let (a, b) = (snap(out, "ready")?, snap(out, "done")?);
+    b.since(a).vcpus.into_iter().next()
+}

@@ -1,0 +1,8 @@
+//! vmbench's harness: the CLI commands, the guest sessions they run, and the records guests
+//! send back.
+
+pub mod boot;
+pub mod exitcode;
+pub mod record;
+pub mod session;
+pub mod stats;

@@ -1,0 +1,81 @@
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use vmbench::{boot, exitcode};
+
+/// vmbench: a reproducible virtual test-bed and benchmark harness.
+#[derive(Parser)]
+#[command(name = "vmbench", version, about)]
+struct Cli {
+    /// Print the full error chain with a backtrace (also: RUST_BACKTRACE=1).
+    #[arg(long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot one guest and run one workload in it.
+    Boot(boot::Args),
+    /// Build or show guest images.
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Build (or reuse from the cache) an image: `probe`.
+    Build {
+        #[arg(default_value = "probe")]
+        name: String,
+    },
+    /// Show an image's manifest.
+    Show {
+        #[arg(default_value = "probe")]
+        name: String,
+    },
+}
+
+fn images(cmd: ImagesCommand) -> anyhow::Result<()> {
+    let name = match &cmd {
+        ImagesCommand::Build { name } | ImagesCommand::Show { name } => name.clone(),
+    };
+    if name != "probe" {
+        anyhow::bail!("unknown image '{name}': the images vmbench builds are: probe");
+    }
+    let m = images::probe::build(&mut |msg| eprintln!("{msg}"))?;
+    match cmd {
+        ImagesCommand::Build { .. } => {
+            for a in &m.artifacts {
+                println!("{}  {}  {}", a.sha256, a.bytes, a.path.display());
+            }
+        }
+        ImagesCommand::Show { .. } => println!("{}", serde_json::to_string_pretty(&m)?),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verbose = cli.verbose || std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+    let result = match cli.command {
+        Command::Boot(args) => boot::run(args),
+        Command::Images { command } => images(command),
+    };
+    match result {
+        Ok(()) => ExitCode::from(exitcode::OK as u8),
+        Err(e) => {
+            if verbose {
+                eprintln!("error: {e:?}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(exitcode::for_error(&e) as u8)
+        }
+    }
+}
+

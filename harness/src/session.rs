@@ -1,0 +1,243 @@
+//! Running one guest to its end: starting the machine, collecting its records, enforcing the
+//! ready and run timeouts, and turning a crash or a hang into a failure that says what the
+//! guest last did.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use vmm::exits::ExitSnapshot;
+use vmm::{Event, Machine};
+
+use crate::record::Record;
+
+/// Console lines kept for failure reports.
+const CONSOLE_TAIL: usize = 20;
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// From the vCPUs' start to vCPU 0's `ready`.
+    pub ready: Duration,
+    /// From `ready` to the guest's exit.
+    pub run: Duration,
+}
+
+/// A record with when it came and, through the mailbox, the exit counters at that moment.
+#[derive(Clone, Debug)]
+pub struct Timed {
+    pub record: Record,
+    pub vcpu: Option<usize>,
+    pub at: Instant,
+    pub exits: Option<ExitSnapshot>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Timeline {
+    pub begin: Option<Instant>,
+    pub setup_done: Option<Instant>,
+    pub started: Option<Instant>,
+    pub first_instruction: Vec<Option<Instant>>,
+    pub ready: Vec<Option<Instant>>,
+    pub exit: Option<Instant>,
+}
+
+impl Timeline {
+    fn ms(a: Option<Instant>, b: Option<Instant>) -> Option<f64> {
+        Some(b?.saturating_duration_since(a?).as_secs_f64() * 1e3)
+    }
+    /// VMM set-up: from `Machine::new` to the vCPUs being ready to start.
+    pub fn setup_ms(&self) -> Option<f64> {
+        Self::ms(self.begin, self.setup_done)
+    }
+    /// From starting the vCPU threads to vCPU 0's first instruction.
+    pub fn first_instruction_ms(&self) -> Option<f64> {
+        Self::ms(self.started, self.first_instruction.first().copied().flatten())
+    }
+    /// From vCPU 0's first instruction to its `ready` record.
+    pub fn ready_ms(&self) -> Option<f64> {
+        Self::ms(
+            self.first_instruction.first().copied().flatten(),
+            self.ready.first().copied().flatten(),
+        )
+    }
+    /// From `Machine::new` to vCPU 0's `ready`.
+    pub fn total_ms(&self) -> Option<f64> {
+        Self::ms(self.begin, self.ready.first().copied().flatten())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Ending {
+    /// The guest wrote the debug-exit port.
+    Exited { code: u32 },
+    Crashed {
+        vcpu: usize,
+        reason: String,
+        rip: u64,
+        registers: String,
+    },
+    /// No `ready` in time, or no exit in time.
+    TimedOut { phase: &'static str, after: Duration },
+}
+
+pub struct Outcome {
+    pub ending: Ending,
+    pub records: Vec<Timed>,
+    pub console_tail: Vec<String>,
+    pub timeline: Timeline,
+    /// Exit counters at the end.
+    pub exits: ExitSnapshot,
+    /// What vCPU 0 was last doing (its last exit), for hang reports.
+    pub last_exit: String,
+    pub ioeventfd_writes: u64,
+    pub tsc_khz: u32,
+}
+
+impl Outcome {
+    pub fn records_of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Timed> + 'a {
+        self.records.iter().filter(move |r| r.record.kind == kind)
+    }
+
+    /// The last thing the guest said: its last record or console line.
+    pub fn last_words(&self) -> String {
+        let rec = self.records.last().map(|r| format!("last record '{}'", r.record));
+        let con = self.console_tail.last().map(|l| format!("last console line '{l}'"));
+        match (rec, con) {
+            (Some(r), _) => r,
+            (None, Some(c)) => c,
+            (None, None) => "no record or console output".into(),
+        }
+    }
+}
+
+/// Starts `m`, runs it to its end or a limit, stops it, and reports. `on_record` sees each
+/// record as it arrives (for live output).
+pub fn run(
+    m: &mut Machine,
+    limits: &Limits,
+    mut on_record: impl FnMut(&Timed),
+) -> Result<Outcome, vmm::machine::Error> {
+    let vcpus = m.vcpu_count();
+    let times = m.times();
+    let mut timeline = Timeline {
+        begin: Some(times.begin),
+        setup_done: Some(times.ready),
+        first_instruction: vec![None; vcpus],
+        ready: vec![None; vcpus],
+        ..Default::default()
+    };
+    m.start()?;
+    timeline.started = m.times().started;
+    let start = Instant::now();
+    let mut records = Vec::new();
+    let mut console: VecDeque<String> = VecDeque::new();
+    let ending = loop {
+        let (phase, deadline) = match timeline.ready[0] {
+            None => ("ready", start + limits.ready),
+            Some(r) => ("run", r + limits.run),
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            let after = match phase {
+                "ready" => limits.ready,
+                _ => limits.run,
+            };
+            break Ending::TimedOut { phase, after };
+        }
+        let ev = match m.events().recv_timeout(deadline - now) {
+            Ok(ev) => ev,
+            Err(_) => continue,
+        };
+        match ev {
+            Event::Console { line, at } => {
+                if let Some(record) = Record::parse(&line) {
+                    let t = Timed {
+                        record,
+                        vcpu: None,
+                        at,
+                        exits: None,
+                    };
+                    note_ready(&mut timeline, &t);
+                    on_record(&t);
+                    records.push(t);
+                } else {
+                    if console.len() == CONSOLE_TAIL {
+                        console.pop_front();
+                    }
+                    console.push_back(line);
+                }
+            }
+            Event::Record {
+                vcpu,
+                text,
+                at,
+                exits,
+            } => {
+                if let Some(record) = Record::parse(&text) {
+                    let t = Timed {
+                        record,
+                        vcpu: Some(vcpu),
+                        at,
+                        exits: Some(exits),
+                    };
+                    note_ready(&mut timeline, &t);
+                    on_record(&t);
+                    records.push(t);
+                }
+            }
+            Event::Entry { vcpu, at } => {
+                if let Some(slot) = timeline.first_instruction.get_mut(vcpu) {
+                    slot.get_or_insert(at);
+                }
+            }
+            Event::Exit { code, at } => {
+                timeline.exit = Some(at);
+                break Ending::Exited { code };
+            }
+            Event::Crash {
+                vcpu,
+                reason,
+                rip,
+                registers,
+                ..
+            } => {
+                break Ending::Crashed {
+                    vcpu,
+                    reason,
+                    rip,
+                    registers,
+                }
+            }
+        }
+    };
+    let last = m.exits().last_exit(0);
+    let last_exit = match last.reason() {
+        Some(r) => format!("vCPU 0's last exit: {} at {:#x}", r.name(), last.addr),
+        None => "vCPU 0 never exited to the VMM".into(),
+    };
+    m.stop();
+    Ok(Outcome {
+        ending,
+        records,
+        console_tail: console.into_iter().collect(),
+        timeline,
+        exits: m.exits().snapshot(),
+        last_exit,
+        ioeventfd_writes: m.ioeventfd_count(),
+        tsc_khz: m.tsc_khz(),
+    })
+}
+
+fn note_ready(timeline: &mut Timeline, t: &Timed) {
+    if t.record.kind != "ready" {
+        return;
+    }
+    let vcpu = t
+        .record
+        .get_u64("vcpu")
+        .map(|v| v as usize)
+        .or(t.vcpu)
+        .unwrap_or(0);
+    if let Some(slot) = timeline.ready.get_mut(vcpu) {
+        slot.get_or_insert(t.at);
+    }
+}

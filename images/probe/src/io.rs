@@ -1,0 +1,62 @@
+//! Port I/O, MMIO and the TSC. The probe runs at CPL3 with IOPL=3, so `in`/`out` are allowed
+//! and every one of them is a VM exit unless the VMM services it in the kernel.
+
+use core::arch::asm;
+
+#[inline(always)]
+pub fn outb(port: u16, v: u8) {
+    // SAFETY: port I/O has no memory effects in the guest; IOPL=3 permits it at CPL3.
+    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) }
+}
+
+#[inline(always)]
+pub fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: as for `outb`.
+    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+#[inline(always)]
+pub fn outl(port: u16, v: u32) {
+    // SAFETY: as for `outb`.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags)) }
+}
+
+#[inline(always)]
+pub fn inl(port: u16) -> u32 {
+    let v: u32;
+    // SAFETY: as for `outb`.
+    unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+/// Reads a device register at guest-physical (= virtual) address `addr`.
+#[inline(always)]
+pub fn mmio_read32(addr: u64) -> u32 {
+    // SAFETY: the probe's page tables identity-map the MMIO hole uncached; a read of an
+    // address there exits to the VMM or reads all ones, and has no effect on probe memory.
+    unsafe { core::ptr::read_volatile(addr as *const u32) }
+}
+
+#[inline(always)]
+pub fn mmio_write32(addr: u64, v: u32) {
+    // SAFETY: as for `mmio_read32`; callers only write device addresses, never probe memory.
+    unsafe { core::ptr::write_volatile(addr as *mut u32, v) }
+}
+
+/// The TSC, ordered after earlier instructions (LFENCE), so a measured interval does not
+/// start before the work it measures has finished.
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    let lo: u32;
+    let hi: u32;
+    // SAFETY: RDTSC at CPL3 is allowed unless CR4.TSD is set, which no VMM we run under does.
+    unsafe { asm!("lfence", "rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+#[inline(always)]
+pub fn pause() {
+    core::hint::spin_loop();
+}

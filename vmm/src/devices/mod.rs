@@ -1,0 +1,5 @@
+//! Devices on the port-I/O and MMIO buses.
+
+pub mod debug_exit;
+pub mod platform;
+pub mod serial;

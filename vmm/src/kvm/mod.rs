@@ -1,0 +1,99 @@
+//! The KVM side of the VMM: opening /dev/kvm, the VM with its memory slots and in-kernel
+//! interrupt controller, and the vCPUs. All `unsafe` of the VMM lives here.
+
+pub mod memory;
+pub mod vcpu;
+
+use std::io;
+
+use kvm_ioctls::{Cap, Kvm, VmFd};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("/dev/kvm does not exist: this host has no KVM (load kvm_intel or kvm_amd, or enable nested virtualization for this VM)")]
+    NoKvm,
+    #[error("no permission to open /dev/kvm: run as root or add this user to the 'kvm' group")]
+    KvmPermission,
+    #[error("cannot open /dev/kvm")]
+    OpenKvm(#[source] io::Error),
+    #[error("KVM API version {0} is not the stable version 12")]
+    ApiVersion(i32),
+    #[error("KVM lacks a capability vmbench needs: {0:?}")]
+    MissingCap(Cap),
+    #[error("cannot create the VM")]
+    CreateVm(#[source] kvm_ioctls::Error),
+    #[error("cannot create the in-kernel interrupt controller")]
+    IrqChip(#[source] kvm_ioctls::Error),
+    #[error("cannot map {0} MiB of guest memory: {1}")]
+    MapMemory(u64, String),
+    #[error("cannot register guest memory with KVM")]
+    MemorySlot(#[source] kvm_ioctls::Error),
+    #[error("cannot read KVM's supported CPUID")]
+    Cpuid(#[source] kvm_ioctls::Error),
+    #[error("cannot register an ioeventfd")]
+    IoEvent(#[source] kvm_ioctls::Error),
+}
+
+fn io_err(e: kvm_ioctls::Error) -> io::Error {
+    io::Error::from_raw_os_error(e.errno())
+}
+
+/// Opens /dev/kvm and checks what vmbench relies on, with errors that say what to do.
+pub fn open() -> Result<Kvm, Error> {
+    let kvm = Kvm::new().map_err(|e| match e.errno() {
+        libc::ENOENT | libc::ENXIO | libc::ENODEV => Error::NoKvm,
+        libc::EACCES | libc::EPERM => Error::KvmPermission,
+        _ => Error::OpenKvm(io_err(e)),
+    })?;
+    let v = kvm.get_api_version();
+    if v != 12 {
+        return Err(Error::ApiVersion(v));
+    }
+    for cap in [Cap::UserMemory, Cap::Irqchip, Cap::Ioeventfd, Cap::ImmediateExit] {
+        if !kvm.check_extension(cap) {
+            return Err(Error::MissingCap(cap));
+        }
+    }
+    Ok(kvm)
+}
+
+/// Creates a VM with an in-kernel LAPIC/IOAPIC/PIC (needed for irqfd and MSI later).
+pub fn create_vm(kvm: &Kvm) -> Result<VmFd, Error> {
+    let vm = kvm.create_vm().map_err(Error::CreateVm)?;
+    vm.create_irq_chip().map_err(Error::IrqChip)?;
+    Ok(vm)
+}
+
+/// What this host's KVM is, for results and for choosing how to run guests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostKvm {
+    /// "kvm-intel", "kvm-amd", "kvm-pvm", or "unknown".
+    pub flavour: String,
+    /// Guest kernel-mode (CPL0) code runs natively (false on KVM-PVM, where it is emulated).
+    pub cpl0_native: bool,
+    /// This host is itself a guest (the hypervisor CPUID bit is set).
+    pub nested: bool,
+}
+
+/// Looks at the loaded KVM modules and CPUID to tell which KVM this is.
+pub fn host_kvm() -> HostKvm {
+    let modules = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+    let has = |m: &str| modules.lines().any(|l| l.split(' ').next() == Some(m));
+    let sys = |m: &str| std::path::Path::new("/sys/module").join(m).exists();
+    let flavour = if has("kvm_pvm") || sys("kvm_pvm") {
+        "kvm-pvm"
+    } else if has("kvm_intel") || sys("kvm_intel") {
+        "kvm-intel"
+    } else if has("kvm_amd") || sys("kvm_amd") {
+        "kvm-amd"
+    } else {
+        "unknown"
+    };
+    // CPUID.1:ECX bit 31 is set by hypervisors for their guests.
+    let nested = std::arch::x86_64::__cpuid(1).ecx & (1 << 31) != 0;
+    HostKvm {
+        flavour: flavour.to_string(),
+        cpl0_native: flavour != "kvm-pvm",
+        nested,
+    }
+}

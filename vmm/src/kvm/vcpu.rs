@@ -1,0 +1,264 @@
+//! vCPU threads: set-up in 64-bit mode at CPL3 (the probe) and the run loop, which dispatches
+//! port-I/O and MMIO exits to the buses synchronously on this thread, counts every exit, and
+//! turns a guest crash into a report instead of a hang.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Once};
+use std::time::Instant;
+
+use kvm_bindings::{kvm_fpu, kvm_mp_state, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
+
+use crate::boot::gdt;
+use crate::bus::Bus;
+use crate::event::Event;
+use crate::exits::{ExitStats, Reason};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot create vCPU {0}")]
+    Create(u64, #[source] kvm_ioctls::Error),
+    #[error("cannot set up vCPU {0}: {1}")]
+    Setup(u64, &'static str, #[source] kvm_ioctls::Error),
+    #[error("cannot install the vCPU kick signal handler")]
+    Signal(#[source] vmm_sys_util::errno::Error),
+}
+
+/// Where a vCPU starts.
+#[derive(Clone, Copy, Debug)]
+pub struct Start {
+    pub rip: u64,
+    pub rsp: u64,
+    /// Passed in RDI and RSI.
+    pub arg0: u64,
+    pub arg1: u64,
+    pub cr3: u64,
+    pub gdt: u64,
+    pub tss: u64,
+}
+
+const CR0_PE: u64 = 1;
+const CR0_MP: u64 = 1 << 1;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NE: u64 = 1 << 5;
+const CR0_WP: u64 = 1 << 16;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const CR4_OSFXSR: u64 = 1 << 9;
+const CR4_OSXMMEXCPT: u64 = 1 << 10;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+/// Reserved bit 1 plus IOPL=3, so the probe may use port I/O at CPL3.
+const RFLAGS_IOPL3: u64 = 0x2 | (3 << 12);
+
+/// The CPUID KVM supports, as the guest will see it on vCPU `id`.
+pub fn cpuid(kvm: &Kvm, id: u64) -> Result<CpuId, super::Error> {
+    let mut c = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(super::Error::Cpuid)?;
+    for e in c.as_mut_slice() {
+        match e.function {
+            // Initial APIC ID.
+            1 => e.ebx = (e.ebx & 0x00ff_ffff) | ((id as u32) << 24),
+            // x2APIC ID in the extended topology leaves.
+            0xb | 0x1f => e.edx = id as u32,
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+/// Creates vCPU `id` and puts it in 64-bit mode at CPL3 with IOPL=3 at `start`.
+pub fn create(vm: &VmFd, kvm: &Kvm, id: u64, start: &Start) -> Result<VcpuFd, Error> {
+    let vcpu = vm.create_vcpu(id).map_err(|e| Error::Create(id, e))?;
+    let cpuid = cpuid(kvm, id).map_err(|e| match e {
+        super::Error::Cpuid(e) => Error::Setup(id, "cpuid", e),
+        _ => Error::Setup(id, "cpuid", kvm_ioctls::Error::new(libc::EINVAL)),
+    })?;
+    vcpu.set_cpuid2(&cpuid)
+        .map_err(|e| Error::Setup(id, "cpuid", e))?;
+
+    let mut sregs = vcpu
+        .get_sregs()
+        .map_err(|e| Error::Setup(id, "get sregs", e))?;
+    sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+    sregs.cr3 = start.cr3;
+    sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+    sregs.efer = EFER_LME | EFER_LMA;
+    sregs.cs = gdt::USER_CODE.kvm();
+    let data = gdt::USER_DATA.kvm();
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.tr = gdt::tss(start.tss).kvm();
+    sregs.gdt.base = start.gdt;
+    sregs.gdt.limit = (gdt::table(start.tss).len() * 8 - 1) as u16;
+    // No IDT: any exception is a triple fault, which the run loop reports as a crash.
+    sregs.idt.base = 0;
+    sregs.idt.limit = 0;
+    vcpu.set_sregs(&sregs)
+        .map_err(|e| Error::Setup(id, "set sregs", e))?;
+
+    let fpu = kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    };
+    vcpu.set_fpu(&fpu)
+        .map_err(|e| Error::Setup(id, "set fpu", e))?;
+
+    let mut regs = vcpu
+        .get_regs()
+        .map_err(|e| Error::Setup(id, "get regs", e))?;
+    regs.rip = start.rip;
+    regs.rsp = start.rsp;
+    regs.rbp = 0;
+    regs.rdi = start.arg0;
+    regs.rsi = start.arg1;
+    regs.rflags = RFLAGS_IOPL3;
+    vcpu.set_regs(&regs)
+        .map_err(|e| Error::Setup(id, "set regs", e))?;
+    // With the in-kernel LAPIC, application processors wait for INIT/SIPI; the probe has no
+    // BIOS to send them, so every vCPU starts runnable at its entry state.
+    vcpu.set_mp_state(kvm_mp_state {
+        mp_state: KVM_MP_STATE_RUNNABLE,
+    })
+    .map_err(|e| Error::Setup(id, "set mp state", e))?;
+    Ok(vcpu)
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// The signal that interrupts KVM_RUN so a vCPU thread notices it must stop.
+pub fn kick_signal() -> libc::c_int {
+    SIGRTMIN()
+}
+
+/// Installs the (empty) kick handler once per process; without SA_RESTART, KVM_RUN then
+/// returns EINTR when the signal arrives.
+pub fn install_kick_handler() -> Result<(), Error> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = register_signal_handler(kick_signal(), kick_handler).map_err(Error::Signal);
+    });
+    result
+}
+
+/// What a vCPU thread needs while it runs.
+pub struct Context {
+    pub id: usize,
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub exits: Arc<ExitStats>,
+    pub stop: Arc<AtomicBool>,
+    pub events: Sender<Event>,
+}
+
+/// Why a vCPU thread ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Asked to stop.
+    Stopped,
+    /// The guest crashed or KVM could not run it; the event carries the details.
+    Crashed,
+}
+
+fn dump(vcpu: &VcpuFd) -> String {
+    let mut s = String::new();
+    if let Ok(r) = vcpu.get_regs() {
+        let _ = write!(
+            s,
+            "rip={:#x} rsp={:#x} rflags={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x}",
+            r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp
+        );
+    }
+    if let Ok(sr) = vcpu.get_sregs() {
+        let _ = write!(
+            s,
+            " cs={:#x}(dpl{}) cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
+            sr.cs.selector, sr.cs.dpl, sr.cr0, sr.cr2, sr.cr3, sr.cr4, sr.efer
+        );
+    }
+    s
+}
+
+fn rip(vcpu: &VcpuFd) -> u64 {
+    vcpu.get_regs().map(|r| r.rip).unwrap_or(0)
+}
+
+/// Runs the vCPU until it is asked to stop or the guest crashes.
+pub fn run(mut vcpu: VcpuFd, ctx: Context) -> End {
+    let id = ctx.id;
+    let crash = |vcpu: &VcpuFd, reason: String| {
+        let _ = ctx.events.send(Event::Crash {
+            vcpu: id,
+            reason,
+            rip: rip(vcpu),
+            registers: dump(vcpu),
+            at: Instant::now(),
+        });
+        ctx.stop.store(true, Ordering::SeqCst);
+        End::Crashed
+    };
+    loop {
+        if ctx.stop.load(Ordering::SeqCst) {
+            return End::Stopped;
+        }
+        let exit = vcpu.run();
+        let (reason, addr, hit) = match exit {
+            Ok(VcpuExit::IoIn(port, data)) => {
+                let hit = ctx.pio.read(u64::from(port), id, data);
+                (Reason::PioIn, u64::from(port), hit)
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                let hit = ctx.pio.write(u64::from(port), id, data);
+                (Reason::PioOut, u64::from(port), hit)
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                let hit = ctx.mmio.read(addr, id, data);
+                (Reason::MmioRead, addr, hit)
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                let hit = ctx.mmio.write(addr, id, data);
+                (Reason::MmioWrite, addr, hit)
+            }
+            Ok(VcpuExit::Shutdown) => {
+                return crash(&vcpu, "triple fault (KVM_EXIT_SHUTDOWN)".into());
+            }
+            Ok(VcpuExit::Hlt) => {
+                return crash(&vcpu, "the guest halted (HLT with interrupts off)".into());
+            }
+            Ok(VcpuExit::InternalError) => {
+                let run = vcpu.get_kvm_run();
+                // SAFETY: KVM filled the `internal` member of the exit union because the exit
+                // reason is KVM_EXIT_INTERNAL_ERROR; it is plain integers.
+                let sub = unsafe { run.__bindgen_anon_1.internal.suberror };
+                return crash(&vcpu, format!("KVM internal error (suberror {sub})"));
+            }
+            Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                return crash(
+                    &vcpu,
+                    format!("KVM could not enter the guest (hardware reason {reason:#x}, cpu {cpu})"),
+                );
+            }
+            Ok(VcpuExit::SystemEvent(kind, _)) => {
+                return crash(&vcpu, format!("guest system event {kind} (reset or shutdown)"));
+            }
+            Ok(_) => (Reason::Other, 0, None),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                vcpu.set_kvm_immediate_exit(0);
+                (Reason::Interrupted, 0, None)
+            }
+            Err(e) => {
+                return crash(&vcpu, format!("KVM_RUN failed: {e}"));
+            }
+        };
+        ctx.exits.record(id, reason, addr, hit);
+    }
+}

@@ -1,0 +1,13 @@
+//! vmbench's embedded KVM VMM: guest memory, vCPUs, buses, devices, and the probe loader.
+
+pub mod boot;
+pub mod bus;
+pub mod devices;
+pub mod event;
+pub mod exits;
+pub mod kvm;
+pub mod machine;
+pub mod pci;
+
+pub use event::Event;
+pub use machine::{Machine, MachineConfig};
