@@ -8,7 +8,7 @@ use vmbench::{boot, exitcode};
 #[derive(Parser)]
 #[command(name = "vmbench", version, about)]
 struct Cli {
-    /// Print the full error chain with a backtrace (also: RUST_BACKTRACE=1).
+    /// On errors, print the full error chain (with a backtrace when RUST_BACKTRACE=1).
     #[arg(long, global = true)]
     verbose: bool,
     #[command(subcommand)]
@@ -61,7 +61,7 @@ fn images(cmd: ImagesCommand) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let verbose = cli.verbose || std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+    let verbose = cli.verbose;
     let result = match cli.command {
         Command::Boot(args) => boot::run(args),
         Command::Images { command } => images(command),

@@ -10,11 +10,11 @@ use kvm_ioctls::{Cap, Kvm, VmFd};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("/dev/kvm does not exist: this host has no KVM (load kvm_intel or kvm_amd, or enable nested virtualization for this VM)")]
-    NoKvm,
-    #[error("no permission to open /dev/kvm: run as root or add this user to the 'kvm' group")]
-    KvmPermission,
-    #[error("cannot open /dev/kvm")]
+    #[error("{0} does not exist: this host has no KVM (load kvm_intel or kvm_amd, or enable nested virtualization for this VM)")]
+    NoKvm(String),
+    #[error("no permission to open {0}: run as root or add this user to the 'kvm' group")]
+    KvmPermission(String),
+    #[error("cannot open the KVM device")]
     OpenKvm(#[source] io::Error),
     #[error("KVM API version {0} is not the stable version 12")]
     ApiVersion(i32),
@@ -38,11 +38,21 @@ fn io_err(e: kvm_ioctls::Error) -> io::Error {
     io::Error::from_raw_os_error(e.errno())
 }
 
-/// Opens /dev/kvm and checks what vmbench relies on, with errors that say what to do.
+/// The KVM device: `/dev/kvm`, or `$VMBENCH_KVM_DEVICE` (tests use it to check the errors).
+pub fn device_path() -> std::path::PathBuf {
+    std::env::var_os("VMBENCH_KVM_DEVICE")
+        .map(Into::into)
+        .unwrap_or_else(|| "/dev/kvm".into())
+}
+
+/// Opens the KVM device and checks what vmbench relies on, with errors that say what to do.
 pub fn open() -> Result<Kvm, Error> {
-    let kvm = Kvm::new().map_err(|e| match e.errno() {
-        libc::ENOENT | libc::ENXIO | libc::ENODEV => Error::NoKvm,
-        libc::EACCES | libc::EPERM => Error::KvmPermission,
+    let path = device_path();
+    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::NoKvm(path.display().to_string()))?;
+    let kvm = Kvm::new_with_path(&cpath).map_err(|e| match e.errno() {
+        libc::ENOENT | libc::ENXIO | libc::ENODEV => Error::NoKvm(path.display().to_string()),
+        libc::EACCES | libc::EPERM => Error::KvmPermission(path.display().to_string()),
         _ => Error::OpenKvm(io_err(e)),
     })?;
     let v = kvm.get_api_version();

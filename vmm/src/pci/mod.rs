@@ -139,15 +139,13 @@ impl BusDevice for PciRoot {
                 if off as usize + data.len() > 4 {
                     return;
                 }
-                let change = match self.selected() {
-                    Some((bdf, f, reg)) => Some((
-                        bdf,
-                        f.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .config_write(reg, off, data),
-                    )),
-                    None => None,
-                };
+                let change = self.selected().map(|(bdf, f, reg)| {
+                    let c = f
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .config_write(reg, off, data);
+                    (bdf, c)
+                });
                 if let (Some((bdf, change)), Some(h)) = (change, self.on_change.as_mut()) {
                     if change != ConfigChange::default() {
                         h(bdf, change);
