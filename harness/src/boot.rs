@@ -155,7 +155,10 @@ fn us(ns: Option<u64>) -> f64 {
 }
 
 fn print_timeline(out: &Outcome) {
-    let f = |v: Option<f64>| v.map(|v| format!("{v:.2} ms")).unwrap_or_else(|| "-".into());
+    let f = |v: Option<f64>| {
+        v.map(|v| format!("{v:.2} ms"))
+            .unwrap_or_else(|| "-".into())
+    };
     let t = &out.timeline;
     println!(
         "boot timeline: VMM set-up {}, start to first guest instruction {}, first instruction to ready {}, total {}",
@@ -193,7 +196,10 @@ fn print_exits(out: &Outcome) {
         );
     }
     if out.ioeventfd_writes > 0 {
-        println!("ioeventfd writes handled in the kernel: {}", out.ioeventfd_writes);
+        println!(
+            "ioeventfd writes handled in the kernel: {}",
+            out.ioeventfd_writes
+        );
     }
 }
 

@@ -21,7 +21,9 @@ impl Record {
         let mut text = Vec::new();
         for w in words {
             match w.split_once('=') {
-                Some((k, v)) if !k.is_empty() && text.is_empty() && kind != "log" && kind != "error" => {
+                Some((k, v))
+                    if !k.is_empty() && text.is_empty() && kind != "log" && kind != "error" =>
+                {
                     fields.push((k.to_string(), v.to_string()))
                 }
                 _ => text.push(w),
@@ -72,7 +74,10 @@ mod tests {
         assert_eq!(r.text, "");
 
         let l = Record::parse("@vmb log hanging on purpose a=b").unwrap();
-        assert_eq!((l.kind.as_str(), l.text.as_str()), ("log", "hanging on purpose a=b"));
+        assert_eq!(
+            (l.kind.as_str(), l.text.as_str()),
+            ("log", "hanging on purpose a=b")
+        );
         assert!(l.fields.is_empty());
     }
 

@@ -50,7 +50,10 @@ impl Timeline {
     }
     /// From starting the vCPU threads to vCPU 0's first instruction.
     pub fn first_instruction_ms(&self) -> Option<f64> {
-        Self::ms(self.started, self.first_instruction.first().copied().flatten())
+        Self::ms(
+            self.started,
+            self.first_instruction.first().copied().flatten(),
+        )
     }
     /// From vCPU 0's first instruction to its `ready` record.
     pub fn ready_ms(&self) -> Option<f64> {
@@ -76,7 +79,10 @@ pub enum Ending {
         registers: String,
     },
     /// No `ready` in time, or no exit in time.
-    TimedOut { phase: &'static str, after: Duration },
+    TimedOut {
+        phase: &'static str,
+        after: Duration,
+    },
 }
 
 pub struct Outcome {
@@ -99,8 +105,14 @@ impl Outcome {
 
     /// The last thing the guest said: its last record or console line.
     pub fn last_words(&self) -> String {
-        let rec = self.records.last().map(|r| format!("last record '{}'", r.record));
-        let con = self.console_tail.last().map(|l| format!("last console line '{l}'"));
+        let rec = self
+            .records
+            .last()
+            .map(|r| format!("last record '{}'", r.record));
+        let con = self
+            .console_tail
+            .last()
+            .map(|l| format!("last console line '{l}'"));
         match (rec, con) {
             (Some(r), _) => r,
             (None, Some(c)) => c,

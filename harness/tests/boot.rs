@@ -47,7 +47,11 @@ fn only<'a>(out: &'a Outcome, kind: &'a str) -> &'a vmbench::record::Record {
 fn probe_reports_ready_with_its_memory_vcpus_and_pci_bus() {
     let out = boot(1, 96, "hello", limits());
 
-    assert!(matches!(out.ending, Ending::Exited { code: 0 }), "{:?}", out.ending);
+    assert!(
+        matches!(out.ending, Ending::Exited { code: 0 }),
+        "{:?}",
+        out.ending
+    );
     let info = only(&out, "info");
     assert_eq!(info.get_u64("mem"), Some(96 << 20));
     assert_eq!(info.get_u64("vcpus"), Some(1));
@@ -56,7 +60,10 @@ fn probe_reports_ready_with_its_memory_vcpus_and_pci_bus() {
     assert_eq!(info.get_u64("tsc_khz"), Some(u64::from(out.tsc_khz)));
     // The host bridge, and nothing else yet: absent functions read as all ones.
     let pci = only(&out, "pci");
-    assert_eq!((pci.get("bdf"), pci.get("id")), (Some("00:00.0"), Some("8086:1237")));
+    assert_eq!(
+        (pci.get("bdf"), pci.get("id")),
+        (Some("00:00.0"), Some("8086:1237"))
+    );
     assert_eq!(only(&out, "pci-done").get_u64("functions"), Some(1));
     // The timeline has every step, in order.
     let t = &out.timeline;
@@ -75,7 +82,11 @@ fn probe_reports_ready_with_its_memory_vcpus_and_pci_bus() {
 fn every_vcpu_runs_the_probe_and_reports_ready() {
     let out = boot(2, 64, "hello", limits());
 
-    assert!(matches!(out.ending, Ending::Exited { code: 0 }), "{:?}", out.ending);
+    assert!(
+        matches!(out.ending, Ending::Exited { code: 0 }),
+        "{:?}",
+        out.ending
+    );
     let mut ready: Vec<u64> = out
         .records_of("ready")
         .map(|r| r.record.get_u64("vcpu").unwrap())
@@ -92,7 +103,11 @@ fn every_vcpu_runs_the_probe_and_reports_ready() {
 fn calibration_gives_positive_plausible_exit_costs() {
     let out = boot(1, 64, "calibrate n=200", limits());
 
-    assert!(matches!(out.ending, Ending::Exited { code: 0 }), "{:?}", out.ending);
+    assert!(
+        matches!(out.ending, Ending::Exited { code: 0 }),
+        "{:?}",
+        out.ending
+    );
     let result = |name: &str| {
         out.records_of("result")
             .map(|t| &t.record)
@@ -109,8 +124,14 @@ fn calibration_gives_positive_plausible_exit_costs() {
         );
         // An exit to user space and back takes more than 50 ns on any host and less
         // than 10 ms unless the host is broken.
-        assert!(median > 50 && median < 10_000_000, "{name}: median {median} ns");
-        assert!(min <= median && median <= max, "{name}: {min} {median} {max}");
+        assert!(
+            median > 50 && median < 10_000_000,
+            "{name}: median {median} ns"
+        );
+        assert!(
+            min <= median && median <= max,
+            "{name}: {min} {median} {max}"
+        );
         assert_eq!(r.get_u64("n"), Some(200));
     }
     // Each PIO and MMIO sample was a real exit to the VMM, and each ioeventfd write reached
@@ -126,7 +147,12 @@ fn a_crashing_guest_is_reported_with_its_rip() {
 
     let said = only(&out, "crashing").get("rip").unwrap().to_string();
     match &out.ending {
-        Ending::Crashed { reason, rip, registers, vcpu } => {
+        Ending::Crashed {
+            reason,
+            rip,
+            registers,
+            vcpu,
+        } => {
             assert_eq!(format!("{rip:#x}"), said);
             assert!(reason.contains("triple fault"), "{reason}");
             assert!(registers.contains("rsp="), "{registers}");
@@ -154,7 +180,10 @@ fn a_guest_that_never_gets_ready_times_out_and_is_stopped() {
         "{:?}",
         out.ending
     );
-    assert!(started.elapsed() < Duration::from_secs(5), "the VM was stopped promptly");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the VM was stopped promptly"
+    );
     assert!(out.last_words().contains("hanging on purpose before ready"));
     assert!(out.last_exit.contains("pio_out"), "{}", out.last_exit);
 }
@@ -198,7 +227,10 @@ fn assert_one_line_error(stderr: &str, needle: &str) {
     assert_eq!(lines.len(), 1, "one line: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
     assert!(lines[0].contains(needle), "'{needle}' in {stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -213,7 +245,11 @@ fn cli_malformed_probe_elf() {
     let dir = std::env::temp_dir().join(format!("vmbench-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.elf");
-    std::fs::write(&bad, b"\x7fELF this is not really an ELF file at all, just text").unwrap();
+    std::fs::write(
+        &bad,
+        b"\x7fELF this is not really an ELF file at all, just text",
+    )
+    .unwrap();
 
     let (code, _, err) = vmbench(&["boot", "--probe", bad.to_str().unwrap()], &[]);
 
@@ -229,12 +265,18 @@ fn cli_missing_kvm_device() {
         &[("VMBENCH_KVM_DEVICE", "/nonexistent/kvm")],
     );
     assert_eq!(code, 2);
-    assert_one_line_error(&err, "/nonexistent/kvm does not exist: this host has no KVM");
+    assert_one_line_error(
+        &err,
+        "/nonexistent/kvm does not exist: this host has no KVM",
+    );
 }
 
 #[test]
 fn cli_too_little_memory() {
-    let (code, _, err) = vmbench(&["boot", "--mem", "4", "--probe", probe().to_str().unwrap()], &[]);
+    let (code, _, err) = vmbench(
+        &["boot", "--mem", "4", "--probe", probe().to_str().unwrap()],
+        &[],
+    );
     assert_eq!(code, 2);
     assert_one_line_error(&err, "guest memory of 4 MiB is too small");
 }
@@ -242,7 +284,15 @@ fn cli_too_little_memory() {
 #[test]
 fn cli_ready_timeout_says_what_the_guest_last_did() {
     let (code, _, err) = vmbench(
-        &["boot", "--probe-exec", "hang", "--timeout", "0.5", "--probe", probe().to_str().unwrap()],
+        &[
+            "boot",
+            "--probe-exec",
+            "hang",
+            "--timeout",
+            "0.5",
+            "--probe",
+            probe().to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(code, 2);
@@ -252,14 +302,35 @@ fn cli_ready_timeout_says_what_the_guest_last_did() {
 
 #[test]
 fn cli_crash_exits_1_with_registers() {
-    let (code, out, err) = vmbench(&["boot", "--probe-exec", "crash", "--probe", probe().to_str().unwrap()], &[]);
+    let (code, out, err) = vmbench(
+        &[
+            "boot",
+            "--probe-exec",
+            "crash",
+            "--probe",
+            probe().to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(code, 1, "{out}{err}");
-    assert!(err.contains("triple fault") && err.contains("registers: rip="), "{err}");
+    assert!(
+        err.contains("triple fault") && err.contains("registers: rip="),
+        "{err}"
+    );
 }
 
 #[test]
 fn cli_unknown_workload_fails_with_the_guests_word() {
-    let (code, out, err) = vmbench(&["boot", "--probe-exec", "frobnicate", "--probe", probe().to_str().unwrap()], &[]);
+    let (code, out, err) = vmbench(
+        &[
+            "boot",
+            "--probe-exec",
+            "frobnicate",
+            "--probe",
+            probe().to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("unknown workload 'frobnicate'"), "{out}");
 }

@@ -69,10 +69,13 @@ fn cargo() -> String {
 }
 
 fn tool_version(tool: &str, arg: &str) -> Result<String, Error> {
-    let out = Command::new(tool).arg(arg).output().map_err(|e| Error::Tool {
-        tool: tool.into(),
-        source: e,
-    })?;
+    let out = Command::new(tool)
+        .arg(arg)
+        .output()
+        .map_err(|e| Error::Tool {
+            tool: tool.into(),
+            source: e,
+        })?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 

@@ -35,7 +35,9 @@ pub struct DeviceId(pub usize);
 pub enum Error {
     #[error("empty range at {base:#x} for {name}")]
     EmptyRange { base: u64, name: String },
-    #[error("range {base:#x}+{len:#x} for {name} overlaps {other} at {other_base:#x}+{other_len:#x}")]
+    #[error(
+        "range {base:#x}+{len:#x} for {name} overlaps {other} at {other_base:#x}+{other_len:#x}"
+    )]
     Overlap {
         base: u64,
         len: u64,
@@ -226,7 +228,8 @@ mod tests {
             );
         }
         // Adjacent ranges are fine on both sides.
-        bus.insert(0x3f0, 8, "below", DeviceId(1), b.clone()).unwrap();
+        bus.insert(0x3f0, 8, "below", DeviceId(1), b.clone())
+            .unwrap();
         bus.insert(0x400, 1, "above", DeviceId(2), b).unwrap();
     }
 
@@ -283,7 +286,8 @@ mod tests {
     fn removed_range_no_longer_answers() {
         let bus = Bus::new("mmio");
         let (_, d) = dev();
-        bus.insert(0x1000, 0x10, "bar", DeviceId(0), d.clone()).unwrap();
+        bus.insert(0x1000, 0x10, "bar", DeviceId(0), d.clone())
+            .unwrap();
         bus.remove(0x1000).unwrap();
         let mut data = [0u8; 1];
         assert_eq!(bus.read(0x1000, 0, &mut data), None);

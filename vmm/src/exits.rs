@@ -56,7 +56,9 @@ pub struct LastExit {
 
 impl LastExit {
     pub fn reason(&self) -> Option<Reason> {
-        Reason::ALL.get(self.reason.checked_sub(1)? as usize).copied()
+        Reason::ALL
+            .get(self.reason.checked_sub(1)? as usize)
+            .copied()
     }
 }
 
@@ -245,7 +247,10 @@ mod tests {
         assert_eq!(s.vcpus[1].by_device.get("serial"), None);
         assert_eq!(s.total().by_device["mailbox"], 1);
         let last = stats.last_exit(1);
-        assert_eq!((last.reason(), last.addr), (Some(Reason::MmioRead), 0xf000_0000));
+        assert_eq!(
+            (last.reason(), last.addr),
+            (Some(Reason::MmioRead), 0xf000_0000)
+        );
         assert_eq!(stats.last_exit(0).reason(), Some(Reason::PioOut));
     }
 

@@ -127,26 +127,79 @@ impl Machine {
         vm.register_irqfd(&serial_irq, COM1_IRQ)
             .map_err(Error::Irqfd)?;
         let serial = SerialPort::new(serial_irq, events_tx.clone());
-        register(&pio, &exits, u64::from(ports::COM1), 8, "serial", Arc::new(Mutex::new(serial)))?;
+        register(
+            &pio,
+            &exits,
+            u64::from(ports::COM1),
+            8,
+            "serial",
+            Arc::new(Mutex::new(serial)),
+        )?;
         let debug_exit = DebugExit::new(events_tx.clone(), stop.clone());
-        register(&pio, &exits, u64::from(ports::DEBUG_EXIT), 4, "debug-exit", Arc::new(Mutex::new(debug_exit)))?;
-        register(&pio, &exits, u64::from(ports::PCI_CONFIG_ADDRESS), 8, "pci-config", Arc::new(Mutex::new(PciRoot::new())))?;
+        register(
+            &pio,
+            &exits,
+            u64::from(ports::DEBUG_EXIT),
+            4,
+            "debug-exit",
+            Arc::new(Mutex::new(debug_exit)),
+        )?;
+        register(
+            &pio,
+            &exits,
+            u64::from(ports::PCI_CONFIG_ADDRESS),
+            8,
+            "pci-config",
+            Arc::new(Mutex::new(PciRoot::new())),
+        )?;
         let mark = EntryMark {
             events: events_tx.clone(),
         };
-        register(&pio, &exits, u64::from(ENTRY_MARK_PORT), 1, "entry-mark", Arc::new(Mutex::new(mark)))?;
+        register(
+            &pio,
+            &exits,
+            u64::from(ENTRY_MARK_PORT),
+            1,
+            "entry-mark",
+            Arc::new(Mutex::new(mark)),
+        )?;
         let mailbox = Mailbox {
             mem: mem.clone(),
             exits: exits.clone(),
             events: events_tx.clone(),
             vcpus: cfg.vcpus,
         };
-        register(&pio, &exits, u64::from(MAILBOX_PORT), 4, "mailbox", Arc::new(Mutex::new(mailbox)))?;
-        register(&pio, &exits, u64::from(CALIB_PORT), 4, "calibration", Arc::new(Mutex::new(Null)))?;
-        register(&mmio, &exits, CALIB_MMIO, 0x1000, "calibration", Arc::new(Mutex::new(Null)))?;
+        register(
+            &pio,
+            &exits,
+            u64::from(MAILBOX_PORT),
+            4,
+            "mailbox",
+            Arc::new(Mutex::new(mailbox)),
+        )?;
+        register(
+            &pio,
+            &exits,
+            u64::from(CALIB_PORT),
+            4,
+            "calibration",
+            Arc::new(Mutex::new(Null)),
+        )?;
+        register(
+            &mmio,
+            &exits,
+            CALIB_MMIO,
+            0x1000,
+            "calibration",
+            Arc::new(Mutex::new(Null)),
+        )?;
         let ioeventfd = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
-        vm.register_ioevent(&ioeventfd, &IoEventAddress::Mmio(CALIB_IOEVENTFD), NoDatamatch)
-            .map_err(|e| Error::Kvm(kvm::Error::IoEvent(e)))?;
+        vm.register_ioevent(
+            &ioeventfd,
+            &IoEventAddress::Mmio(CALIB_IOEVENTFD),
+            NoDatamatch,
+        )
+        .map_err(|e| Error::Kvm(kvm::Error::IoEvent(e)))?;
 
         vcpu::install_kick_handler()?;
         let mut vcpus = Vec::with_capacity(cfg.vcpus);

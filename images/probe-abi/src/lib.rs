@@ -119,7 +119,11 @@ impl BootInfo {
 
     /// The exec text up to the first NUL.
     pub fn exec_str(&self) -> &str {
-        let n = self.exec.iter().position(|&b| b == 0).unwrap_or(self.exec.len());
+        let n = self
+            .exec
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.exec.len());
         core::str::from_utf8(&self.exec[..n]).unwrap_or("")
     }
 }

@@ -147,6 +147,9 @@ mod tests {
     #[test]
     fn kvm_segment_has_byte_granular_limit() {
         let s = USER_CODE.kvm();
-        assert_eq!((s.limit, s.dpl, s.l, s.db, s.present), (0xffff_ffff, 3, 1, 0, 1));
+        assert_eq!(
+            (s.limit, s.dpl, s.l, s.db, s.present),
+            (0xffff_ffff, 3, 1, 0, 1)
+        );
     }
 }

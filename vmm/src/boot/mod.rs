@@ -8,7 +8,9 @@ use std::fs::File;
 use std::path::Path;
 
 use linux_loader::loader::{elf::Elf, KernelLoader};
-use probe_abi::layout::{self, BOOT_INFO, GDT, MMIO_HOLE, PROBE_BASE, PROBE_LIMIT, STACKS, STACK_SIZE, TSS};
+use probe_abi::layout::{
+    self, BOOT_INFO, GDT, MMIO_HOLE, PROBE_BASE, PROBE_LIMIT, STACKS, STACK_SIZE, TSS,
+};
 use probe_abi::BootInfo;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -129,8 +131,11 @@ pub fn setup(mem: &GuestMemoryMmap, entry: u64, p: &ProbeParams) -> Result<Vec<S
             .map_err(|_| Error::Write)?
         };
     }
-    mem.write_slice(&[0u8; std::mem::size_of::<BootInfo>()], GuestAddress(BOOT_INFO))
-        .map_err(|_| Error::Write)?;
+    mem.write_slice(
+        &[0u8; std::mem::size_of::<BootInfo>()],
+        GuestAddress(BOOT_INFO),
+    )
+    .map_err(|_| Error::Write)?;
     put!(magic, probe_abi::BOOT_MAGIC);
     put!(version, probe_abi::BOOT_VERSION);
     put!(flags, p.flags);

@@ -49,7 +49,8 @@ pub fn entries(top: u64, uncached_from: u64) -> Result<Vec<(u64, u64)>, Error> {
 /// Writes the tables into guest memory; CR3 is then [`PML4`].
 pub fn write(mem: &GuestMemoryMmap, top: u64, uncached_from: u64) -> Result<(), Error> {
     for (gpa, e) in entries(top, uncached_from)? {
-        mem.write_obj(e, GuestAddress(gpa)).map_err(|_| Error::Write)?;
+        mem.write_obj(e, GuestAddress(gpa))
+            .map_err(|_| Error::Write)?;
     }
     Ok(())
 }
@@ -60,7 +61,9 @@ mod tests {
 
     /// Walks the tables as the MMU would, for a user-mode access.
     fn translate(mem: &GuestMemoryMmap, va: u64) -> Option<(u64, u64)> {
-        let pml4e: u64 = mem.read_obj(GuestAddress(PML4 + ((va >> 39) & 511) * 8)).ok()?;
+        let pml4e: u64 = mem
+            .read_obj(GuestAddress(PML4 + ((va >> 39) & 511) * 8))
+            .ok()?;
         if pml4e & (PRESENT | USER) != PRESENT | USER {
             return None;
         }
@@ -76,7 +79,10 @@ mod tests {
         if pde & (PRESENT | USER | PAGE_SIZE_2M) != PRESENT | USER | PAGE_SIZE_2M {
             return None;
         }
-        Some(((pde & !(MIB2 - 1) & ((1 << 52) - 1)) + (va & (MIB2 - 1)), pde))
+        Some((
+            (pde & !(MIB2 - 1) & ((1 << 52) - 1)) + (va & (MIB2 - 1)),
+            pde,
+        ))
     }
 
     fn mem(size: usize) -> GuestMemoryMmap {
@@ -88,7 +94,15 @@ mod tests {
         let m = mem(16 << 20);
         write(&m, 4 * GIB, 0xC000_0000).unwrap();
 
-        for va in [0u64, 0x1234, 0x10_0000, 0xff_ffff, 0xBFFF_FFFF, 0xC000_0000, 0xFFFF_FFFF] {
+        for va in [
+            0u64,
+            0x1234,
+            0x10_0000,
+            0xff_ffff,
+            0xBFFF_FFFF,
+            0xC000_0000,
+            0xFFFF_FFFF,
+        ] {
             let (pa, _) = translate(&m, va).unwrap_or_else(|| panic!("{va:#x} not mapped"));
             assert_eq!(pa, va);
         }

@@ -59,7 +59,12 @@ pub fn open() -> Result<Kvm, Error> {
     if v != 12 {
         return Err(Error::ApiVersion(v));
     }
-    for cap in [Cap::UserMemory, Cap::Irqchip, Cap::Ioeventfd, Cap::ImmediateExit] {
+    for cap in [
+        Cap::UserMemory,
+        Cap::Irqchip,
+        Cap::Ioeventfd,
+        Cap::ImmediateExit,
+    ] {
         if !kvm.check_extension(cap) {
             return Err(Error::MissingCap(cap));
         }

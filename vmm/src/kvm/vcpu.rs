@@ -244,11 +244,16 @@ pub fn run(mut vcpu: VcpuFd, ctx: Context) -> End {
             Ok(VcpuExit::FailEntry(reason, cpu)) => {
                 return crash(
                     &vcpu,
-                    format!("KVM could not enter the guest (hardware reason {reason:#x}, cpu {cpu})"),
+                    format!(
+                        "KVM could not enter the guest (hardware reason {reason:#x}, cpu {cpu})"
+                    ),
                 );
             }
             Ok(VcpuExit::SystemEvent(kind, _)) => {
-                return crash(&vcpu, format!("guest system event {kind} (reset or shutdown)"));
+                return crash(
+                    &vcpu,
+                    format!("guest system event {kind} (reset or shutdown)"),
+                );
             }
             Ok(_) => (Reason::Other, 0, None),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {

@@ -1,6 +1,8 @@
 //! PCI: functions behind configuration mechanism #1 (ports 0xCF8/0xCFC, PCI Local Bus 3.0,
 //! 3.2.2.3.2). The root answers all ones for absent functions, as hardware does.
 
+pub mod config;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -115,7 +117,9 @@ impl BusDevice for PciRoot {
             _ => {
                 let off = (a.offset - 4) as usize;
                 let v = match self.selected() {
-                    Some((_, f, reg)) => f.lock().unwrap_or_else(|e| e.into_inner()).config_read(reg),
+                    Some((_, f, reg)) => {
+                        f.lock().unwrap_or_else(|e| e.into_inner()).config_read(reg)
+                    }
                     None => u32::MAX,
                 }
                 .to_le_bytes();

@@ -1,0 +1,313 @@
+//! A raw disk image: the file's bytes are the disk's bytes. Buffered or O_DIRECT.
+
+use std::fs::{File, OpenOptions as FsOpen};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::block::{check_range, BlockBackend, BlockFeatures, OpenOptions};
+
+/// O_DIRECT transfers must be aligned to the logical block size; 4 KiB covers every device.
+const DIRECT_ALIGN: usize = 4096;
+
+pub struct RawFile {
+    file: File,
+    path: PathBuf,
+    capacity: u64,
+    opts: OpenOptions,
+    /// Aligned bounce buffer for O_DIRECT.
+    bounce: AlignedBuf,
+}
+
+/// A heap buffer aligned for O_DIRECT.
+struct AlignedBuf {
+    storage: Vec<u8>,
+    offset: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn new() -> Self {
+        AlignedBuf {
+            storage: Vec::new(),
+            offset: 0,
+            len: 0,
+        }
+    }
+
+    fn get(&mut self, len: usize) -> &mut [u8] {
+        if self.len < len {
+            self.storage = vec![0u8; len + DIRECT_ALIGN];
+            let addr = self.storage.as_ptr() as usize;
+            self.offset = addr.next_multiple_of(DIRECT_ALIGN) - addr;
+            self.len = len;
+        }
+        &mut self.storage[self.offset..self.offset + len]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open disk image {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("disk image {path} is {size} bytes, not a multiple of 512")]
+    Size { path: String, size: u64 },
+}
+
+impl RawFile {
+    pub fn open(path: &Path, opts: OpenOptions) -> Result<Self, Error> {
+        let p = path.display().to_string();
+        let mut o = FsOpen::new();
+        o.read(true).write(!opts.read_only);
+        if opts.direct_io {
+            o.custom_flags(libc::O_DIRECT);
+        }
+        let file = o.open(path).map_err(|e| Error::Open {
+            path: p.clone(),
+            source: e,
+        })?;
+        let size = file
+            .metadata()
+            .map_err(|e| Error::Open {
+                path: p.clone(),
+                source: e,
+            })?
+            .len();
+        if size % 512 != 0 {
+            return Err(Error::Size { path: p, size });
+        }
+        Ok(RawFile {
+            file,
+            path: path.to_path_buf(),
+            capacity: size,
+            opts,
+            bounce: AlignedBuf::new(),
+        })
+    }
+
+    /// The aligned window around `[offset, offset + len)` for O_DIRECT.
+    fn window(offset: u64, len: usize) -> (u64, usize) {
+        let a = DIRECT_ALIGN as u64;
+        let start = offset / a * a;
+        let end = (offset + len as u64).div_ceil(a) * a;
+        (start, (end - start) as usize)
+    }
+}
+
+impl BlockBackend for RawFile {
+    fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    fn read_only(&self) -> bool {
+        self.opts.read_only
+    }
+
+    fn features(&self) -> BlockFeatures {
+        BlockFeatures {
+            discard: !self.opts.read_only,
+            write_zeroes: !self.opts.read_only,
+        }
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        check_range(offset, buf.len() as u64, self.capacity)?;
+        if !self.opts.direct_io {
+            return self.file.read_exact_at(buf, offset);
+        }
+        let (start, len) = Self::window(offset, buf.len());
+        let skip = (offset - start) as usize;
+        let n = buf.len();
+        let b = self.bounce.get(len);
+        self.file.read_exact_at(b, start)?;
+        buf.copy_from_slice(&b[skip..skip + n]);
+        Ok(())
+    }
+
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        if self.opts.read_only {
+            return Err(io::ErrorKind::PermissionDenied.into());
+        }
+        check_range(offset, buf.len() as u64, self.capacity)?;
+        if !self.opts.direct_io {
+            return self.file.write_all_at(buf, offset);
+        }
+        let (start, len) = Self::window(offset, buf.len());
+        let skip = (offset - start) as usize;
+        let n = buf.len();
+        let partial = skip != 0 || n != len;
+        let b = self.bounce.get(len);
+        if partial {
+            // Read-modify-write of the aligned window.
+            self.file.read_exact_at(b, start)?;
+        }
+        b[skip..skip + n].copy_from_slice(buf);
+        self.file.write_all_at(b, start)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        self.punch(
+            offset,
+            len,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        )
+    }
+
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        // Punching a hole reads back as zeroes and keeps the size.
+        self.punch(
+            offset,
+            len,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        )
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "raw {}{}{}",
+            self.path.display(),
+            if self.opts.direct_io { " O_DIRECT" } else { "" },
+            if self.opts.read_only {
+                " read-only"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+impl RawFile {
+    fn punch(&mut self, offset: u64, len: u64, mode: i32) -> io::Result<()> {
+        if self.opts.read_only {
+            return Err(io::ErrorKind::PermissionDenied.into());
+        }
+        check_range(offset, len, self.capacity)?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
+        let off =
+            i64::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let l = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: fallocate on a file descriptor this struct owns; no memory is passed.
+        let r = unsafe { libc::fallocate(fd, mode, off, l) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(bytes: usize) -> (tempdir::Dir, PathBuf) {
+        let d = tempdir::Dir::new();
+        let p = d.0.join("disk.raw");
+        std::fs::write(&p, vec![0u8; bytes]).unwrap();
+        (d, p)
+    }
+
+    /// A directory removed on drop (tests only; no extra crate).
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let p =
+                    std::env::temp_dir().join(format!("vmbench-raw-{}-{n}", std::process::id()));
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn writes_read_back_buffered_and_direct() {
+        for direct_io in [false, true] {
+            let (_d, p) = image(1 << 20);
+            let mut f = RawFile::open(
+                &p,
+                OpenOptions {
+                    direct_io,
+                    read_only: false,
+                },
+            )
+            .unwrap();
+            let data: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+
+            f.write_at(4096 + 100, &data).unwrap();
+            let mut back = vec![0u8; 3000];
+            f.read_at(4096 + 100, &mut back).unwrap();
+            f.flush().unwrap();
+
+            assert_eq!(back, data, "direct_io={direct_io}");
+            let file = std::fs::read(&p).unwrap();
+            assert_eq!(&file[4196..7196], &data[..]);
+            assert!(file[..4196].iter().all(|&b| b == 0));
+        }
+    }
+
+    #[test]
+    fn out_of_range_is_invalid_input_and_read_only_refuses_writes() {
+        let (_d, p) = image(8192);
+        let mut f = RawFile::open(
+            &p,
+            OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut buf = [0u8; 512];
+        assert_eq!(
+            f.read_at(8192 - 256, &mut buf).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            f.read_at(u64::MAX, &mut buf).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            f.write_at(0, &buf).unwrap_err().kind(),
+            io::ErrorKind::PermissionDenied
+        );
+        assert!(f.read_only());
+    }
+
+    #[test]
+    fn write_zeroes_and_discard_zero_the_range() {
+        let (_d, p) = image(1 << 16);
+        let mut f = RawFile::open(&p, OpenOptions::default()).unwrap();
+        f.write_at(0, &[0xaa; 1 << 16]).unwrap();
+        f.write_zeroes(4096, 8192).unwrap();
+        f.discard(32768, 4096).unwrap();
+        let file = std::fs::read(&p).unwrap();
+        assert!(file[4096..12288].iter().all(|&b| b == 0));
+        assert!(file[32768..36864].iter().all(|&b| b == 0));
+        assert_eq!(file[0], 0xaa);
+        assert_eq!(file[12288], 0xaa);
+        assert_eq!(file.len(), 1 << 16);
+    }
+
+    #[test]
+    fn size_not_a_multiple_of_512_is_refused() {
+        let (_d, p) = image(1000);
+        assert!(matches!(
+            RawFile::open(&p, OpenOptions::default()),
+            Err(Error::Size { size: 1000, .. })
+        ));
+    }
+}

@@ -1,0 +1,64 @@
+//! How devices raise interrupts, behind small traits so device logic is testable without KVM.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use kvm_ioctls::VmFd;
+
+/// A level-triggered INTx line (e1000, IDE).
+pub trait IrqLine: Send + Sync {
+    fn set_level(&self, high: bool);
+}
+
+/// An edge interrupt by vector (MSI-X vectors of virtio devices).
+pub trait Interrupt: Send + Sync {
+    fn trigger(&self, vector: u16);
+}
+
+/// An INTx line wired to a GSI of KVM's in-kernel IOAPIC/PIC.
+pub struct KvmIrqLine {
+    pub vm: Arc<VmFd>,
+    pub gsi: u32,
+}
+
+impl IrqLine for KvmIrqLine {
+    fn set_level(&self, high: bool) {
+        if let Err(e) = self.vm.set_irq_line(self.gsi, high) {
+            log::warn!("cannot set IRQ line {}: {e}", self.gsi);
+        }
+    }
+}
+
+/// Records what devices did to a line, for tests.
+#[derive(Default)]
+pub struct TestIrqLine {
+    pub level: AtomicBool,
+    pub raised: AtomicU64,
+}
+
+impl IrqLine for TestIrqLine {
+    fn set_level(&self, high: bool) {
+        if high && !self.level.swap(true, Ordering::SeqCst) {
+            self.raised.fetch_add(1, Ordering::SeqCst);
+        } else if !high {
+            self.level.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Counts triggers per vector, for tests.
+#[derive(Default)]
+pub struct TestInterrupt {
+    pub counts: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
+}
+
+impl Interrupt for TestInterrupt {
+    fn trigger(&self, vector: u16) {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(vector)
+            .or_default() += 1;
+    }
+}
