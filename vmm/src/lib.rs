@@ -10,6 +10,7 @@ pub mod interrupt;
 pub mod kvm;
 pub mod machine;
 pub mod pci;
+pub mod virtio;
 
 pub use event::Event;
 pub use machine::{Machine, MachineConfig};

@@ -1,6 +1,7 @@
 //! The KVM side of the VMM: opening /dev/kvm, the VM with its memory slots and in-kernel
 //! interrupt controller, and the vCPUs. All `unsafe` of the VMM lives here.
 
+pub mod irq;
 pub mod memory;
 pub mod vcpu;
 

@@ -30,6 +30,16 @@ pub trait PciFunction: BusDevice {
     fn config_read(&self, reg: usize) -> u32;
     /// Writes `data` at byte `offset` within register `reg`.
     fn config_write(&mut self, reg: usize, offset: u64, data: &[u8]) -> ConfigChange;
+    /// Reads a register whose read has side effects (a window into a BAR, say); by default
+    /// the same as `config_read`.
+    fn config_read_mut(&mut self, reg: usize) -> u32 {
+        self.config_read(reg)
+    }
+    /// Notification addresses to back with ioeventfds: (BAR, offset in the BAR, eventfd).
+    /// The machine registers them wherever the BAR is mapped.
+    fn ioevents(&self) -> Vec<(usize, u64, vmm_sys_util::eventfd::EventFd)> {
+        Vec::new()
+    }
 }
 
 pub type SharedFunction = Arc<Mutex<dyn PciFunction>>;

@@ -1,0 +1,95 @@
+//! virtio 1.x devices (virtio 1.2 specification, OASIS) over the modern PCI transport: the
+//! transport (`pci.rs`, `msix.rs`) is shared; each device (`blk/`, `net/`) implements
+//! [`VirtioDevice`] and does its work on its own worker thread.
+
+pub mod blk;
+pub mod msix;
+pub mod pci;
+
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::interrupt::Interrupt;
+
+/// Device status bits (virtio 1.2, 2.1).
+pub mod status {
+    pub const ACKNOWLEDGE: u8 = 1;
+    pub const DRIVER: u8 = 2;
+    pub const DRIVER_OK: u8 = 4;
+    pub const FEATURES_OK: u8 = 8;
+    pub const DEVICE_NEEDS_RESET: u8 = 64;
+    pub const FAILED: u8 = 128;
+}
+
+/// Feature bits shared by all devices.
+pub mod features {
+    pub const RING_INDIRECT_DESC: u64 = 1 << 28;
+    pub const RING_EVENT_IDX: u64 = 1 << 29;
+    pub const VERSION_1: u64 = 1 << 32;
+}
+
+/// The vector that means "no MSI-X vector" (virtio 1.2, 4.1.5.1.2).
+pub const NO_VECTOR: u16 = 0xffff;
+
+/// What a device's worker gets when the driver sets DRIVER_OK.
+pub struct Activation {
+    pub mem: GuestMemoryMmap,
+    /// Raises the used-buffer interrupt of queue `i` (the transport maps it to the queue's
+    /// MSI-X vector or to INTx + ISR).
+    pub interrupt: Arc<dyn QueueInterrupt>,
+    /// The queues as the driver set them up, with the eventfd of each queue's notifications.
+    pub queues: Vec<(Queue, EventFd)>,
+    pub features: u64,
+}
+
+/// Interrupts by queue index, and the configuration-change interrupt.
+pub trait QueueInterrupt: Send + Sync {
+    fn queue(&self, index: usize);
+    fn config(&self);
+}
+
+/// A handle to a device's running worker: stops it and gets the queues back.
+pub trait Worker: Send {
+    /// Stops the worker thread and waits for it.
+    fn stop(self: Box<Self>);
+    /// True once the worker has hit an error and stopped (the device needs a reset).
+    fn failed(&self) -> bool;
+}
+
+pub trait VirtioDevice: Send {
+    /// Device type (1 net, 2 block).
+    fn device_type(&self) -> u16;
+    /// Maximum size of each queue.
+    fn queue_max_sizes(&self) -> Vec<u16>;
+    /// Offered feature bits (including VERSION_1).
+    fn features(&self) -> u64;
+    /// Device-specific configuration space.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Starts the worker.
+    fn activate(&mut self, a: Activation) -> Result<Box<dyn Worker>, String>;
+    /// A short name for logs and exit accounting.
+    fn name(&self) -> &str;
+}
+
+/// Reads `data.len()` bytes at `offset` of `bytes`, all ones past its end (config reads).
+pub fn read_config_bytes(bytes: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|o| bytes.get(o))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
+/// Interrupt adapter for tests and for workers that run without a transport.
+pub struct NoInterrupt;
+
+impl Interrupt for NoInterrupt {
+    fn trigger(&self, _: u16) {}
+}
