@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use vmm::backend::block::OpenOptions;
 use vmm::exits::{ExitSnapshot, VcpuExits};
+use vmm::machine::{DiskConfig, DiskKind};
 use vmm::{Machine, MachineConfig};
 
 use crate::exitcode::Failed;
@@ -31,6 +33,48 @@ pub struct Args {
     /// Seconds the workload may run after ready.
     #[arg(long, default_value_t = 120.0)]
     pub run_timeout: f64,
+    /// The disk controller: virtio (virtio-blk) or none.
+    #[arg(long, value_enum, default_value_t = DiskArg::None)]
+    pub disk: DiskArg,
+    /// The disk image (raw), required with --disk.
+    #[arg(long)]
+    pub disk_image: Option<PathBuf>,
+    /// Serve the disk read-only.
+    #[arg(long)]
+    pub disk_readonly: bool,
+    /// Open the disk image with O_DIRECT (bypass the host page cache).
+    #[arg(long)]
+    pub direct_io: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskArg {
+    None,
+    Virtio,
+}
+
+/// The machine's disk from the command line, with errors that say what to pass.
+pub fn disk_config(args: &Args) -> anyhow::Result<Option<DiskConfig>> {
+    let kind = match args.disk {
+        DiskArg::None => {
+            if let Some(p) = &args.disk_image {
+                bail!("--disk-image {} needs --disk virtio", p.display());
+            }
+            return Ok(None);
+        }
+        DiskArg::Virtio => DiskKind::Virtio,
+    };
+    let Some(path) = args.disk_image.clone() else {
+        bail!("--disk {:?} needs --disk-image FILE (a raw image; make one with `truncate -s 64M disk.img`)", args.disk);
+    };
+    Ok(Some(DiskConfig {
+        kind,
+        path,
+        options: OpenOptions {
+            read_only: args.disk_readonly,
+            direct_io: args.direct_io,
+        },
+    }))
 }
 
 fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
@@ -67,6 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         mem_mib: args.mem,
         probe: probe.clone(),
         exec: args.probe_exec.clone(),
+        disk: disk_config(&args)?,
     };
     let mut m = Machine::new(&cfg)?;
     println!(
@@ -80,6 +125,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let out = session::run(&mut m, &limits, print_record)?;
     print_timeline(&out);
     print_exits(&out);
+    for (dev, counters) in &out.device_counters {
+        let c: Vec<String> = counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("{dev}: {}", c.join(", "));
+    }
     match &out.ending {
         Ending::Exited { code: 0 } => Ok(()),
         Ending::Exited { code } => Err(Failed(format!(

@@ -3,6 +3,7 @@
 
 pub mod boot;
 pub mod exitcode;
+pub mod qemu;
 pub mod record;
 pub mod session;
 pub mod stats;

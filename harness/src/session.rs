@@ -96,6 +96,9 @@ pub struct Outcome {
     pub last_exit: String,
     pub ioeventfd_writes: u64,
     pub tsc_khz: u32,
+    /// Device operation counters at the end (requests, frames, kicks...).
+    pub device_counters:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
 }
 
 impl Outcome {
@@ -236,6 +239,7 @@ pub fn run(
         last_exit,
         ioeventfd_writes: m.ioeventfd_count(),
         tsc_khz: m.tsc_khz(),
+        device_counters: m.device_counters(),
     })
 }
 

@@ -25,6 +25,7 @@ fn boot(vcpus: usize, mem_mib: u64, exec: &str, limits: Limits) -> Outcome {
         mem_mib,
         probe: probe(),
         exec: exec.into(),
+        ..Default::default()
     };
     let mut m = Machine::new(&cfg).expect("the machine builds");
     session::run(&mut m, &limits, |_| {}).expect("the machine runs")

@@ -19,10 +19,17 @@ use crate::bus::{Bus, SharedDevice};
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::platform::{EntryMark, Mailbox, Null};
 use crate::devices::serial::SerialPort;
+use crate::devices::Counters;
 use crate::event::Event;
 use crate::exits::ExitStats;
+use crate::interrupt::{IrqLine, KvmIrqLine};
+use crate::kvm::irq::GsiRouter;
 use crate::kvm::{self, vcpu};
-use crate::pci::PciRoot;
+use crate::pci::{Bdf, ConfigChange, PciFunction, PciRoot, SharedFunction};
+use crate::virtio::blk::Block;
+use crate::virtio::msix::{VectorFd, VirtioIrq};
+use crate::virtio::pci::VirtioPci;
+use std::collections::BTreeMap;
 
 /// vmbench's own ports (outside any device a guest expects), told to the probe in its boot
 /// information rather than hard-coded there.
@@ -52,17 +59,45 @@ pub enum Error {
     TscKhz(#[source] kvm_ioctls::Error),
     #[error("cannot start the thread of vCPU {0}")]
     Thread(usize, #[source] std::io::Error),
+    #[error(transparent)]
+    Disk(#[from] crate::backend::raw::Error),
+    #[error("cannot set up interrupts")]
+    Irq(#[from] crate::kvm::irq::Error),
+    #[error("cannot create the {0} device")]
+    Device(
+        &'static str,
+        #[source] Box<dyn std::error::Error + Send + Sync>,
+    ),
+    #[error("the PCI {0} window is full")]
+    Window(&'static str),
 }
 
 /// What to build.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct MachineConfig {
     pub vcpus: usize,
     pub mem_mib: u64,
     pub probe: PathBuf,
     /// The probe workload and its arguments.
     pub exec: String,
+    pub disk: Option<DiskConfig>,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskKind {
+    Virtio,
+}
+
+#[derive(Clone, Debug)]
+pub struct DiskConfig {
+    pub kind: DiskKind,
+    pub path: PathBuf,
+    pub options: crate::backend::block::OpenOptions,
+}
+
+/// PCI slots: the host bridge is 00:00.0.
+pub const NIC_SLOT: u8 = 3;
+pub const DISK_SLOT: u8 = 4;
 
 /// Timestamps of the set-up, for the boot timeline.
 #[derive(Clone, Copy, Debug)]
@@ -89,8 +124,99 @@ pub struct Machine {
     ioeventfd: EventFd,
     tsc_khz: u32,
     times: SetupTimes,
-    _vm: VmFd,
+    counters: Vec<(String, Arc<dyn Counters>)>,
+    _pci: Arc<Mutex<PciRoot>>,
+    _vm: Arc<VmFd>,
     _mem: GuestMemoryMmap,
+}
+
+/// A PCI function as the bus owner knows it.
+struct PciEntry {
+    name: &'static str,
+    id: crate::bus::DeviceId,
+    device: SharedDevice,
+    function: SharedFunction,
+}
+
+/// Applies BAR moves: (un)registers the range on its bus and the function's ioeventfds.
+struct BarMapper {
+    vm: Arc<VmFd>,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    functions: BTreeMap<Bdf, PciEntry>,
+}
+
+impl BarMapper {
+    fn apply(&self, bdf: Bdf, change: ConfigChange) {
+        let Some(e) = self.functions.get(&bdf) else {
+            return;
+        };
+        let events = e
+            .function
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ioevents();
+        for r in &change.unmap {
+            let bus = if r.io { &self.pio } else { &self.mmio };
+            let _ = bus.remove(r.base);
+            for (bar, off, fd) in &events {
+                if *bar == r.bar && !r.io {
+                    let _ = self.vm.unregister_ioevent(
+                        fd,
+                        &IoEventAddress::Mmio(r.base + off),
+                        NoDatamatch,
+                    );
+                }
+            }
+        }
+        for r in &change.map {
+            let bus = if r.io { &self.pio } else { &self.mmio };
+            if let Err(err) = bus.insert(r.base, r.len, e.name, e.id, e.device.clone()) {
+                // The guest placed a BAR over another range; real hardware would decode both
+                // and conflict. The BAR stays unmapped, which the guest sees as all ones.
+                log::warn!("{bdf} BAR {} not mapped: {err}", r.bar);
+                continue;
+            }
+            for (bar, off, fd) in &events {
+                if *bar == r.bar && !r.io {
+                    if let Err(err) = self.vm.register_ioevent(
+                        fd,
+                        &IoEventAddress::Mmio(r.base + off),
+                        NoDatamatch,
+                    ) {
+                        log::warn!("{bdf} notify ioeventfd at {:#x}: {err}", r.base + off);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Hands out BAR addresses: MMIO in the 32-bit PCI window, ports from 0xc000.
+struct BarAllocator {
+    mmio_next: u64,
+    io_next: u64,
+}
+
+impl BarAllocator {
+    fn mmio(&mut self, size: u64) -> Result<u64, Error> {
+        let base = self.mmio_next.next_multiple_of(size);
+        if base + size > layout::PCI_MMIO + layout::PCI_MMIO_SIZE {
+            return Err(Error::Window("MMIO"));
+        }
+        self.mmio_next = base + size;
+        Ok(base)
+    }
+
+    #[allow(dead_code)] // the I/O BARs of e1000 and IDE use it
+    fn io(&mut self, size: u64) -> Result<u64, Error> {
+        let base = self.io_next.next_multiple_of(size);
+        if base + size > 0x1_0000 {
+            return Err(Error::Window("I/O"));
+        }
+        self.io_next = base + size;
+        Ok(base)
+    }
 }
 
 fn register(
@@ -113,7 +239,7 @@ impl Machine {
         let mem_size = cfg.mem_mib << 20;
         boot::check_shape(mem_size, cfg.vcpus)?;
         let kvm_fd = kvm::open()?;
-        let vm = kvm::create_vm(&kvm_fd)?;
+        let vm = Arc::new(kvm::create_vm(&kvm_fd)?);
         let mem = kvm::memory::create(&vm, mem_size)?;
         let entry = boot::load_probe(&mem, &cfg.probe)?;
 
@@ -144,13 +270,14 @@ impl Machine {
             "debug-exit",
             Arc::new(Mutex::new(debug_exit)),
         )?;
+        let pci = Arc::new(Mutex::new(PciRoot::new()));
         register(
             &pio,
             &exits,
             u64::from(ports::PCI_CONFIG_ADDRESS),
             8,
             "pci-config",
-            Arc::new(Mutex::new(PciRoot::new())),
+            pci.clone(),
         )?;
         let mark = EntryMark {
             events: events_tx.clone(),
@@ -201,6 +328,41 @@ impl Machine {
         )
         .map_err(|e| Error::Kvm(kvm::Error::IoEvent(e)))?;
 
+        let mut mapper = BarMapper {
+            vm: vm.clone(),
+            pio: pio.clone(),
+            mmio: mmio.clone(),
+            functions: BTreeMap::new(),
+        };
+        let mut bars = BarAllocator {
+            mmio_next: layout::PCI_MMIO,
+            io_next: 0xc000,
+        };
+        let router = Arc::new(GsiRouter::new(vm.clone()));
+        let mut counters: Vec<(String, Arc<dyn Counters>)> = Vec::new();
+        if let Some(disk) = &cfg.disk {
+            let backend = crate::backend::raw::RawFile::open(&disk.path, disk.options)?;
+            let blk = Block::new(Box::new(backend), "vmbench-disk0");
+            counters.push(("virtio-blk".into(), blk.counters()));
+            let bdf = Bdf {
+                bus: 0,
+                dev: DISK_SLOT,
+                func: 0,
+            };
+            let dev = virtio_pci(Box::new(blk), &mem, &vm, &router, &mut bars, bdf)?;
+            add_pci(
+                &mut pci.lock().unwrap_or_else(|e| e.into_inner()),
+                &mut mapper,
+                &exits,
+                bdf,
+                "virtio-blk",
+                dev,
+            );
+        }
+        pci.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_change_handler(Box::new(move |bdf, change| mapper.apply(bdf, change)));
+
         vcpu::install_kick_handler()?;
         let mut vcpus = Vec::with_capacity(cfg.vcpus);
         let mut tsc_khz = 0;
@@ -240,6 +402,8 @@ impl Machine {
             events,
             ioeventfd,
             tsc_khz,
+            counters,
+            _pci: pci,
             times: SetupTimes {
                 begin,
                 ready: Instant::now(),
@@ -269,6 +433,22 @@ impl Machine {
             self.threads.push(t);
         }
         Ok(())
+    }
+
+    /// Operation counters of the devices, by device then counter name.
+    pub fn device_counters(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        self.counters
+            .iter()
+            .map(|(name, c)| {
+                (
+                    name.clone(),
+                    c.snapshot()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
+                )
+            })
+            .collect()
     }
 
     pub fn events(&self) -> &Receiver<Event> {
@@ -314,6 +494,70 @@ impl Machine {
             }
         }
     }
+}
+
+/// The INTx GSI of a slot: IOAPIC pins 16-23, INTA# swizzled by slot as on a PC.
+fn intx_gsi(bdf: Bdf) -> u32 {
+    16 + u32::from(bdf.dev % 8)
+}
+
+/// Builds a virtio-pci function with one MSI-X vector per queue plus one for configuration.
+fn virtio_pci(
+    device: Box<dyn crate::virtio::VirtioDevice>,
+    mem: &GuestMemoryMmap,
+    vm: &Arc<VmFd>,
+    router: &Arc<GsiRouter>,
+    bars: &mut BarAllocator,
+    bdf: Bdf,
+) -> Result<Arc<Mutex<VirtioPci>>, Error> {
+    let nvec = device.queue_max_sizes().len() + 1;
+    let mut vectors = Vec::with_capacity(nvec);
+    for _ in 0..nvec {
+        let (gsi, fd) = router.allocate()?;
+        vectors.push(VectorFd { gsi: Some(gsi), fd });
+    }
+    let queues = device.queue_max_sizes().len();
+    let intx: Arc<dyn IrqLine> = Arc::new(KvmIrqLine {
+        vm: vm.clone(),
+        gsi: intx_gsi(bdf),
+    });
+    let irq = Arc::new(VirtioIrq::new(vectors, queues, Some(router.clone()), intx));
+    let bar0 = bars.mmio(crate::virtio::pci::BAR_SIZE)?;
+    let name = device.device_type();
+    let dev = VirtioPci::new(device, mem.clone(), irq, bar0).map_err(|e| {
+        Error::Device(
+            if name == 1 {
+                "virtio-net"
+            } else {
+                "virtio-blk"
+            },
+            Box::new(e),
+        )
+    })?;
+    Ok(Arc::new(Mutex::new(dev)))
+}
+
+/// Puts a function on the PCI bus; its BARs are mapped when the guest enables decoding.
+fn add_pci<T: PciFunction + 'static>(
+    root: &mut PciRoot,
+    mapper: &mut BarMapper,
+    exits: &ExitStats,
+    bdf: Bdf,
+    name: &'static str,
+    dev: Arc<Mutex<T>>,
+) {
+    let device: SharedDevice = dev.clone();
+    let function: SharedFunction = dev;
+    root.add(bdf, function.clone());
+    mapper.functions.insert(
+        bdf,
+        PciEntry {
+            name,
+            id: exits.register(name),
+            device,
+            function,
+        },
+    );
 }
 
 impl Drop for Machine {

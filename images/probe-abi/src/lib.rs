@@ -137,3 +137,10 @@ pub mod exit {
     pub const FAILED: u32 = 1;
     pub const BAD_EXEC: u32 = 2;
 }
+
+/// The byte the `blk-pattern` workload writes at disk offset `offset` for `seed`; the host
+/// checks disk images against the same function.
+pub const fn pattern_byte(seed: u64, offset: u64) -> u8 {
+    let x = (offset ^ seed.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (x >> 56) as u8
+}

@@ -4,14 +4,19 @@
 #![no_std]
 #![no_main]
 
+mod alloc;
+mod args;
+mod blk;
 mod calibrate;
 mod io;
 mod mem;
 mod pci;
 mod pvh;
 mod report;
+mod samples;
 mod start_info;
 mod tsc;
+mod virtio;
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -77,6 +82,9 @@ extern "C" fn probe_main(info: u64, arg: u64) -> ! {
         entry_tsc,
         tsc_khz: boot.tsc_khz,
     };
+    if vcpu == 0 {
+        alloc::init(env.boot.mem_size);
+    }
     if env.tsc_khz == 0 && vcpu == 0 {
         env.tsc_khz = tsc::calibrate_with_pit();
     }
@@ -123,6 +131,9 @@ fn run(env: &Env) -> u32 {
             exit::OK
         }
         "calibrate" => calibrate::run(env, words),
+        "blk-pattern" => blk::pattern(env, words),
+        "blk-read" => blk::stream(env, false, words),
+        "blk-write" => blk::stream(env, true, words),
         "crash" => crash(env),
         // `hang after-ready`: stops after `ready`, for the harness's run timeout.
         "hang" => {
@@ -133,7 +144,7 @@ fn run(env: &Env) -> u32 {
         }
         other => {
             Record::new("error")
-                .text(format_args!("unknown workload '{other}'; known: hello, calibrate, crash, hang"))
+                .text(format_args!("unknown workload '{other}'; known: hello, calibrate, blk-pattern, blk-read, blk-write, crash, hang"))
                 .send(env);
             exit::BAD_EXEC
         }

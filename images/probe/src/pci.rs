@@ -63,3 +63,98 @@ pub fn scan(mut f: impl FnMut(Function)) {
         }
     }
 }
+
+pub fn config_write(bus: u8, dev: u8, func: u8, reg: u8, v: u32) {
+    let addr = 0x8000_0000
+        | (u32::from(bus) << 16)
+        | (u32::from(dev) << 11)
+        | (u32::from(func) << 8)
+        | u32::from(reg & 0xfc);
+    outl(PCI_CONFIG_ADDRESS, addr);
+    outl(PCI_CONFIG_DATA, v);
+}
+
+impl Function {
+    pub fn read(&self, reg: u8) -> u32 {
+        config_read(self.bus, self.dev, self.func, reg)
+    }
+
+    pub fn write(&self, reg: u8, v: u32) {
+        config_write(self.bus, self.dev, self.func, reg, v)
+    }
+
+    /// The address BAR `i` decodes (memory or I/O), 64-bit BARs included; assigns one from
+    /// the probe's own window if firmware left it at zero (as firmware would).
+    pub fn bar(&self, i: u8) -> Option<(u64, bool)> {
+        let reg = 0x10 + i * 4;
+        let lo = self.read(reg);
+        let io = lo & 1 == 1;
+        if io {
+            return Some((u64::from(lo & !0x3), true));
+        }
+        let is64 = (lo >> 1) & 0x3 == 2;
+        let hi = if is64 { self.read(reg + 4) } else { 0 };
+        let base = (u64::from(hi) << 32) | u64::from(lo & !0xf);
+        if base != 0 {
+            return Some((base, false));
+        }
+        // Unassigned: size it and place it.
+        self.write(reg, u32::MAX);
+        let mask = self.read(reg) & !0xf;
+        if mask == 0 {
+            return None;
+        }
+        let size = u64::from((!mask).wrapping_add(1));
+        let base = next_window(size)?;
+        self.write(reg, base as u32);
+        if is64 {
+            self.write(reg + 4, 0);
+        }
+        Some((base, false))
+    }
+
+    /// Turns on memory and I/O decoding and bus mastering (DMA), as a driver must.
+    pub fn enable(&self) {
+        let cmd = self.read(0x04) & 0xffff;
+        self.write(0x04, cmd | 0x7);
+    }
+
+    /// Walks the capability list: (offset, id) pairs.
+    pub fn capabilities(&self, mut f: impl FnMut(u8, u8)) {
+        if (self.read(0x04) >> 16) & 0x10 == 0 {
+            return;
+        }
+        let mut p = (self.read(0x34) & 0xfc) as u8;
+        let mut hops = 0;
+        while p != 0 && hops < 48 {
+            let w = self.read(p);
+            f(p, w as u8);
+            p = ((w >> 8) & 0xfc) as u8;
+            hops += 1;
+        }
+    }
+}
+
+/// BAR window for functions firmware left unassigned (above vmbench's and QEMU's placements).
+fn next_window(size: u64) -> Option<u64> {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0xD000_0000);
+    let size = size.max(0x1000);
+    let base = NEXT.load(Ordering::Relaxed).next_multiple_of(size);
+    if base + size > 0xE000_0000 {
+        return None;
+    }
+    NEXT.store(base + size, Ordering::Relaxed);
+    Some(base)
+}
+
+/// The first function with this vendor and device ID.
+pub fn find(vendor: u16, device: u16) -> Option<Function> {
+    let mut found = None;
+    scan(|f| {
+        if found.is_none() && f.vendor == vendor && f.device == device {
+            found = Some(f);
+        }
+    });
+    found
+}

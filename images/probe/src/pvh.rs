@@ -1,19 +1,41 @@
 //! The PVH entry, so that other VMMs (QEMU `-kernel probe.elf`) can start the probe: a 32-bit
-//! stub that builds what vmbench's VMM otherwise provides (GDT, TSS with an all-ports I/O
-//! bitmap, identity page tables) and drops to `_start` at CPL3.
+//! CPL0 stub that builds what vmbench's VMM otherwise provides (GDT, TSS with an all-ports I/O
+//! bitmap, identity page tables, at the probe-abi layout addresses) and drops to `_start` at
+//! CPL3 with RDI = 0 and RSI = the start info.
 //!
-//! References: the Xen x86/HVM direct boot ABI (xen/docs/misc/pvh.pandoc: entered in 32-bit
-//! protected mode, paging off, flat CS/DS, EBX = physical address of `hvm_start_info`,
-//! xen/include/public/arch-x86/hvm/start_info.h) and its entry-point ELF note
-//! (`XEN_ELFNOTE_PHYS32_ENTRY` = 18, xen/include/public/elfnote.h). Long-mode set-up: Intel
+//! References: the Xen x86/HVM direct boot ABI (xen/docs/misc/pvh.pandoc: 32-bit protected
+//! mode, paging off, flat CS/DS, EBX = physical address of `struct hvm_start_info`, see
+//! xen/include/public/arch-x86/hvm/start_info.h), its entry-point ELF note
+//! (`XEN_ELFNOTE_PHYS32_ENTRY` = 18, xen/include/public/elfnote.h) and, for long mode, Intel
 //! SDM vol. 3A, 10.8.5 (Initializing IA-32e Mode).
 //!
-//! Every instruction here runs at CPL0, which KVM-PVM emulates one by one, so the stub does
-//! the least it can: a handful of string stores and one loop over the page directories.
+//! QEMU's pvh.bin (SeaBIOS, microvm) leaves the start info, memory map and command line in
+//! the first pages, under the GDT and TSS, so the stub first copies them to the boot-info and
+//! command-line pages and passes the copy. Every instruction here runs at CPL0, which KVM-PVM
+//! emulates one by one (about 1 µs each): the stub does the least it can, string stores and
+//! one unrolled loop over the page directories (about 10 ms there, 0.5 ms under TCG).
 
 use core::arch::global_asm;
 
-use probe_abi::layout::{GDT, PD, PDPT, PML4, STACKS, STACK_SIZE, TSS};
+use probe_abi::layout::{
+    BOOT_INFO, CMDLINE, CMDLINE_MAX, GDT, MMIO_HOLE, PD, PDPT, PML4, STACKS, STACK_SIZE, TSS,
+};
+
+/// Where the stub copies the start info (version 1: 56 bytes) and its memory map. Under PVH
+/// the probe builds its boot information from the start info (start_info.rs) and never reads
+/// the block at BOOT_INFO, so its page is free; the command line goes to CMDLINE.
+const START_INFO: u64 = BOOT_INFO;
+const START_INFO_SIZE: u64 = 56;
+const MEMMAP: u64 = BOOT_INFO + 0x40;
+const MEMMAP_ENTRY_SIZE: u64 = 24;
+/// As many entries as start_info.rs reads; they fit below CMDLINE.
+const MAX_MEMMAP_ENTRIES: u64 = 128;
+const _: () = assert!(MEMMAP + MAX_MEMMAP_ENTRIES * MEMMAP_ENTRY_SIZE <= CMDLINE);
+/// Offsets in `hvm_start_info`.
+const SI_VERSION: u64 = 4;
+const SI_CMDLINE: u64 = 24;
+const SI_MEMMAP: u64 = 40;
+const SI_MEMMAP_ENTRIES: u64 = 48;
 
 /// The I/O permission bitmap starts right after the 104-byte 64-bit TSS and covers all 65536
 /// ports (0x2000 bytes, all clear: every port allowed); the byte after it must be 0xFF.
@@ -21,7 +43,8 @@ const IO_BITMAP: u64 = 0x68;
 const TSS_LIMIT: u64 = IO_BITMAP + 0x2000;
 /// GiB of identity map: RAM up to the 32-bit MMIO hole, and the hole (uncached).
 const MAPPED_GIB: u64 = 4;
-const HOLE_GIB: u64 = 3;
+const HOLE_GIB: u64 = MMIO_HOLE >> 30;
+const _: () = assert!(MMIO_HOLE % (1 << 30) == 0 && HOLE_GIB < MAPPED_GIB);
 
 /// Page-table entry bits (SDM vol. 3A, 4.5): present, writable, user, cache-disable, 2 MiB.
 const PTE: u64 = 0x7;
@@ -51,7 +74,48 @@ global_asm!(
     ".global pvh_start32",
     "pvh_start32:",
     "    cld",
-    "    mov ebp, ebx",
+    // The start info, its memory map and the command line may lie where the GDT and TSS go
+    // (QEMU's pvh.bin puts them at 0x500-0x2300): copy them out first, fixing the pointers.
+    "    xor ebp, ebp",
+    "    test ebx, ebx",
+    "    jz .Lpvh_tables",
+    "    mov ebp, {si}",
+    "    mov esi, ebx",
+    "    mov edi, ebp",
+    "    mov ecx, {si_size} / 4",
+    "    rep movsd",
+    "    cmp dword ptr [{si} + {si_version}], 1",
+    "    jb .Lpvh_cmdline",
+    "    mov esi, [{si} + {si_memmap}]",
+    "    test esi, esi",
+    "    jz .Lpvh_cmdline",
+    "    mov ecx, [{si} + {si_entries}]",
+    "    mov eax, {max_entries}",
+    "    cmp ecx, eax",
+    "    cmova ecx, eax",
+    "    mov [{si} + {si_entries}], ecx",
+    "    mov dword ptr [{si} + {si_memmap}], {memmap}",
+    "    mov dword ptr [{si} + {si_memmap} + 4], 0",
+    "    mov edi, {memmap}",
+    "    imul ecx, ecx, {entry_size} / 4",
+    "    rep movsd",
+    ".Lpvh_cmdline:",
+    "    mov esi, [{si} + {si_cmdline}]",
+    "    test esi, esi",
+    "    jz .Lpvh_tables",
+    "    mov dword ptr [{si} + {si_cmdline}], {cmdline}",
+    "    mov dword ptr [{si} + {si_cmdline} + 4], 0",
+    "    mov edi, {cmdline}",
+    "    mov ecx, {cmdline_max} - 1",
+    ".Lpvh_cmdline_byte:",
+    "    lodsb",
+    "    test al, al",
+    "    jz .Lpvh_cmdline_end",
+    "    stosb",
+    "    loop .Lpvh_cmdline_byte",
+    ".Lpvh_cmdline_end:",
+    "    mov byte ptr [edi], 0",
+    ".Lpvh_tables:",
     // TSS and I/O bitmap: zeroed, bitmap offset, terminating 0xFF.
     "    xor eax, eax",
     "    mov edi, {tss}",
@@ -64,7 +128,7 @@ global_asm!(
     "    mov edi, {gdt}",
     "    mov ecx, {gdt_entries} * 2",
     "    rep movsd",
-    // PML4 and PDPT: zeroed, one entry each per level in use.
+    // PML4 and PDPT: zeroed, then one PML4 entry and one PDPT entry per mapped GiB.
     "    mov edi, {pml4}",
     "    mov ecx, 2 * 4096 / 4",
     "    rep stosd",
@@ -81,16 +145,20 @@ global_asm!(
     "    xor edx, edx",
     "    mov edi, {pd}",
     "    mov eax, {pte} + {ps}",
-    "    mov ecx, {hole_gib} * 512",
-    "2:  mov [edi], eax",
-    "    mov [edi + 4], edx",
-    "    add edi, 8",
+    // Eight entries per turn: each instruction costs here, the loop's own ones too.
+    "    mov ecx, {hole_gib} * 512 / 8",
+    "2:",
+    ".irp i, 0, 8, 16, 24, 32, 40, 48, 56",
+    "    mov [edi + \\i], eax",
+    "    mov [edi + \\i + 4], edx",
     "    add eax, 0x200000",
+    ".endr",
+    "    add edi, 64",
     "    loop 2b",
     "    test eax, {pcd}",
     "    jnz 3f",
     "    or eax, {pcd}",
-    "    mov ecx, ({gib} - {hole_gib}) * 512",
+    "    mov ecx, ({gib} - {hole_gib}) * 512 / 8",
     "    jmp 2b",
     // Long mode: PAE, tables, EFER.LME, then paging; the far jump leaves compatibility mode.
     "3:  mov eax, {cr4}",
@@ -129,7 +197,7 @@ global_asm!(
     "    .quad 0x00cff3000000ffff",
     "    .quad {tss_limit} | (({tss} & 0xffffff) << 16) | (0x89 << 40) | ((({tss} >> 24) & 0xff) << 56)",
     "    .quad {tss} >> 32",
-        ".Lpvh_gdtr:",
+    ".Lpvh_gdtr:",
     "    .word {gdt_entries} * 8 - 1",
     "    .quad {gdt}",
     // The entry point for PVH loaders: namesz, descsz, type, "Xen\0", 32-bit address.
@@ -143,6 +211,17 @@ global_asm!(
     "    .long pvh_start32",
     "    .balign 4",
     ".popsection",
+    si = const START_INFO,
+    si_size = const START_INFO_SIZE,
+    si_version = const SI_VERSION,
+    si_cmdline = const SI_CMDLINE,
+    si_memmap = const SI_MEMMAP,
+    si_entries = const SI_MEMMAP_ENTRIES,
+    memmap = const MEMMAP,
+    max_entries = const MAX_MEMMAP_ENTRIES,
+    entry_size = const MEMMAP_ENTRY_SIZE,
+    cmdline = const CMDLINE,
+    cmdline_max = const CMDLINE_MAX,
     gdt = const GDT,
     gdt_entries = const GDT_ENTRIES,
     tss = const TSS,

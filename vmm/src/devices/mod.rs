@@ -3,3 +3,9 @@
 pub mod debug_exit;
 pub mod platform;
 pub mod serial;
+
+/// Operation counters a device keeps for the harness (requests, frames, bytes, kicks), read
+/// at any time from any thread.
+pub trait Counters: Send + Sync {
+    fn snapshot(&self) -> Vec<(&'static str, u64)>;
+}

@@ -122,7 +122,11 @@ impl VirtioIrq {
 
     pub fn set_queue_vector(&self, queue: usize, v: u16) -> u16 {
         let mut t = self.lock();
-        let v = if usize::from(v) < t.entries.len() { v } else { NO_VECTOR };
+        let v = if usize::from(v) < t.entries.len() {
+            v
+        } else {
+            NO_VECTOR
+        };
         if let Some(q) = t.queue_vectors.get_mut(queue) {
             *q = v;
             v
@@ -132,12 +136,20 @@ impl VirtioIrq {
     }
 
     pub fn queue_vector(&self, queue: usize) -> u16 {
-        self.lock().queue_vectors.get(queue).copied().unwrap_or(NO_VECTOR)
+        self.lock()
+            .queue_vectors
+            .get(queue)
+            .copied()
+            .unwrap_or(NO_VECTOR)
     }
 
     pub fn set_config_vector(&self, v: u16) -> u16 {
         let mut t = self.lock();
-        let v = if usize::from(v) < t.entries.len() { v } else { NO_VECTOR };
+        let v = if usize::from(v) < t.entries.len() {
+            v
+        } else {
+            NO_VECTOR
+        };
         t.config_vector = v;
         v
     }
@@ -207,9 +219,8 @@ impl VirtioIrq {
             data,
         );
         // An 8-byte write covers two fields; handle the second half too.
-        let hi = (data.len() == 8 && offset % 4 == 0).then(|| {
-            u32::from_le_bytes([data[4], data[5], data[6], data[7]])
-        });
+        let hi = (data.len() == 8 && offset % 4 == 0)
+            .then(|| u32::from_le_bytes([data[4], data[5], data[6], data[7]]));
         match field {
             0 => {
                 e.addr = (e.addr & !0xffff_ffff) | u64::from(v);

@@ -46,7 +46,14 @@ fn class_of(device_type: u16) -> u32 {
 
 fn vendor_cap(cfg_type: u8, offset: u32, length: u32, extra: &[u8]) -> Vec<u8> {
     // cap_len counts the whole capability including the ID and next bytes.
-    let mut b = vec![(16 + extra.len()) as u8, cfg_type, 0 /* bar */, 0, 0, 0];
+    let mut b = vec![
+        (16 + extra.len()) as u8,
+        cfg_type,
+        0, /* bar */
+        0,
+        0,
+        0,
+    ];
     b.extend_from_slice(&offset.to_le_bytes());
     b.extend_from_slice(&length.to_le_bytes());
     b.extend_from_slice(extra);
@@ -104,13 +111,24 @@ impl VirtioPci {
         msix.extend_from_slice(&(MSIX_TABLE as u32).to_le_bytes()); // BIR 0
         msix.extend_from_slice(&(MSIX_PBA as u32).to_le_bytes());
         let msix_cap = config.add_capability(CAP_MSIX, &msix);
-        config.add_capability(CAP_VENDOR, &vendor_cap(CFG_COMMON, COMMON as u32, 0x40, &[]));
         config.add_capability(
             CAP_VENDOR,
-            &vendor_cap(CFG_NOTIFY, NOTIFY as u32, nq * NOTIFY_MULTIPLIER, &NOTIFY_MULTIPLIER.to_le_bytes()),
+            &vendor_cap(CFG_COMMON, COMMON as u32, 0x40, &[]),
+        );
+        config.add_capability(
+            CAP_VENDOR,
+            &vendor_cap(
+                CFG_NOTIFY,
+                NOTIFY as u32,
+                nq * NOTIFY_MULTIPLIER,
+                &NOTIFY_MULTIPLIER.to_le_bytes(),
+            ),
         );
         config.add_capability(CAP_VENDOR, &vendor_cap(CFG_ISR, ISR as u32, 1, &[]));
-        config.add_capability(CAP_VENDOR, &vendor_cap(CFG_DEVICE, DEVICE_CFG as u32, REGION as u32, &[]));
+        config.add_capability(
+            CAP_VENDOR,
+            &vendor_cap(CFG_DEVICE, DEVICE_CFG as u32, REGION as u32, &[]),
+        );
         // The PCI configuration access capability: bar/offset/length are the driver's to
         // write, and the data window after them reaches the BAR.
         let pci_cfg_cap = config.add_capability(CAP_VENDOR, &vendor_cap(CFG_PCI, 0, 0, &[0; 4]));
@@ -236,7 +254,9 @@ impl VirtioPci {
     }
 
     fn status_now(&mut self) -> u8 {
-        if self.worker.as_ref().is_some_and(|w| w.failed()) && self.status & status::DEVICE_NEEDS_RESET == 0 {
+        if self.worker.as_ref().is_some_and(|w| w.failed())
+            && self.status & status::DEVICE_NEEDS_RESET == 0
+        {
             self.status |= status::DEVICE_NEEDS_RESET;
         }
         self.status
@@ -272,7 +292,11 @@ impl VirtioPci {
             0x15 => 0, // config_generation: the configuration never changes under the driver
             0x16 => u64::from(self.queue_select),
             0x18 => self.queues.get(sel).map_or(0, |q| u64::from(q.size())),
-            0x1a => u64::from(if sel < self.queues.len() { self.irq.queue_vector(sel) } else { NO_VECTOR }),
+            0x1a => u64::from(if sel < self.queues.len() {
+                self.irq.queue_vector(sel)
+            } else {
+                NO_VECTOR
+            }),
             0x1c => self.queues.get(sel).map_or(0, |q| u64::from(q.ready())),
             0x1e => sel as u64, // queue_notify_off
             0x20 | 0x24 => self.queues.get(sel).map_or(0, |q| q.desc_table()) >> ((off - 0x20) * 8),
@@ -293,15 +317,26 @@ impl VirtioPci {
         let v = u64::from_le_bytes(b);
         let sel = usize::from(self.queue_select);
         let (lo, hi) = (Some(v as u32), Some((v >> 32) as u32));
-        let addr_part = |off: u64, base: u64| if off == base { (lo, if n == 8 { hi } else { None }) } else { (None, lo) };
+        let addr_part = |off: u64, base: u64| {
+            if off == base {
+                (lo, if n == 8 { hi } else { None })
+            } else {
+                (None, lo)
+            }
+        };
         match off {
             0x00 => self.device_feature_select = v as u32,
             0x08 => self.driver_feature_select = v as u32,
             0x0c => {
                 if self.status & status::FEATURES_OK == 0 {
                     match self.driver_feature_select {
-                        0 => self.driver_features = (self.driver_features & !0xffff_ffff) | (v & 0xffff_ffff),
-                        1 => self.driver_features = (self.driver_features & 0xffff_ffff) | (v << 32),
+                        0 => {
+                            self.driver_features =
+                                (self.driver_features & !0xffff_ffff) | (v & 0xffff_ffff)
+                        }
+                        1 => {
+                            self.driver_features = (self.driver_features & 0xffff_ffff) | (v << 32)
+                        }
                         _ => {}
                     }
                 }

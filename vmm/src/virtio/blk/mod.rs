@@ -36,6 +36,8 @@ const SEG_MAX: u32 = 128;
 /// Requests and bytes served, for the harness to cross-check guest figures.
 #[derive(Default)]
 pub struct BlkCounters {
+    /// Guest notifications (ioeventfd kicks) the worker consumed.
+    pub kicks: AtomicU64,
     pub requests: AtomicU64,
     pub read_bytes: AtomicU64,
     pub write_bytes: AtomicU64,
@@ -50,6 +52,18 @@ pub struct Block {
     features: u64,
     id: [u8; request::ID_BYTES],
     counters: Arc<BlkCounters>,
+}
+
+impl crate::devices::Counters for BlkCounters {
+    fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("kicks", self.kicks.load(Ordering::Relaxed)),
+            ("requests", self.requests.load(Ordering::Relaxed)),
+            ("read_bytes", self.read_bytes.load(Ordering::Relaxed)),
+            ("write_bytes", self.write_bytes.load(Ordering::Relaxed)),
+            ("errors", self.errors.load(Ordering::Relaxed)),
+        ]
+    }
 }
 
 impl Block {
@@ -230,7 +244,9 @@ impl BlkWorker {
                 match ev.data() {
                     x if x == Token::Kill as u64 => return Ok(()),
                     _ => {
-                        let _ = self.notify.read();
+                        // The eventfd counts every kick since the last read.
+                        let kicks = self.notify.read().unwrap_or(0);
+                        self.counters.kicks.fetch_add(kicks, Ordering::Relaxed);
                         self.process()?;
                     }
                 }
@@ -250,7 +266,7 @@ impl BlkWorker {
                 let written = self.serve(&mem, chain);
                 self.queue.add_used(&mem, head, written).map_err(q)?;
             }
-                if !self.queue.enable_notification(&mem).map_err(q)? {
+            if !self.queue.enable_notification(&mem).map_err(q)? {
                 break;
             }
         }
@@ -317,7 +333,10 @@ impl BlkWorker {
                 Err(_) => request::S_IOERR,
             },
             (Kind::GetId, _) => {
-                let n = writer.available_bytes().saturating_sub(1).min(request::ID_BYTES);
+                let n = writer
+                    .available_bytes()
+                    .saturating_sub(1)
+                    .min(request::ID_BYTES);
                 match writer.write_all(&self.id[..n]) {
                     Ok(()) => {
                         data_written = n as u32;
@@ -326,7 +345,9 @@ impl BlkWorker {
                     Err(_) => request::S_IOERR,
                 }
             }
-            (Kind::Discard(segs), _) => segments(segs, self.read_only, |o, l| backend.discard(o, l)),
+            (Kind::Discard(segs), _) => {
+                segments(segs, self.read_only, |o, l| backend.discard(o, l))
+            }
             (Kind::WriteZeroes(segs), _) => {
                 segments(segs, self.read_only, |o, l| backend.write_zeroes(o, l))
             }

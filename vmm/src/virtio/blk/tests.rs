@@ -36,7 +36,10 @@ impl BlockBackend for MemDisk {
         self.read_only
     }
     fn features(&self) -> BlockFeatures {
-        BlockFeatures { discard: true, write_zeroes: true }
+        BlockFeatures {
+            discard: true,
+            write_zeroes: true,
+        }
     }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         check_range(offset, buf.len() as u64, self.capacity())?;
@@ -120,7 +123,11 @@ fn run(f: &Fixture, chains: &[Vec<RawDescriptor>], read_only: bool) -> Vec<u32> 
             .map(|(i, r)| {
                 let dsc = Descriptor::from(*r);
                 let last = i == c.len() - 1;
-                let flags = if last { dsc.flags() & !F_NEXT } else { dsc.flags() | F_NEXT };
+                let flags = if last {
+                    dsc.flags() & !F_NEXT
+                } else {
+                    dsc.flags() | F_NEXT
+                };
                 let next = if last { 0 } else { offset + i as u16 + 1 };
                 RawDescriptor::from(Descriptor::new(dsc.addr().0, dsc.len(), flags, next))
             })
@@ -164,7 +171,15 @@ fn read_copies_sectors_into_the_guest_and_writes_ok() {
     let f = fixture(false);
     header(&f.mem, T_IN, 3);
 
-    let used = run(&f, &[vec![d(HDR, 16, 0), d(DATA, 1024, F_WRITE), d(STATUS, 1, F_WRITE)]], false);
+    let used = run(
+        &f,
+        &[vec![
+            d(HDR, 16, 0),
+            d(DATA, 1024, F_WRITE),
+            d(STATUS, 1, F_WRITE),
+        ]],
+        false,
+    );
 
     assert_eq!(used, [1025]);
     assert_eq!(status(&f), request::S_OK);
@@ -180,7 +195,11 @@ fn write_lands_on_the_disk() {
     header(&f.mem, T_OUT, 10);
     f.mem.write_slice(&[0x5a; 512], GuestAddress(DATA)).unwrap();
 
-    let used = run(&f, &[vec![d(HDR, 16, 0), d(DATA, 512, 0), d(STATUS, 1, F_WRITE)]], false);
+    let used = run(
+        &f,
+        &[vec![d(HDR, 16, 0), d(DATA, 512, 0), d(STATUS, 1, F_WRITE)]],
+        false,
+    );
 
     assert_eq!(used, [1]);
     assert_eq!(status(&f), request::S_OK);
@@ -206,7 +225,15 @@ fn flush_get_id_and_unsupported() {
     assert_eq!(status(&f), request::S_OK);
 
     header(&f.mem, T_GET_ID, 0);
-    let used = run(&f, &[vec![d(HDR, 16, 0), d(DATA, 20, F_WRITE), d(STATUS, 1, F_WRITE)]], false);
+    let used = run(
+        &f,
+        &[vec![
+            d(HDR, 16, 0),
+            d(DATA, 20, F_WRITE),
+            d(STATUS, 1, F_WRITE),
+        ]],
+        false,
+    );
     assert_eq!(used, [21]);
     let mut id = [0u8; 20];
     f.mem.read_slice(&mut id, GuestAddress(DATA)).unwrap();
@@ -227,14 +254,26 @@ fn discard_zeroes_segments_and_rejects_reserved_flags() {
         b.extend_from_slice(&flags.to_le_bytes());
         b
     };
-    f.mem.write_slice(&seg(2, 2, 0), GuestAddress(DATA)).unwrap();
-    run(&f, &[vec![d(HDR, 16, 0), d(DATA, 16, 0), d(STATUS, 1, F_WRITE)]], false);
+    f.mem
+        .write_slice(&seg(2, 2, 0), GuestAddress(DATA))
+        .unwrap();
+    run(
+        &f,
+        &[vec![d(HDR, 16, 0), d(DATA, 16, 0), d(STATUS, 1, F_WRITE)]],
+        false,
+    );
     assert_eq!(status(&f), request::S_OK);
     assert_eq!(disk_bytes(&f, 1024, 1024), vec![0; 1024]);
 
-    f.mem.write_slice(&seg(2, 2, 0x4), GuestAddress(DATA)).unwrap();
+    f.mem
+        .write_slice(&seg(2, 2, 0x4), GuestAddress(DATA))
+        .unwrap();
     header(&f.mem, T_DISCARD, 0);
-    run(&f, &[vec![d(HDR, 16, 0), d(DATA, 16, 0), d(STATUS, 1, F_WRITE)]], false);
+    run(
+        &f,
+        &[vec![d(HDR, 16, 0), d(DATA, 16, 0), d(STATUS, 1, F_WRITE)]],
+        false,
+    );
     assert_eq!(status(&f), request::S_UNSUPP);
 }
 
@@ -243,7 +282,15 @@ fn sectors_past_the_end_are_an_io_error() {
     let f = fixture(false);
     for sector in [2047, 2048, u64::MAX / 512, u64::MAX] {
         header(&f.mem, T_IN, sector);
-        run(&f, &[vec![d(HDR, 16, 0), d(DATA, 1024, F_WRITE), d(STATUS, 1, F_WRITE)]], false);
+        run(
+            &f,
+            &[vec![
+                d(HDR, 16, 0),
+                d(DATA, 1024, F_WRITE),
+                d(STATUS, 1, F_WRITE),
+            ]],
+            false,
+        );
         assert_eq!(status(&f), request::S_IOERR, "sector {sector}");
     }
 }
@@ -253,7 +300,11 @@ fn a_read_only_disk_refuses_writes_and_discards() {
     let f = fixture(true);
     header(&f.mem, T_OUT, 0);
     f.mem.write_slice(&[1; 512], GuestAddress(DATA)).unwrap();
-    run(&f, &[vec![d(HDR, 16, 0), d(DATA, 512, 0), d(STATUS, 1, F_WRITE)]], true);
+    run(
+        &f,
+        &[vec![d(HDR, 16, 0), d(DATA, 512, 0), d(STATUS, 1, F_WRITE)]],
+        true,
+    );
     assert_eq!(status(&f), request::S_IOERR);
     assert_eq!(disk_bytes(&f, 0, 2), vec![0, 1]);
 }
@@ -263,7 +314,15 @@ fn descriptors_outside_guest_memory_are_returned_without_touching_anything() {
     let f = fixture(false);
     header(&f.mem, T_IN, 0);
     for bad in [MEM as u64 - 100, MEM as u64, u64::MAX - 10] {
-        let used = run(&f, &[vec![d(HDR, 16, 0), d(bad, 512, F_WRITE), d(STATUS, 1, F_WRITE)]], false);
+        let used = run(
+            &f,
+            &[vec![
+                d(HDR, 16, 0),
+                d(bad, 512, F_WRITE),
+                d(STATUS, 1, F_WRITE),
+            ]],
+            false,
+        );
         assert_eq!(used, [0], "addr {bad:#x}");
         assert_eq!(status(&f), 0xff, "status untouched");
     }
@@ -273,9 +332,23 @@ fn descriptors_outside_guest_memory_are_returned_without_touching_anything() {
 fn short_header_missing_status_and_unaligned_data_are_dropped() {
     let f = fixture(false);
     header(&f.mem, T_IN, 0);
-    assert_eq!(run(&f, &[vec![d(HDR, 8, 0), d(STATUS, 1, F_WRITE)]], false), [0]);
+    assert_eq!(
+        run(&f, &[vec![d(HDR, 8, 0), d(STATUS, 1, F_WRITE)]], false),
+        [0]
+    );
     assert_eq!(run(&f, &[vec![d(HDR, 16, 0)]], false), [0]);
-    assert_eq!(run(&f, &[vec![d(HDR, 16, 0), d(DATA, 100, F_WRITE), d(STATUS, 1, F_WRITE)]], false), [0]);
+    assert_eq!(
+        run(
+            &f,
+            &[vec![
+                d(HDR, 16, 0),
+                d(DATA, 100, F_WRITE),
+                d(STATUS, 1, F_WRITE)
+            ]],
+            false
+        ),
+        [0]
+    );
 }
 
 #[test]

@@ -1,0 +1,537 @@
+//! QEMU as a second engine: boots the probe with `qemu-system-x86_64 -kernel probe.elf` (PVH
+//! entry, images/probe/src/pvh.rs) on the `pc` machine, reads its records from the serial port
+//! on QEMU's stdout and decodes its isa-debug-exit status, so the probe's figures on vmbench's
+//! device models can be set against QEMU's.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use probe_abi::{layout, ports};
+
+use crate::record::Record;
+
+/// Console and stderr lines kept for reports.
+const TAIL: usize = 50;
+/// The longest exec text the probe takes from the PVH command line.
+const EXEC_MAX: usize = 127;
+/// Environment variables that override where QEMU and qboot are looked for.
+pub const QEMU_ENV: &str = "VMBENCH_QEMU";
+pub const QBOOT_ENV: &str = "VMBENCH_QBOOT";
+const QEMU_BIN: &str = "qemu-system-x86_64";
+const INSTALL_HINT: &str = "apt-get install -t bookworm-backports qemu-system-x86";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// KVM if it can run the guest, else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Auto => "auto",
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct QemuConfig {
+    pub probe: PathBuf,
+    /// The probe's workload (`hello`, `calibrate n=100`, ...), passed as the command line.
+    pub exec: String,
+    pub mem_mib: u64,
+    pub accel: Accel,
+    /// For the whole run, from starting QEMU to its exit.
+    pub timeout: Duration,
+}
+
+impl QemuConfig {
+    /// `hello` in 256 MiB, KVM if it works, 60 s.
+    pub fn new(probe: PathBuf) -> Self {
+        QemuConfig {
+            probe,
+            exec: "hello".into(),
+            mem_mib: 256,
+            accel: Accel::Auto,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct QemuOutcome {
+    pub records: Vec<Record>,
+    /// Serial lines that are not records, the last [`TAIL`].
+    pub console: Vec<String>,
+    /// QEMU's own messages (stderr), the last [`TAIL`].
+    pub stderr: Vec<String>,
+    /// QEMU's exit code; `None` if a signal ended it.
+    pub exit_status: Option<i32>,
+    /// What the probe wrote to isa-debug-exit, if it did.
+    pub guest_status: Option<u32>,
+    /// The accelerator that ran the guest (never `Auto`).
+    pub accel: Accel,
+    /// Why KVM was not used, when `Auto` fell back to TCG.
+    pub kvm_failure: Option<String>,
+    /// From starting QEMU to the `ready` record, and to QEMU's exit.
+    pub ready: Option<Duration>,
+    pub wall: Duration,
+}
+
+impl QemuOutcome {
+    pub fn records_of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Record> + 'a {
+        self.records.iter().filter(move |r| r.kind == kind)
+    }
+}
+
+#[derive(Debug)]
+pub enum Error {
+    NotInstalled {
+        looked: String,
+    },
+    ProbeMissing {
+        path: PathBuf,
+    },
+    ExecTooLong(usize),
+    MemoryTooSmall(u64),
+    Spawn {
+        qemu: PathBuf,
+        source: std::io::Error,
+    },
+    /// QEMU ended before the probe sent a record: it could not start or run the guest.
+    NoGuest {
+        accel: Accel,
+        status: String,
+        stderr: String,
+    },
+    TimedOut {
+        after: Duration,
+        last: String,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotInstalled { looked } => write!(
+                f,
+                "{QEMU_BIN} not found ({looked}): install it with `{INSTALL_HINT}` or set {QEMU_ENV}"
+            ),
+            Error::ProbeMissing { path } => write!(
+                f,
+                "probe ELF {} not found: build it with `vmbench images build probe`",
+                path.display()
+            ),
+            Error::ExecTooLong(n) => {
+                write!(f, "exec text is {n} bytes; the probe takes at most {EXEC_MAX}")
+            }
+            Error::MemoryTooSmall(mib) => write!(
+                f,
+                "{mib} MiB of guest memory is too small: the probe needs at least {} MiB",
+                layout::MIN_MEM >> 20
+            ),
+            Error::Spawn { qemu, .. } => write!(f, "cannot start {}", qemu.display()),
+            Error::NoGuest {
+                accel,
+                status,
+                stderr,
+            } => {
+                write!(f, "qemu ({}) {status} before the probe said anything", accel.name())?;
+                if !stderr.is_empty() {
+                    write!(f, ": {stderr}")?;
+                }
+                if *accel == Accel::Kvm {
+                    write!(f, "; try accel tcg")?;
+                }
+                Ok(())
+            }
+            Error::TimedOut { after, last } => write!(
+                f,
+                "qemu did not finish within {} s ({last}): raise the timeout or look at the workload",
+                after.as_secs_f64()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Spawn { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// `$VMBENCH_QEMU`, else `qemu-system-x86_64` on `PATH`.
+pub fn find_qemu() -> Result<PathBuf, Error> {
+    if let Some(p) = std::env::var_os(QEMU_ENV) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::NotInstalled {
+                looked: format!("{QEMU_ENV}={}", p.display()),
+            })
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(QEMU_BIN))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::NotInstalled {
+            looked: "not on PATH".into(),
+        })
+}
+
+/// qboot (`$VMBENCH_QBOOT`, else QEMU's data directory): it hands over to the PVH entry in
+/// well under a second where SeaBIOS takes seconds of emulated real-mode code (KVM-PVM).
+pub fn find_qboot(qemu: &Path) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(QBOOT_ENV) {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let beside = qemu
+        .parent()
+        .and_then(Path::parent)
+        .map(|prefix| prefix.join("share/qemu/qboot.rom"));
+    beside
+        .into_iter()
+        .chain([PathBuf::from("/usr/share/qemu/qboot.rom")])
+        .find(|p| p.is_file())
+}
+
+/// Whether this user can open /dev/kvm; QEMU may still fail to run the guest on it.
+pub fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// QEMU's arguments for one run. `Auto` becomes QEMU's own `kvm:tcg` fallback, which only
+/// covers KVM failing to initialize; [`run`] does better and never passes it.
+pub fn command_line(cfg: &QemuConfig, accel: Accel, bios: Option<&Path>) -> Vec<OsString> {
+    let (accel, cpu) = match accel {
+        // `host` alone makes QEMU set IA32_ARCH_CAPABILITIES, which KVM-PVM refuses (QEMU
+        // then aborts); the probe does not need it anywhere.
+        Accel::Kvm => ("kvm", "host,-arch-capabilities"),
+        Accel::Tcg => ("tcg", "max"),
+        Accel::Auto => ("kvm:tcg", "max"),
+    };
+    let mut a: Vec<OsString> = [
+        "-nodefaults",
+        "-no-user-config",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+        "-machine",
+        &format!("pc,accel={accel}"),
+        "-cpu",
+        cpu,
+        "-smp",
+        "1",
+        "-m",
+        &cfg.mem_mib.to_string(),
+        "-device",
+        &format!("isa-debug-exit,iobase={:#x},iosize=0x04", ports::DEBUG_EXIT),
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    if let Some(b) = bios {
+        a.extend(["-bios".into(), b.into()]);
+    }
+    a.extend(["-kernel".into(), cfg.probe.clone().into()]);
+    if !cfg.exec.is_empty() {
+        a.extend(["-append".into(), cfg.exec.clone().into()]);
+    }
+    a
+}
+
+/// The guest's isa-debug-exit value from QEMU's exit code `(v << 1) | 1`. QEMU's own errors
+/// also exit with 1, so 1 counts only if the guest ran (sent a record).
+pub fn guest_status(exit_code: Option<i32>, guest_ran: bool) -> Option<u32> {
+    match exit_code? {
+        1 if !guest_ran => None,
+        c if c > 0 && c & 1 == 1 => Some((c >> 1) as u32),
+        _ => None,
+    }
+}
+
+/// Boots the probe on QEMU and runs it to its end; `on_record` sees each record as it comes.
+pub fn run(cfg: &QemuConfig, mut on_record: impl FnMut(&Record)) -> Result<QemuOutcome, Error> {
+    if cfg.exec.len() > EXEC_MAX {
+        return Err(Error::ExecTooLong(cfg.exec.len()));
+    }
+    if cfg.mem_mib << 20 < layout::MIN_MEM {
+        return Err(Error::MemoryTooSmall(cfg.mem_mib));
+    }
+    if !cfg.probe.is_file() {
+        return Err(Error::ProbeMissing {
+            path: cfg.probe.clone(),
+        });
+    }
+    let qemu = find_qemu()?;
+    let bios = find_qboot(&qemu);
+    match cfg.accel {
+        Accel::Kvm | Accel::Tcg => run_once(&qemu, bios.as_deref(), cfg, cfg.accel, &mut on_record),
+        Accel::Auto if !kvm_usable() => {
+            let mut o = run_once(&qemu, bios.as_deref(), cfg, Accel::Tcg, &mut on_record)?;
+            o.kvm_failure = Some("/dev/kvm cannot be opened".into());
+            Ok(o)
+        }
+        Accel::Auto => match run_once(&qemu, bios.as_deref(), cfg, Accel::Kvm, &mut on_record) {
+            Err(Error::NoGuest { status, stderr, .. }) => {
+                let mut o = run_once(&qemu, bios.as_deref(), cfg, Accel::Tcg, &mut on_record)?;
+                o.kvm_failure = Some(format!("qemu {status} with kvm: {stderr}"));
+                Ok(o)
+            }
+            other => other,
+        },
+    }
+}
+
+enum Line {
+    Out(String, Instant),
+    Eof,
+}
+
+/// Kills QEMU if the run ends early (a timeout, or a panic in `on_record`).
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn run_once(
+    qemu: &Path,
+    bios: Option<&Path>,
+    cfg: &QemuConfig,
+    accel: Accel,
+    on_record: &mut impl FnMut(&Record),
+) -> Result<QemuOutcome, Error> {
+    let start = Instant::now();
+    let deadline = start + cfg.timeout;
+    let mut child = Command::new(qemu)
+        .args(command_line(cfg, accel, bios))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Spawn {
+            qemu: qemu.to_path_buf(),
+            source: e,
+        })?;
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().map(BufReader::new);
+    let stderr = child.stderr.take();
+    let mut child = Reaper(child);
+    thread::spawn(move || {
+        if let Some(out) = stdout {
+            for line in out.split(b'\n').map_while(Result::ok) {
+                let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                if tx.send(Line::Out(text, Instant::now())).is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(Line::Eof);
+    });
+    let errs = thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.read_to_string(&mut s);
+        }
+        tail(s.lines().map(str::to_string))
+    });
+
+    let mut records = Vec::new();
+    let mut console = VecDeque::new();
+    let mut ready = None;
+    let timed_out = |records: &[Record], console: &VecDeque<String>| Error::TimedOut {
+        after: cfg.timeout,
+        last: last_words(records, console),
+    };
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(timed_out(&records, &console));
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok(Line::Out(text, at)) => match Record::parse(&text) {
+                Some(r) => {
+                    if r.kind == "ready" {
+                        ready.get_or_insert(at - start);
+                    }
+                    on_record(&r);
+                    records.push(r);
+                }
+                None if text.is_empty() => {}
+                None => {
+                    if console.len() == TAIL {
+                        console.pop_front();
+                    }
+                    console.push_back(text);
+                }
+            },
+            Ok(Line::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+    // Stdout closed: QEMU is exiting.
+    let status = loop {
+        match child.0.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+            Ok(None) => return Err(timed_out(&records, &console)),
+            Err(_) => break None,
+        }
+    };
+    let wall = start.elapsed();
+    let stderr = errs.join().unwrap_or_default();
+    let exit_status = status.and_then(|s| s.code());
+    if records.is_empty() {
+        let status = match (status, exit_status) {
+            (_, Some(c)) => format!("exited with status {c}"),
+            (Some(s), None) => format!("ended by {s}"),
+            (None, None) => "ended".into(),
+        };
+        return Err(Error::NoGuest {
+            accel,
+            status,
+            stderr: stderr.last().cloned().unwrap_or_default(),
+        });
+    }
+    Ok(QemuOutcome {
+        guest_status: guest_status(exit_status, true),
+        records,
+        console: console.into(),
+        stderr,
+        exit_status,
+        accel,
+        kvm_failure: None,
+        ready,
+        wall,
+    })
+}
+
+fn tail(lines: impl Iterator<Item = String>) -> Vec<String> {
+    let mut t = VecDeque::with_capacity(TAIL);
+    for l in lines {
+        if t.len() == TAIL {
+            t.pop_front();
+        }
+        t.push_back(l);
+    }
+    t.into()
+}
+
+fn last_words(records: &[Record], console: &VecDeque<String>) -> String {
+    match (records.last(), console.back()) {
+        (Some(r), _) => format!("last record '{r}'"),
+        (None, Some(c)) => format!("last console line '{c}'"),
+        (None, None) => "no record or console output".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> QemuConfig {
+        QemuConfig {
+            exec: "calibrate n=100".into(),
+            mem_mib: 128,
+            ..QemuConfig::new("/img/probe.elf".into())
+        }
+    }
+
+    fn value_of<'a>(args: &'a [OsString], flag: &str) -> Option<&'a str> {
+        let i = args.iter().position(|a| a == flag)?;
+        args.get(i + 1)?.to_str()
+    }
+
+    #[test]
+    fn command_line_boots_the_probe_with_its_exec_and_debug_exit() {
+        let a = command_line(&cfg(), Accel::Kvm, Some(Path::new("/q/qboot.rom")));
+
+        assert_eq!(value_of(&a, "-kernel"), Some("/img/probe.elf"));
+        assert_eq!(value_of(&a, "-append"), Some("calibrate n=100"));
+        assert_eq!(value_of(&a, "-m"), Some("128"));
+        assert_eq!(value_of(&a, "-bios"), Some("/q/qboot.rom"));
+        assert_eq!(value_of(&a, "-serial"), Some("stdio"));
+        assert_eq!(
+            value_of(&a, "-device"),
+            Some("isa-debug-exit,iobase=0xf4,iosize=0x04")
+        );
+        for flag in ["-nodefaults", "-no-reboot", "-no-user-config"] {
+            assert!(a.iter().any(|x| x == flag), "{flag} missing");
+        }
+    }
+
+    #[test]
+    fn accelerator_picks_machine_and_cpu() {
+        let kvm = command_line(&cfg(), Accel::Kvm, None);
+        let tcg = command_line(&cfg(), Accel::Tcg, None);
+
+        assert_eq!(value_of(&kvm, "-machine"), Some("pc,accel=kvm"));
+        assert_eq!(value_of(&kvm, "-cpu"), Some("host,-arch-capabilities"));
+        assert_eq!(value_of(&tcg, "-machine"), Some("pc,accel=tcg"));
+        assert_eq!(value_of(&tcg, "-cpu"), Some("max"));
+        assert!(!tcg.iter().any(|x| x == "-bios"));
+        let quiet = QemuConfig {
+            exec: String::new(),
+            ..cfg()
+        };
+        assert!(!command_line(&quiet, Accel::Tcg, None)
+            .iter()
+            .any(|x| x == "-append"));
+    }
+
+    #[test]
+    fn guest_status_decodes_debug_exit() {
+        assert_eq!(guest_status(Some(1), true), Some(0));
+        assert_eq!(guest_status(Some(3), true), Some(1));
+        assert_eq!(guest_status(Some(5), false), Some(2));
+    }
+
+    #[test]
+    fn guest_status_is_none_without_debug_exit() {
+        // QEMU's own error exit, a reset with -no-reboot, a signal.
+        assert_eq!(guest_status(Some(1), false), None);
+        assert_eq!(guest_status(Some(0), true), None);
+        assert_eq!(guest_status(Some(2), true), None);
+        assert_eq!(guest_status(None, true), None);
+    }
+
+    #[test]
+    fn errors_say_what_to_do() {
+        let e = Error::NotInstalled {
+            looked: "not on PATH".into(),
+        };
+
+        assert!(e.to_string().contains(INSTALL_HINT));
+        assert!(Error::ExecTooLong(200).to_string().contains("127"));
+    }
+}
