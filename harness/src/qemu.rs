@@ -1,12 +1,16 @@
 //! QEMU as a second engine: boots the probe with `qemu-system-x86_64 -kernel probe.elf` (PVH
 //! entry, images/probe/src/pvh.rs) on the `pc` machine, reads its records from the serial port
 //! on QEMU's stdout and decodes its isa-debug-exit status, so the probe's figures on vmbench's
-//! device models can be set against QEMU's.
+//! device models can be set against QEMU's. The devices under test are QEMU's own (modern-only
+//! virtio-blk-pci and virtio-net-pci, e1000, the PIIX3 IDE of the `pc` machine), placed at the
+//! PCI slots vmbench's VMM uses, so the probe finds them where it finds ours.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fmt;
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -14,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use probe_abi::{layout, ports};
+use vmm::machine::{DISK_SLOT, NIC_SLOT};
 
 use crate::record::Record;
 
@@ -26,6 +31,15 @@ pub const QEMU_ENV: &str = "VMBENCH_QEMU";
 pub const QBOOT_ENV: &str = "VMBENCH_QBOOT";
 const QEMU_BIN: &str = "qemu-system-x86_64";
 const INSTALL_HINT: &str = "apt-get install -t bookworm-backports qemu-system-x86";
+/// The first bytes of a qcow2 image (QEMU docs/interop/qcow2.txt, "magic").
+pub const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
+/// The MAC address QEMU gives a NIC by default; locally administered.
+pub const DEFAULT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+/// Every netdev end point is on the loopback interface: a run never sends a frame off the host.
+pub const LOOPBACK: &str = "127.0.0.1";
+/// QEMU ids that tie `-drive`/`-netdev` back ends to their `-device` front ends.
+const DISK_ID: &str = "disk0";
+const NETDEV_ID: &str = "net0";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accel {
@@ -45,6 +59,117 @@ impl Accel {
     }
 }
 
+/// The disk controller the probe drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskKind {
+    /// virtio-blk-pci, modern interface only (1af4:1042), at [`DISK_SLOT`].
+    Virtio,
+    /// The primary master on the `pc` machine's built-in PIIX3 IDE function (00:01.1).
+    Ide,
+}
+
+/// The image format, as its header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+impl DiskFormat {
+    /// The format the first bytes of an image announce: qcow2 by its magic, anything else is
+    /// raw. The name of the file says nothing (a raw image may hold anything, a qcow2 header
+    /// included, so QEMU is always told the format rather than left to guess).
+    pub fn from_header(head: &[u8]) -> DiskFormat {
+        if head.starts_with(&QCOW2_MAGIC) {
+            DiskFormat::Qcow2
+        } else {
+            DiskFormat::Raw
+        }
+    }
+
+    /// Reads the header of the image at `path`.
+    pub fn detect(path: &Path) -> Result<DiskFormat, Error> {
+        let unreadable = |source| Error::DiskUnreadable {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut head = Vec::with_capacity(QCOW2_MAGIC.len());
+        File::open(path)
+            .map_err(unreadable)?
+            .take(QCOW2_MAGIC.len() as u64)
+            .read_to_end(&mut head)
+            .map_err(unreadable)?;
+        Ok(DiskFormat::from_header(&head))
+    }
+
+    /// QEMU's name for it (`-drive format=`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QemuDisk {
+    pub kind: DiskKind,
+    pub path: PathBuf,
+    pub format: DiskFormat,
+    /// QEMU opens the image read-only and the device reports it (virtio-blk: VIRTIO_BLK_F_RO).
+    pub read_only: bool,
+}
+
+impl QemuDisk {
+    /// A writable disk on the image at `path`, its format read from the image's header.
+    pub fn open(kind: DiskKind, path: impl Into<PathBuf>) -> Result<QemuDisk, Error> {
+        let path = path.into();
+        let format = DiskFormat::detect(&path)?;
+        Ok(QemuDisk {
+            kind,
+            path,
+            format,
+            read_only: false,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NicKind {
+    /// virtio-net-pci, modern interface only (1af4:1041).
+    Virtio,
+    /// Intel 82540EM (8086:100e).
+    E1000,
+}
+
+/// Where the NIC's frames go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QemuNetdev {
+    /// A UDP link on the loopback interface, one Ethernet frame per datagram (QEMU's `dgram`
+    /// netdev): QEMU binds `local_port` and sends every frame the guest transmits to
+    /// `remote_port`; datagrams arriving at `local_port` are delivered to the guest. The
+    /// caller owns the socket at `remote_port`.
+    Dgram { local_port: u16, remote_port: u16 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QemuNic {
+    pub kind: NicKind,
+    pub netdev: QemuNetdev,
+    pub mac: [u8; 6],
+}
+
+impl QemuNic {
+    /// A NIC with [`DEFAULT_MAC`].
+    pub fn new(kind: NicKind, netdev: QemuNetdev) -> Self {
+        QemuNic {
+            kind,
+            netdev,
+            mac: DEFAULT_MAC,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct QemuConfig {
     pub probe: PathBuf,
@@ -54,10 +179,12 @@ pub struct QemuConfig {
     pub accel: Accel,
     /// For the whole run, from starting QEMU to its exit.
     pub timeout: Duration,
+    pub disk: Option<QemuDisk>,
+    pub nic: Option<QemuNic>,
 }
 
 impl QemuConfig {
-    /// `hello` in 256 MiB, KVM if it works, 60 s.
+    /// `hello` in 256 MiB, KVM if it works, 60 s, no disk and no NIC.
     pub fn new(probe: PathBuf) -> Self {
         QemuConfig {
             probe,
@@ -65,6 +192,8 @@ impl QemuConfig {
             mem_mib: 256,
             accel: Accel::Auto,
             timeout: Duration::from_secs(60),
+            disk: None,
+            nic: None,
         }
     }
 }
@@ -105,6 +234,14 @@ pub enum Error {
     },
     ExecTooLong(usize),
     MemoryTooSmall(u64),
+    DiskUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// QEMU's ide-hd refuses a read-only block node.
+    ReadOnlyIde {
+        path: PathBuf,
+    },
     Spawn {
         qemu: PathBuf,
         source: std::io::Error,
@@ -141,6 +278,14 @@ impl fmt::Display for Error {
                 "{mib} MiB of guest memory is too small: the probe needs at least {} MiB",
                 layout::MIN_MEM >> 20
             ),
+            Error::DiskUnreadable { path, .. } => {
+                write!(f, "cannot read disk image {}", path.display())
+            }
+            Error::ReadOnlyIde { path } => write!(
+                f,
+                "QEMU's IDE disk cannot be read-only ({}): use a virtio disk or a writable copy",
+                path.display()
+            ),
             Error::Spawn { qemu, .. } => write!(f, "cannot start {}", qemu.display()),
             Error::NoGuest {
                 accel,
@@ -168,7 +313,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Spawn { source, .. } => Some(source),
+            Error::Spawn { source, .. } | Error::DiskUnreadable { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -257,11 +402,82 @@ pub fn command_line(cfg: &QemuConfig, accel: Accel, bios: Option<&Path>) -> Vec<
     if let Some(b) = bios {
         a.extend(["-bios".into(), b.into()]);
     }
+    if let Some(d) = &cfg.disk {
+        a.extend(disk_args(d));
+    }
+    if let Some(n) = &cfg.nic {
+        a.extend(nic_args(n));
+    }
     a.extend(["-kernel".into(), cfg.probe.clone().into()]);
     if !cfg.exec.is_empty() {
         a.extend(["-append".into(), cfg.exec.clone().into()]);
     }
     a
+}
+
+/// `-drive` and `-device` for a disk. The format is always given: QEMU then never probes a
+/// raw image's contents. Option ROMs are left out (`romfile=`): vmbench's devices have none
+/// and the probe does not run them.
+pub fn disk_args(d: &QemuDisk) -> Vec<OsString> {
+    let mut drive = OsString::from(format!(
+        "if=none,id={DISK_ID},format={},file=",
+        d.format.name()
+    ));
+    drive.push(option_value(d.path.as_os_str()));
+    if d.read_only {
+        drive.push(",readonly=on");
+    }
+    let device = match d.kind {
+        DiskKind::Virtio => format!(
+            "virtio-blk-pci,drive={DISK_ID},addr={DISK_SLOT:02x}.0,disable-legacy=on,disable-modern=off,romfile="
+        ),
+        DiskKind::Ide => format!("ide-hd,drive={DISK_ID},bus=ide.0,unit=0"),
+    };
+    vec!["-drive".into(), drive, "-device".into(), device.into()]
+}
+
+/// `-netdev` and `-device` for a NIC; its netdev only ever names loopback addresses.
+pub fn nic_args(n: &QemuNic) -> Vec<OsString> {
+    let netdev = match n.netdev {
+        QemuNetdev::Dgram {
+            local_port,
+            remote_port,
+        } => format!(
+            "dgram,id={NETDEV_ID},local.type=inet,local.host={LOOPBACK},local.port={local_port},\
+             remote.type=inet,remote.host={LOOPBACK},remote.port={remote_port}"
+        ),
+    };
+    let m = n.mac;
+    let mac = format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    );
+    let device = match n.kind {
+        NicKind::Virtio => format!(
+            "virtio-net-pci,netdev={NETDEV_ID},mac={mac},addr={NIC_SLOT:02x}.0,disable-legacy=on,disable-modern=off,romfile="
+        ),
+        NicKind::E1000 => {
+            format!("e1000,netdev={NETDEV_ID},mac={mac},addr={NIC_SLOT:02x}.0,romfile=")
+        }
+    };
+    vec![
+        "-netdev".into(),
+        netdev.into(),
+        "-device".into(),
+        device.into(),
+    ]
+}
+
+/// A value inside QEMU's `key=value,...` option syntax: a comma is written twice.
+fn option_value(v: &std::ffi::OsStr) -> OsString {
+    let mut out = Vec::with_capacity(v.len());
+    for &b in v.as_bytes() {
+        out.push(b);
+        if b == b',' {
+            out.push(b',');
+        }
+    }
+    OsString::from_vec(out)
 }
 
 /// The guest's isa-debug-exit value from QEMU's exit code `(v << 1) | 1`. QEMU's own errors
@@ -286,6 +502,18 @@ pub fn run(cfg: &QemuConfig, mut on_record: impl FnMut(&Record)) -> Result<QemuO
         return Err(Error::ProbeMissing {
             path: cfg.probe.clone(),
         });
+    }
+    if let Some(d) = &cfg.disk {
+        // Caught here rather than as a QEMU start-up failure, which `Auto` would retry on TCG.
+        if d.kind == DiskKind::Ide && d.read_only {
+            return Err(Error::ReadOnlyIde {
+                path: d.path.clone(),
+            });
+        }
+        File::open(&d.path).map_err(|source| Error::DiskUnreadable {
+            path: d.path.clone(),
+            source,
+        })?;
     }
     let qemu = find_qemu()?;
     let bios = find_qboot(&qemu);
@@ -523,6 +751,207 @@ mod tests {
         assert_eq!(guest_status(Some(0), true), None);
         assert_eq!(guest_status(Some(2), true), None);
         assert_eq!(guest_status(None, true), None);
+    }
+
+    /// Every value of a repeated flag, in order.
+    fn values_of<'a>(args: &'a [OsString], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .filter_map(|w| w[1].to_str())
+            .collect()
+    }
+
+    fn disk(kind: DiskKind, format: DiskFormat) -> QemuDisk {
+        QemuDisk {
+            kind,
+            path: "/d/disk.img".into(),
+            format,
+            read_only: false,
+        }
+    }
+
+    fn dgram() -> QemuNetdev {
+        QemuNetdev::Dgram {
+            local_port: 40001,
+            remote_port: 40002,
+        }
+    }
+
+    #[test]
+    fn no_devices_by_default() {
+        let a = command_line(&cfg(), Accel::Kvm, None);
+
+        assert_eq!(
+            values_of(&a, "-device").len(),
+            1,
+            "only isa-debug-exit: {a:?}"
+        );
+        for flag in ["-drive", "-netdev"] {
+            assert!(!a.iter().any(|x| x == flag), "{flag} in {a:?}");
+        }
+    }
+
+    #[test]
+    fn virtio_disk_is_modern_only_at_the_disk_slot() {
+        let a = disk_args(&disk(DiskKind::Virtio, DiskFormat::Raw));
+
+        assert_eq!(
+            values_of(&a, "-drive"),
+            ["if=none,id=disk0,format=raw,file=/d/disk.img"]
+        );
+        assert_eq!(
+            values_of(&a, "-device"),
+            ["virtio-blk-pci,drive=disk0,addr=04.0,disable-legacy=on,disable-modern=off,romfile="]
+        );
+    }
+
+    #[test]
+    fn ide_disk_is_the_primary_master_of_the_builtin_piix() {
+        let a = disk_args(&disk(DiskKind::Ide, DiskFormat::Qcow2));
+
+        assert_eq!(
+            values_of(&a, "-drive"),
+            ["if=none,id=disk0,format=qcow2,file=/d/disk.img"]
+        );
+        assert_eq!(
+            values_of(&a, "-device"),
+            ["ide-hd,drive=disk0,bus=ide.0,unit=0"]
+        );
+    }
+
+    #[test]
+    fn read_only_disk_opens_the_drive_read_only() {
+        let d = QemuDisk {
+            read_only: true,
+            ..disk(DiskKind::Virtio, DiskFormat::Qcow2)
+        };
+
+        let a = disk_args(&d);
+
+        assert_eq!(
+            values_of(&a, "-drive"),
+            ["if=none,id=disk0,format=qcow2,file=/d/disk.img,readonly=on"]
+        );
+    }
+
+    #[test]
+    fn commas_in_the_image_path_are_escaped() {
+        let d = QemuDisk {
+            path: "/d/a,b/x,readonly=on".into(),
+            ..disk(DiskKind::Virtio, DiskFormat::Raw)
+        };
+
+        let a = disk_args(&d);
+
+        assert_eq!(
+            values_of(&a, "-drive"),
+            ["if=none,id=disk0,format=raw,file=/d/a,,b/x,,readonly=on"]
+        );
+    }
+
+    #[test]
+    fn virtio_nic_is_modern_only_at_the_nic_slot_on_a_loopback_dgram_link() {
+        let a = nic_args(&QemuNic::new(NicKind::Virtio, dgram()));
+
+        assert_eq!(
+            values_of(&a, "-netdev"),
+            [
+                "dgram,id=net0,local.type=inet,local.host=127.0.0.1,local.port=40001,\
+              remote.type=inet,remote.host=127.0.0.1,remote.port=40002"
+            ]
+        );
+        assert_eq!(
+            values_of(&a, "-device"),
+            [
+                "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,addr=03.0,\
+              disable-legacy=on,disable-modern=off,romfile="
+            ]
+        );
+    }
+
+    #[test]
+    fn e1000_nic_takes_its_mac_at_the_nic_slot() {
+        let nic = QemuNic {
+            mac: [0x02, 0, 0, 0xab, 0xcd, 0xef],
+            ..QemuNic::new(NicKind::E1000, dgram())
+        };
+
+        let a = nic_args(&nic);
+
+        assert_eq!(
+            values_of(&a, "-device"),
+            ["e1000,netdev=net0,mac=02:00:00:ab:cd:ef,addr=03.0,romfile="]
+        );
+        assert_eq!(values_of(&a, "-netdev").len(), 1);
+    }
+
+    #[test]
+    fn devices_come_before_the_kernel() {
+        let c = QemuConfig {
+            disk: Some(disk(DiskKind::Virtio, DiskFormat::Raw)),
+            nic: Some(QemuNic::new(NicKind::Virtio, dgram())),
+            ..cfg()
+        };
+
+        let a = command_line(&c, Accel::Kvm, None);
+
+        let devices = values_of(&a, "-device");
+        assert_eq!(devices.len(), 3, "{devices:?}");
+        assert!(devices[1].starts_with("virtio-blk-pci,drive=disk0,"));
+        assert!(devices[2].starts_with("virtio-net-pci,netdev=net0,"));
+        assert_eq!(values_of(&a, "-drive").len(), 1);
+        assert_eq!(values_of(&a, "-netdev").len(), 1);
+        assert_eq!(a[a.len() - 4], "-kernel");
+    }
+
+    #[test]
+    fn format_comes_from_the_magic_not_the_name() {
+        assert_eq!(
+            DiskFormat::from_header(b"QFI\xfb\0\0\0\x03"),
+            DiskFormat::Qcow2
+        );
+        assert_eq!(DiskFormat::from_header(b"QFI\xfa"), DiskFormat::Raw);
+        assert_eq!(DiskFormat::from_header(b"QF"), DiskFormat::Raw);
+        assert_eq!(DiskFormat::from_header(&[0; 512]), DiskFormat::Raw);
+        assert_eq!(DiskFormat::from_header(&[]), DiskFormat::Raw);
+    }
+
+    #[test]
+    fn open_detects_the_format_of_the_file() {
+        let dir = std::env::temp_dir().join(format!("vmbench-qemu-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Names that lie about the contents.
+        let qcow = dir.join("looks-raw.img");
+        let raw = dir.join("looks.qcow2");
+        std::fs::write(&qcow, b"QFI\xfb\0\0\0\x03rest of a header").unwrap();
+        std::fs::write(&raw, [0u8; 4096]).unwrap();
+
+        let q = QemuDisk::open(DiskKind::Virtio, &qcow);
+        let r = QemuDisk::open(DiskKind::Ide, &raw);
+        let missing = QemuDisk::open(DiskKind::Virtio, dir.join("absent"));
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let q = q.unwrap();
+        assert_eq!((q.format, q.read_only), (DiskFormat::Qcow2, false));
+        assert_eq!(r.unwrap().format, DiskFormat::Raw);
+        assert!(matches!(missing, Err(Error::DiskUnreadable { .. })));
+    }
+
+    #[test]
+    fn read_only_ide_is_refused_before_starting_qemu() {
+        let c = QemuConfig {
+            disk: Some(QemuDisk {
+                read_only: true,
+                ..disk(DiskKind::Ide, DiskFormat::Raw)
+            }),
+            probe: std::env::current_exe().unwrap(),
+            ..cfg()
+        };
+
+        let e = run(&c, |_| {}).unwrap_err();
+
+        assert!(matches!(e, Error::ReadOnlyIde { .. }), "{e}");
+        assert!(e.to_string().contains("virtio"));
     }
 
     #[test]

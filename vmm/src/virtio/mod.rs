@@ -4,6 +4,7 @@
 
 pub mod blk;
 pub mod msix;
+pub mod net;
 pub mod pci;
 
 use std::sync::Arc;

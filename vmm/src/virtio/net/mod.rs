@@ -1,0 +1,476 @@
+//! virtio-net (virtio 1.2, 5.1): one RX and one TX queue served by a worker thread over a
+//! [`NetBackend`]. The 12-byte header carries checksum and segmentation offload both ways;
+//! mergeable RX buffers let a frame span several buffers.
+
+mod header;
+#[cfg(test)]
+mod tests;
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use virtio_queue::{Queue, QueueT, Reader, Writer};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::blk::ThreadWorker;
+use super::{features, read_config_bytes, Activation, QueueInterrupt, VirtioDevice, Worker};
+use crate::backend::net::{NetBackend, Offloads};
+pub use header::{Header, HEADER_LEN};
+
+pub const F_CSUM: u64 = 1 << 0;
+pub const F_GUEST_CSUM: u64 = 1 << 1;
+pub const F_MAC: u64 = 1 << 5;
+pub const F_GUEST_TSO4: u64 = 1 << 7;
+pub const F_GUEST_TSO6: u64 = 1 << 8;
+pub const F_HOST_TSO4: u64 = 1 << 11;
+pub const F_HOST_TSO6: u64 = 1 << 12;
+pub const F_MRG_RXBUF: u64 = 1 << 15;
+pub const F_STATUS: u64 = 1 << 16;
+pub const STATUS_LINK_UP: u16 = 1;
+
+pub const QUEUE_SIZE: u16 = 256;
+pub const RX: usize = 0;
+pub const TX: usize = 1;
+/// Largest frame accepted from the driver (a 64 KiB GSO frame and its headers).
+pub const MAX_FRAME: usize = 65562;
+
+#[derive(Default)]
+pub struct NetCounters {
+    pub tx_kicks: AtomicU64,
+    pub rx_kicks: AtomicU64,
+    pub tx_frames: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub tx_dropped: AtomicU64,
+    pub rx_frames: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub rx_dropped: AtomicU64,
+    pub interrupts: AtomicU64,
+}
+
+impl crate::devices::Counters for NetCounters {
+    fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("tx_kicks", l(&self.tx_kicks)),
+            ("rx_kicks", l(&self.rx_kicks)),
+            ("tx_frames", l(&self.tx_frames)),
+            ("tx_bytes", l(&self.tx_bytes)),
+            ("tx_dropped", l(&self.tx_dropped)),
+            ("rx_frames", l(&self.rx_frames)),
+            ("rx_bytes", l(&self.rx_bytes)),
+            ("rx_dropped", l(&self.rx_dropped)),
+            ("interrupts", l(&self.interrupts)),
+        ]
+    }
+}
+
+pub type SharedNetBackend = Arc<Mutex<Box<dyn NetBackend>>>;
+
+pub struct Net {
+    backend: SharedNetBackend,
+    config: [u8; 12],
+    features: u64,
+    counters: Arc<NetCounters>,
+}
+
+impl Net {
+    pub fn new(backend: Box<dyn NetBackend>, mac: [u8; 6]) -> Self {
+        let o = backend.offloads();
+        let mut features = features::VERSION_1
+            | features::RING_INDIRECT_DESC
+            | features::RING_EVENT_IDX
+            | F_MAC
+            | F_STATUS
+            | F_MRG_RXBUF;
+        // TX offloads: the back-end (or its software fallback) completes them.
+        if o.csum {
+            features |= F_CSUM | F_GUEST_CSUM;
+        }
+        if o.csum && o.tso {
+            features |= F_HOST_TSO4 | F_HOST_TSO6 | F_GUEST_TSO4 | F_GUEST_TSO6;
+        }
+        let mut config = [0u8; 12];
+        config[0..6].copy_from_slice(&mac);
+        config[6..8].copy_from_slice(&STATUS_LINK_UP.to_le_bytes());
+        config[8..10].copy_from_slice(&1u16.to_le_bytes()); // max_virtqueue_pairs
+        Net {
+            backend: Arc::new(Mutex::new(backend)),
+            config,
+            features,
+            counters: Arc::new(NetCounters::default()),
+        }
+    }
+
+    pub fn counters(&self) -> Arc<NetCounters> {
+        self.counters.clone()
+    }
+
+    pub fn backend(&self) -> SharedNetBackend {
+        self.backend.clone()
+    }
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u16 {
+        1
+    }
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![QUEUE_SIZE, QUEUE_SIZE]
+    }
+    fn features(&self) -> u64 {
+        self.features
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+    fn write_config(&mut self, _: u64, _: &[u8]) {}
+    fn name(&self) -> &str {
+        "virtio-net"
+    }
+
+    fn activate(&mut self, a: Activation) -> Result<Box<dyn Worker>, String> {
+        let mut queues = a.queues;
+        if queues.len() != 2 {
+            return Err(format!("expected RX and TX queues ready, got {}", queues.len()));
+        }
+        let (txq, tx_notify) = queues.remove(1);
+        let (rxq, rx_notify) = queues.remove(0);
+        let guest = Offloads {
+            csum: a.features & F_GUEST_CSUM != 0,
+            tso: a.features & (F_GUEST_TSO4 | F_GUEST_TSO6) != 0,
+        };
+        self.backend
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_offloads(guest)
+            .map_err(|e| format!("back-end offloads: {e}"))?;
+        let kill = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| e.to_string())?;
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut w = NetWorker {
+            mem: a.mem,
+            rxq,
+            txq,
+            rx_notify,
+            tx_notify,
+            kill: kill.try_clone().map_err(|e| e.to_string())?,
+            interrupt: a.interrupt,
+            backend: self.backend.clone(),
+            counters: self.counters.clone(),
+            features: a.features,
+            frame: vec![0u8; MAX_FRAME],
+            pending: None,
+        };
+        let f = failed.clone();
+        let thread = std::thread::Builder::new()
+            .name("virtio-net".into())
+            .spawn(move || {
+                if let Err(e) = w.run() {
+                    log::warn!("virtio-net worker stopped: {e}");
+                    f.store(true, Ordering::SeqCst);
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(ThreadWorker {
+            kill,
+            thread: Some(thread),
+            failed,
+        }))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Token {
+    RxQueue = 1,
+    TxQueue = 2,
+    Backend = 3,
+    Kill = 4,
+}
+
+impl Token {
+    fn from(v: u64) -> Option<Token> {
+        [Token::RxQueue, Token::TxQueue, Token::Backend, Token::Kill]
+            .into_iter()
+            .find(|t| *t as u64 == v)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WorkerError {
+    #[error("epoll failed")]
+    Epoll(#[source] std::io::Error),
+    #[error("the {0} queue's rings are broken: {1}")]
+    Queue(&'static str, String),
+    #[error("the back-end failed")]
+    Backend(#[source] std::io::Error),
+}
+
+pub(crate) struct NetWorker {
+    pub mem: GuestMemoryMmap,
+    pub rxq: Queue,
+    pub txq: Queue,
+    pub rx_notify: EventFd,
+    pub tx_notify: EventFd,
+    pub kill: EventFd,
+    pub interrupt: Arc<dyn QueueInterrupt>,
+    pub backend: SharedNetBackend,
+    pub counters: Arc<NetCounters>,
+    pub features: u64,
+    pub frame: Vec<u8>,
+    /// A received frame waiting for RX buffers: (length, header).
+    pub pending: Option<(usize, Header)>,
+}
+
+impl NetWorker {
+    fn run(&mut self) -> Result<(), WorkerError> {
+        let epoll = Epoll::new().map_err(WorkerError::Epoll)?;
+        let backend_fd = self.backend.lock().unwrap_or_else(|e| e.into_inner()).rx_fd();
+        for (fd, t) in [
+            (self.rx_notify.as_raw_fd(), Token::RxQueue),
+            (self.tx_notify.as_raw_fd(), Token::TxQueue),
+            (backend_fd, Token::Backend),
+            (self.kill.as_raw_fd(), Token::Kill),
+        ] {
+            epoll
+                .ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, t as u64))
+                .map_err(WorkerError::Epoll)?;
+        }
+        let mut backend_armed = true;
+        self.process_tx()?;
+        self.process_rx()?;
+        let mut events = vec![EpollEvent::default(); 8];
+        loop {
+            // While a frame waits for RX buffers, the back-end's readiness would only spin
+            // the loop: stop listening to it until the driver adds buffers.
+            let want = self.pending.is_none();
+            if want != backend_armed {
+                let ev = if want { EventSet::IN } else { EventSet::empty() };
+                epoll
+                    .ctl(ControlOperation::Modify, backend_fd, EpollEvent::new(ev, Token::Backend as u64))
+                    .map_err(WorkerError::Epoll)?;
+                backend_armed = want;
+            }
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(WorkerError::Epoll(e)),
+            };
+            for ev in &events[..n] {
+                match Token::from(ev.data()) {
+                    Some(Token::Kill) => return Ok(()),
+                    Some(Token::TxQueue) => {
+                        let k = self.tx_notify.read().unwrap_or(0);
+                        self.counters.tx_kicks.fetch_add(k, Ordering::Relaxed);
+                        self.process_tx()?;
+                    }
+                    Some(Token::RxQueue) => {
+                        let k = self.rx_notify.read().unwrap_or(0);
+                        self.counters.rx_kicks.fetch_add(k, Ordering::Relaxed);
+                        self.process_rx()?;
+                    }
+                    Some(Token::Backend) => self.process_rx()?,
+                    None => {}
+                }
+            }
+        }
+    }
+
+    /// Sends every frame the driver queued.
+    pub(crate) fn process_tx(&mut self) -> Result<(), WorkerError> {
+        let q = |e: virtio_queue::Error| WorkerError::Queue("TX", e.to_string());
+        let mem = self.mem.clone();
+        let mut sent_any = false;
+        loop {
+            self.txq.disable_notification(&mem).map_err(q)?;
+            while let Some(chain) = self.txq.pop_descriptor_chain(&mem) {
+                let head = chain.head_index();
+                self.send_one(&mem, chain)?;
+                self.txq.add_used(&mem, head, 0).map_err(q)?;
+                sent_any = true;
+            }
+            if !self.txq.enable_notification(&mem).map_err(q)? {
+                break;
+            }
+        }
+        if sent_any && self.txq.needs_notification(&mem).map_err(q)? {
+            self.counters.interrupts.fetch_add(1, Ordering::Relaxed);
+            self.interrupt.queue(TX);
+        }
+        Ok(())
+    }
+
+    fn send_one(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        chain: virtio_queue::DescriptorChain<&GuestMemoryMmap>,
+    ) -> Result<(), WorkerError> {
+        let drop = |c: &NetCounters| {
+            c.tx_dropped.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        };
+        let Ok(mut reader) = Reader::new(mem, chain) else {
+            return drop(&self.counters);
+        };
+        let total = reader.available_bytes();
+        if total < HEADER_LEN || total - HEADER_LEN > MAX_FRAME {
+            return drop(&self.counters);
+        }
+        let mut h = [0u8; HEADER_LEN];
+        if reader.read_exact(&mut h).is_err() {
+            return drop(&self.counters);
+        }
+        let len = total - HEADER_LEN;
+        if reader.read_exact(&mut self.frame[..len]).is_err() {
+            return drop(&self.counters);
+        }
+        let Ok(meta) = Header::parse(&h).to_meta(self.features, len) else {
+            // Offloads the driver did not negotiate, or fields outside the frame.
+            return drop(&self.counters);
+        };
+        let r = self
+            .backend
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(&self.frame[..len], &meta);
+        match r {
+            Ok(()) => {
+                self.counters.tx_frames.fetch_add(1, Ordering::Relaxed);
+                self.counters.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            // A full or vanished peer drops the frame, as a wire would.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::InvalidInput) => {
+                drop(&self.counters)
+            }
+            Err(e) => Err(WorkerError::Backend(e)),
+        }
+    }
+
+    /// Delivers received frames while the driver has buffers for them.
+    pub(crate) fn process_rx(&mut self) -> Result<(), WorkerError> {
+        let q = |e: virtio_queue::Error| WorkerError::Queue("RX", e.to_string());
+        let mem = self.mem.clone();
+        let mut delivered = false;
+        loop {
+            if self.pending.is_none() {
+                let r = self
+                    .backend
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .recv(&mut self.frame);
+                match r {
+                    Ok(Some((len, meta))) => self.pending = Some((len, Header::from_meta(&meta))),
+                    Ok(None) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(WorkerError::Backend(e)),
+                }
+            }
+            let Some((len, hdr)) = self.pending else { break };
+            match self.deliver(&mem, len, hdr).map_err(q)? {
+                true => {
+                    self.pending = None;
+                    delivered = true;
+                    self.counters.rx_frames.fetch_add(1, Ordering::Relaxed);
+                    self.counters.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                }
+                false => {
+                    // No room: ask the driver to kick when it adds buffers, and look once
+                    // more in case it did meanwhile.
+                    if self.rxq.enable_notification(&mem).map_err(q)? {
+                        continue;
+                    }
+                    break;
+                }
+            }
+        }
+        if delivered && self.rxq.needs_notification(&mem).map_err(q)? {
+            self.counters.interrupts.fetch_add(1, Ordering::Relaxed);
+            self.interrupt.queue(RX);
+        }
+        Ok(())
+    }
+
+    /// Writes header + frame into one buffer, or several with mergeable RX buffers. Returns
+    /// false (consuming nothing) if the driver has not posted enough room.
+    fn deliver(&mut self, mem: &GuestMemoryMmap, len: usize, mut hdr: Header) -> Result<bool, virtio_queue::Error> {
+        let mergeable = self.features & F_MRG_RXBUF != 0;
+        let need = HEADER_LEN + len;
+        let start = self.rxq.next_avail();
+        let mut used: Vec<(u16, u32)> = Vec::new();
+        let mut first_hdr: Option<GuestAddress> = None;
+        let mut written = 0usize;
+        while written < need {
+            let Some(chain) = self.rxq.pop_descriptor_chain(mem) else {
+                self.rxq.set_next_avail(start);
+                return Ok(false);
+            };
+            let head = chain.head_index();
+            let first_desc = chain.clone().writable().next();
+            let Ok(mut w) = Writer::new(mem, chain) else {
+                // A broken buffer (outside memory): return it empty and drop the frame.
+                self.rxq.add_used(mem, head, 0)?;
+                self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                return Ok(true);
+            };
+            let room = w.available_bytes();
+            if used.is_empty() {
+                // The header must fit the first buffer (virtio 1.2, 5.1.6.3.1).
+                match first_desc {
+                    Some(d) if d.len() as usize >= HEADER_LEN && room >= HEADER_LEN => {
+                        first_hdr = Some(d.addr());
+                    }
+                    _ => {
+                        self.rxq.add_used(mem, head, 0)?;
+                        self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                        return Ok(true);
+                    }
+                }
+                if !mergeable && room < need {
+                    // The frame does not fit the one buffer allowed: drop it.
+                    self.rxq.add_used(mem, head, 0)?;
+                    self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                    return Ok(true);
+                }
+            }
+            let mut n = 0usize;
+            if written < HEADER_LEN {
+                hdr.num_buffers = 1;
+                let h = hdr.bytes();
+                let k = (HEADER_LEN - written).min(room);
+                if w.write_all(&h[written..written + k]).is_err() {
+                    self.rxq.add_used(mem, head, 0)?;
+                    self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                    return Ok(true);
+                }
+                written += k;
+                n += k;
+            }
+            let off = written - HEADER_LEN;
+            let k = (need - written).min(room - n);
+            if k > 0 && w.write_all(&self.frame[off..off + k]).is_err() {
+                self.rxq.add_used(mem, head, 0)?;
+                self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                return Ok(true);
+            }
+            written += k;
+            n += k;
+            used.push((head, n as u32));
+            if !mergeable {
+                break;
+            }
+        }
+        if used.len() > 1 {
+            if let Some(a) = first_hdr {
+                // num_buffers sits at offset 10 of the header in the first buffer.
+                let _ = mem.write_obj(used.len() as u16, a.unchecked_add(10));
+            }
+        }
+        for (head, n) in used {
+            self.rxq.add_used(mem, head, n)?;
+        }
+        Ok(true)
+    }
+}
