@@ -10,6 +10,7 @@ mod blk;
 mod calibrate;
 mod io;
 mod mem;
+mod net;
 mod pci;
 mod pvh;
 mod report;
@@ -134,6 +135,9 @@ fn run(env: &Env) -> u32 {
         "blk-pattern" => blk::pattern(env, words),
         "blk-read" => blk::stream(env, false, words),
         "blk-write" => blk::stream(env, true, words),
+        "net-tx" => net::tx(env, words),
+        "net-rx" => net::rx(env, words),
+        "net-rr" => net::rr(env, words),
         "crash" => crash(env),
         // `hang after-ready`: stops after `ready`, for the harness's run timeout.
         "hang" => {
@@ -144,7 +148,7 @@ fn run(env: &Env) -> u32 {
         }
         other => {
             Record::new("error")
-                .text(format_args!("unknown workload '{other}'; known: hello, calibrate, blk-pattern, blk-read, blk-write, crash, hang"))
+                .text(format_args!("unknown workload '{other}'; known: hello, calibrate, blk-pattern, blk-read, blk-write, net-tx, net-rx, net-rr, crash, hang"))
                 .send(env);
             exit::BAD_EXEC
         }
@@ -165,7 +169,7 @@ extern "C" {
 
 /// Faults on purpose: the VMM must report a crash at exactly this RIP.
 fn crash(env: &Env) -> ! {
-    let rip = probe_crash_ud2 as usize;
+    let rip = probe_crash_ud2 as *const () as usize;
     Record::new("crashing").kv("rip", format_args!("{rip:#x}")).send(env);
     // SAFETY: deliberately raises #UD; with no IDT the VM triple-faults, which is the point.
     unsafe { probe_crash_ud2() }

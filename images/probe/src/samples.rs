@@ -30,10 +30,6 @@ impl Samples {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
     /// Sends the raw samples (if asked) and a `latency` summary record.
     pub fn report(&mut self, env: &Env, workload: &str, name: &str, raw: bool) {
         let s = &mut self.buf[..self.n];

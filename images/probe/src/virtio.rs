@@ -6,7 +6,6 @@ use core::sync::atomic::{fence, Ordering};
 
 use crate::alloc;
 use crate::io::{mmio_read32, mmio_write32};
-use crate::pci::Function;
 
 pub const VENDOR: u16 = 0x1af4;
 pub const F_VERSION_1: u64 = 1 << 32;
@@ -61,7 +60,6 @@ fn write16(a: u64, v: u16) {
 
 /// A virtio-pci device in the modern interface.
 pub struct Device {
-    pub pci: Function,
     common: u64,
     notify: u64,
     notify_mult: u32,
@@ -97,7 +95,6 @@ impl Device {
             }
         });
         Ok(Device {
-            pci,
             common: common.ok_or(Error::NoCapability(1))?,
             notify: notify.ok_or(Error::NoCapability(2))?,
             notify_mult: mult,

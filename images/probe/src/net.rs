@@ -1,0 +1,499 @@
+//! Networking for the probe: a polling virtio-net driver (virtio 1.2, 5.1) behind a small
+//! NIC trait, real Ethernet/ARP/IPv4/UDP framing, and the network workloads: UDP frame
+//! streams guest→peer (to the discard port) and peer→guest (from the source port), and UDP
+//! request-response round trips (to the echo port), each TSC-timed.
+
+use core::str::SplitAsciiWhitespace;
+
+use probe_abi::exit;
+
+use crate::alloc;
+use crate::args::Args;
+use crate::io::rdtsc;
+use crate::report::Record;
+use crate::virtio::{self, Device, Queue};
+use crate::Env;
+
+pub const GUEST_IP: [u8; 4] = [10, 0, 2, 15];
+pub const PEER_IP: [u8; 4] = [10, 0, 2, 2];
+pub const PORT_ECHO: u16 = 7;
+pub const PORT_DISCARD: u16 = 9;
+pub const PORT_SOURCE: u16 = 19;
+const GUEST_PORT: u16 = 40000;
+pub const ETH_HDR: usize = 14;
+pub const IP_HDR: usize = 20;
+pub const UDP_HDR: usize = 8;
+pub const HEADERS: usize = ETH_HDR + IP_HDR + UDP_HDR;
+const BUF: u64 = 2048;
+const NET_HDR: usize = 12;
+const F_MAC: u64 = 1 << 5;
+const F_MRG_RXBUF: u64 = 1 << 15;
+
+/// What the workloads need from a NIC driver.
+pub trait Nic {
+    fn mac(&self) -> [u8; 6];
+    /// Copies a frame into a free TX buffer and queues it; false if the ring is full (the
+    /// caller reclaims and retries).
+    fn queue_tx(&mut self, frame: &[u8]) -> bool;
+    /// Makes queued frames visible to the device (one doorbell for the batch).
+    fn flush_tx(&mut self);
+    /// Reclaims sent buffers; returns how many.
+    fn reclaim_tx(&mut self) -> usize;
+    /// Calls `f` with each received frame (no more than `max`), then gives the buffers back.
+    fn poll_rx(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize;
+}
+
+pub struct VirtioNet {
+    dev: Device,
+    rx: Queue,
+    tx: Queue,
+    mac: [u8; 6],
+    rx_base: u64,
+    tx_base: u64,
+    rx_posted: usize,
+    tx_pending: bool,
+}
+
+impl VirtioNet {
+    pub fn open() -> Result<VirtioNet, virtio::Error> {
+        let dev = Device::find(1)?;
+        let f = dev.begin(F_MAC | F_MRG_RXBUF)?;
+        let rx = dev.queue(0, 256)?;
+        let tx = dev.queue(1, 256)?;
+        let mut mac = [0x02, 0, 0, 0, 0, 0x0f];
+        if f & F_MAC != 0 {
+            for (i, m) in mac.iter_mut().enumerate() {
+                // SAFETY: the MAC is the first 6 bytes of this device's configuration MMIO.
+                *m = unsafe { core::ptr::read_volatile((dev.device_cfg + i as u64) as *const u8) };
+            }
+        }
+        let rx_base = alloc::alloc(BUF * u64::from(rx.size), 4096).ok_or(virtio::Error::NoMemory)?;
+        let tx_base = alloc::alloc(BUF * u64::from(tx.size), 4096).ok_or(virtio::Error::NoMemory)?;
+        let mut n = VirtioNet { dev, rx, tx, mac, rx_base, tx_base, rx_posted: 0, tx_pending: false };
+        n.dev.driver_ok()?;
+        // Fill the RX ring: a buffer per descriptor, keyed by its index.
+        while n.rx.free() > 0 {
+            let i = n.rx.peek_head();
+            n.rx.push(&[(rx_base + u64::from(i) * BUF, BUF as u32, true)]);
+            n.rx_posted += 1;
+        }
+        n.rx.notify();
+        Ok(n)
+    }
+}
+
+impl Nic for VirtioNet {
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn queue_tx(&mut self, frame: &[u8]) -> bool {
+        if self.tx.free() == 0 || frame.len() + NET_HDR > BUF as usize {
+            return false;
+        }
+        let i = self.tx.peek_head();
+        let buf = self.tx_base + u64::from(i) * BUF;
+        // SAFETY: TX buffer `i` belongs to this driver and is free (its descriptor is free).
+        unsafe {
+            core::ptr::write_bytes(buf as *mut u8, 0, NET_HDR);
+            core::ptr::copy_nonoverlapping(frame.as_ptr(), (buf + NET_HDR as u64) as *mut u8, frame.len());
+        }
+        self.tx.push(&[(buf, (NET_HDR + frame.len()) as u32, false)]);
+        self.tx_pending = true;
+        true
+    }
+
+    fn flush_tx(&mut self) {
+        if self.tx_pending {
+            self.tx.notify();
+            self.tx_pending = false;
+        }
+    }
+
+    fn reclaim_tx(&mut self) -> usize {
+        let mut n = 0;
+        while self.tx.pop_used().is_some() {
+            n += 1;
+        }
+        n
+    }
+
+    fn poll_rx(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some((head, len)) = self.rx.pop_used() else { break };
+            let buf = self.rx_base + u64::from(head) * BUF;
+            let len = (len as usize).min(BUF as usize);
+            if len > NET_HDR {
+                // SAFETY: RX buffer `head` was filled by the device with `len` bytes.
+                let data = unsafe { core::slice::from_raw_parts((buf + NET_HDR as u64) as *const u8, len - NET_HDR) };
+                f(data);
+            }
+            let i = self.rx.peek_head();
+            self.rx.push(&[(self.rx_base + u64::from(i) * BUF, BUF as u32, true)]);
+            n += 1;
+        }
+        if n > 0 {
+            self.rx.notify();
+        }
+        n
+    }
+}
+
+/// 16-bit ones'-complement sum (RFC 1071).
+pub fn checksum(data: &[u8], initial: u32) -> u16 {
+    let mut sum = initial;
+    let mut i = 0;
+    while i + 1 < data.len() {
+        sum += u32::from(u16::from_be_bytes([data[i], data[i + 1]]));
+        i += 2;
+    }
+    if i < data.len() {
+        sum += u32::from(data[i]) << 8;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Writes Ethernet + IPv4 + UDP headers for a frame of `len` bytes into `f[..HEADERS]`.
+pub fn udp_frame(f: &mut [u8], len: usize, src_mac: [u8; 6], dst_mac: [u8; 6], sport: u16, dport: u16) {
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&src_mac);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut f[ETH_HDR..ETH_HDR + IP_HDR];
+    ip[0] = 0x45;
+    ip[1] = 0;
+    ip[2..4].copy_from_slice(&((len - ETH_HDR) as u16).to_be_bytes());
+    ip[4..6].copy_from_slice(&0u16.to_be_bytes());
+    ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // don't fragment
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[10..12].copy_from_slice(&[0, 0]);
+    ip[12..16].copy_from_slice(&GUEST_IP);
+    ip[16..20].copy_from_slice(&PEER_IP);
+    let c = checksum(ip, 0);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let udp = &mut f[ETH_HDR + IP_HDR..HEADERS];
+    udp[0..2].copy_from_slice(&sport.to_be_bytes());
+    udp[2..4].copy_from_slice(&dport.to_be_bytes());
+    udp[4..6].copy_from_slice(&((len - ETH_HDR - IP_HDR) as u16).to_be_bytes());
+    udp[6..8].copy_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4)
+}
+
+/// The UDP payload of a frame for us from `port`, if it is one.
+pub fn udp_payload(frame: &[u8], from_port: u16) -> Option<&[u8]> {
+    if frame.len() < HEADERS || frame[12..14] != [0x08, 0x00] || frame[ETH_HDR + 9] != 17 {
+        return None;
+    }
+    let ihl = usize::from(frame[ETH_HDR] & 0xf) * 4;
+    let u = ETH_HDR + ihl;
+    if frame.len() < u + UDP_HDR || u16::from_be_bytes([frame[u], frame[u + 1]]) != from_port {
+        return None;
+    }
+    let ulen = usize::from(u16::from_be_bytes([frame[u + 4], frame[u + 5]]));
+    frame.get(u + UDP_HDR..u + ulen.max(UDP_HDR))
+}
+
+/// Resolves the peer's MAC with ARP (RFC 826); retries for `timeout_ms`.
+pub fn arp(env: &Env, nic: &mut dyn Nic, timeout_ms: u64) -> Option<[u8; 6]> {
+    let mut req = [0u8; 60];
+    req[0..6].copy_from_slice(&[0xff; 6]);
+    req[6..12].copy_from_slice(&nic.mac());
+    req[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    req[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    req[22..28].copy_from_slice(&nic.mac());
+    req[28..32].copy_from_slice(&GUEST_IP);
+    req[38..42].copy_from_slice(&PEER_IP);
+    let per_try = u64::from(env.tsc_khz) * 200;
+    let deadline = rdtsc() + u64::from(env.tsc_khz) * timeout_ms;
+    while rdtsc() < deadline {
+        nic.queue_tx(&req);
+        nic.flush_tx();
+        let until = rdtsc() + per_try;
+        let mut mac = None;
+        while mac.is_none() && rdtsc() < until {
+            nic.reclaim_tx();
+            nic.poll_rx(64, &mut |f| {
+                if f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2] && f[28..32] == PEER_IP {
+                    let mut m = [0u8; 6];
+                    m.copy_from_slice(&f[22..28]);
+                    mac = Some(m);
+                }
+            });
+        }
+        if mac.is_some() {
+            return mac;
+        }
+    }
+    None
+}
+
+fn open(env: &Env, name: &str) -> Option<(VirtioNet, [u8; 6])> {
+    let mut nic = match VirtioNet::open() {
+        Ok(n) => n,
+        Err(e) => {
+            Record::new("error").text(format_args!("{name}: virtio-net: {e}")).send(env);
+            return None;
+        }
+    };
+    let Some(peer) = arp(env, &mut nic, 3000) else {
+        Record::new("error").text(format_args!("{name}: no ARP reply from the peer 10.0.2.2")).send(env);
+        return None;
+    };
+    Some((nic, peer))
+}
+
+struct Common {
+    size: usize,
+    duration_ms: u64,
+    warmup_ms: u64,
+    raw: bool,
+}
+
+fn common(a: &mut Args, size_default: u64) -> Common {
+    Common {
+        size: a.u64("size", size_default) as usize,
+        duration_ms: a.u64("duration_ms", 1000),
+        warmup_ms: a.u64("warmup_ms", 200),
+        raw: a.u64("raw", 0) != 0,
+    }
+}
+
+fn check_size(env: &Env, name: &str, size: usize) -> bool {
+    if !(60..=1514).contains(&size) {
+        Record::new("error").text(format_args!("{name}: size must be 60..=1514 bytes (a frame without FCS), got {size}")).send(env);
+        return false;
+    }
+    true
+}
+
+/// `net-tx size=S batch=B`: UDP frames to the peer's discard port, B per doorbell.
+pub fn tx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
+    let mut a = Args::new(env, "net-tx", args);
+    let c = common(&mut a, 64);
+    let batch = a.u64("batch", 32).clamp(1, 128) as usize;
+    if !a.finish() || !check_size(env, "net-tx", c.size) {
+        return exit::BAD_EXEC;
+    }
+    let Some((mut nic, peer)) = open(env, "net-tx") else { return exit::FAILED };
+    let mut frame = [0u8; 1514];
+    udp_frame(&mut frame, c.size, nic.mac(), peer, GUEST_PORT, PORT_DISCARD);
+    let khz = u64::from(env.tsc_khz);
+    let warm_end = rdtsc() + c.warmup_ms * khz;
+    let end = warm_end + c.duration_ms * khz;
+    let (mut sent, mut measuring, mut start) = (0u64, false, 0u64);
+    let mut seq = 0u32;
+    loop {
+        let now = rdtsc();
+        if !measuring && now >= warm_end {
+            measuring = true;
+            start = now;
+            Record::new("window-start").send(env);
+        }
+        if now >= end {
+            break;
+        }
+        nic.reclaim_tx();
+        let mut queued = 0;
+        while queued < batch {
+            seq = seq.wrapping_add(1);
+            frame[HEADERS..HEADERS + 4].copy_from_slice(&seq.to_be_bytes());
+            if !nic.queue_tx(&frame[..c.size]) {
+                break;
+            }
+            queued += 1;
+        }
+        nic.flush_tx();
+        if measuring {
+            sent += queued as u64;
+        }
+    }
+    let window_ns = env.ns(rdtsc() - start);
+    Record::new("window-end").kv("ops", sent).send(env);
+    // Let the device drain what is queued before the VMM is stopped.
+    let drain_until = rdtsc() + khz * 100;
+    while rdtsc() < drain_until {
+        nic.reclaim_tx();
+    }
+    Record::new("result")
+        .kv("name", "net-tx")
+        .kv("ops", sent)
+        .kv("frames", sent)
+        .kv("bytes", sent * c.size as u64)
+        .kv("window_ns", window_ns)
+        .kv("size", c.size)
+        .kv("batch", batch)
+        .send(env);
+    let _ = c.raw;
+    exit::OK
+}
+
+fn source_command(nic: &mut dyn Nic, peer: [u8; 6], text: &str) {
+    let mut f = [0u8; 128];
+    let len = (HEADERS + text.len()).max(60);
+    f[HEADERS..HEADERS + text.len()].copy_from_slice(text.as_bytes());
+    udp_frame(&mut f, len, nic.mac(), peer, GUEST_PORT, PORT_SOURCE);
+    // The UDP length must match the text, not the padded frame.
+    let ulen = (UDP_HDR + text.len()) as u16;
+    f[ETH_HDR + IP_HDR + 4..ETH_HDR + IP_HDR + 6].copy_from_slice(&ulen.to_be_bytes());
+    let iplen = (IP_HDR + UDP_HDR + text.len()) as u16;
+    f[ETH_HDR + 2..ETH_HDR + 4].copy_from_slice(&iplen.to_be_bytes());
+    f[ETH_HDR + 10..ETH_HDR + 12].copy_from_slice(&[0, 0]);
+    let c = checksum(&f[ETH_HDR..ETH_HDR + IP_HDR], 0);
+    f[ETH_HDR + 10..ETH_HDR + 12].copy_from_slice(&c.to_be_bytes());
+    while !nic.queue_tx(&f[..len]) {
+        nic.reclaim_tx();
+    }
+    nic.flush_tx();
+}
+
+/// `net-rx size=S`: asks the peer's source port for an endless stream of S-byte frames and
+/// counts what arrives in the window.
+pub fn rx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
+    let mut a = Args::new(env, "net-rx", args);
+    let c = common(&mut a, 64);
+    if !a.finish() || !check_size(env, "net-rx", c.size) {
+        return exit::BAD_EXEC;
+    }
+    let Some((mut nic, peer)) = open(env, "net-rx") else { return exit::FAILED };
+    let mut cmd = [0u8; 48];
+    let text = fmt_into(&mut cmd, format_args!("count=0 size={}", c.size));
+    source_command(&mut nic, peer, text);
+    let khz = u64::from(env.tsc_khz);
+    let warm_end = rdtsc() + c.warmup_ms * khz;
+    let end = warm_end + c.duration_ms * khz;
+    let (mut frames, mut bytes, mut measuring, mut start) = (0u64, 0u64, false, 0u64);
+    loop {
+        let now = rdtsc();
+        if !measuring && now >= warm_end {
+            measuring = true;
+            start = now;
+            Record::new("window-start").send(env);
+        }
+        if now >= end {
+            break;
+        }
+        let (mut f, mut b) = (0u64, 0u64);
+        nic.poll_rx(256, &mut |fr| {
+            if udp_payload(fr, PORT_SOURCE).is_some() {
+                f += 1;
+                b += fr.len() as u64;
+            }
+        });
+        nic.reclaim_tx();
+        if measuring {
+            frames += f;
+            bytes += b;
+        }
+    }
+    let window_ns = env.ns(rdtsc() - start);
+    Record::new("window-end").kv("ops", frames).send(env);
+    source_command(&mut nic, peer, "stop");
+    Record::new("result")
+        .kv("name", "net-rx")
+        .kv("ops", frames)
+        .kv("frames", frames)
+        .kv("bytes", bytes)
+        .kv("window_ns", window_ns)
+        .kv("size", c.size)
+        .send(env);
+    exit::OK
+}
+
+/// `net-rr size=S`: UDP round trips to the peer's echo port, one at a time; each reply's
+/// payload must match what was sent.
+pub fn rr(env: &Env, args: SplitAsciiWhitespace) -> u32 {
+    let mut a = Args::new(env, "net-rr", args);
+    let c = common(&mut a, 64);
+    if !a.finish() || !check_size(env, "net-rr", c.size) {
+        return exit::BAD_EXEC;
+    }
+    let Some((mut nic, peer)) = open(env, "net-rr") else { return exit::FAILED };
+    let mut frame = [0u8; 1514];
+    udp_frame(&mut frame, c.size, nic.mac(), peer, GUEST_PORT, PORT_ECHO);
+    for (i, b) in frame[HEADERS..c.size].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let khz = u64::from(env.tsc_khz);
+    let warm_end = rdtsc() + c.warmup_ms * khz;
+    let end = warm_end + c.duration_ms * khz;
+    let mut lat = crate::samples::Samples::new(1 << 20);
+    let (mut ops, mut mismatches, mut lost, mut measuring) = (0u64, 0u64, 0u64, false);
+    let mut seq = 0u32;
+    let timeout = khz * 1000;
+    loop {
+        let now = rdtsc();
+        if !measuring && now >= warm_end {
+            measuring = true;
+            Record::new("window-start").send(env);
+        }
+        if now >= end {
+            break;
+        }
+        seq = seq.wrapping_add(1);
+        frame[HEADERS..HEADERS + 4].copy_from_slice(&seq.to_be_bytes());
+        nic.reclaim_tx();
+        let t0 = rdtsc();
+        while !nic.queue_tx(&frame[..c.size]) {
+            nic.reclaim_tx();
+        }
+        nic.flush_tx();
+        let sent = &frame[HEADERS..c.size];
+        let mut got = false;
+        let mut bad = false;
+        while !got && rdtsc() - t0 < timeout {
+            nic.poll_rx(8, &mut |fr| {
+                if let Some(p) = udp_payload(fr, PORT_ECHO) {
+                    if p.len() >= 4 && p[..4] == seq.to_be_bytes() {
+                        got = true;
+                        bad = p != sent;
+                    }
+                }
+            });
+        }
+        let t1 = rdtsc();
+        if measuring {
+            if got {
+                ops += 1;
+                lat.push(env.ns(t1 - t0));
+                if bad {
+                    mismatches += 1;
+                }
+            } else {
+                lost += 1;
+            }
+        }
+    }
+    Record::new("window-end").kv("ops", ops).send(env);
+    lat.report(env, "net-rr", "latency", c.raw);
+    Record::new("result")
+        .kv("name", "net-rr")
+        .kv("ops", ops)
+        .kv("mismatches", mismatches)
+        .kv("lost", lost)
+        .kv("size", c.size)
+        .send(env);
+    exit::OK
+}
+
+/// Formats into a stack buffer.
+fn fmt_into<'b>(buf: &'b mut [u8], args: core::fmt::Arguments) -> &'b str {
+    struct W<'a> {
+        b: &'a mut [u8],
+        n: usize,
+    }
+    impl core::fmt::Write for W<'_> {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let k = s.len().min(self.b.len() - self.n);
+            self.b[self.n..self.n + k].copy_from_slice(&s.as_bytes()[..k]);
+            self.n += k;
+            Ok(())
+        }
+    }
+    let mut w = W { b: buf, n: 0 };
+    let _ = core::fmt::write(&mut w, args);
+    let n = w.n;
+    core::str::from_utf8(&buf[..n]).unwrap_or("")
+}
