@@ -193,6 +193,31 @@ fn print_record(t: &Timed) {
             us(r.get_u64("max")),
             r.get("n").unwrap_or("?")
         ),
+        "latency" => println!(
+            "{} latency: median {:.2} µs, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, min {:.2}, max {:.2} (n={})",
+            r.get("workload").unwrap_or("?"),
+            us(r.get_u64("p50")),
+            us(r.get_u64("p90")),
+            us(r.get_u64("p99")),
+            us(r.get_u64("p999")),
+            us(r.get_u64("min")),
+            us(r.get_u64("max")),
+            r.get("n").unwrap_or("?")
+        ),
+        "result" if r.get_u64("window_ns").is_some() => {
+            let secs = r.get_u64("window_ns").unwrap_or(0) as f64 / 1e9;
+            let ops = r.get_u64("ops").unwrap_or(0) as f64;
+            let bytes = r.get_u64("bytes").unwrap_or(0) as f64;
+            println!(
+                "{}: {:.0} ops/s, {:.1} MB/s ({:.3} Gbit/s) over {:.2} s   [{r}]",
+                r.get("name").unwrap_or("?"),
+                ops / secs.max(1e-9),
+                bytes / secs.max(1e-9) / 1e6,
+                bytes * 8.0 / secs.max(1e-9) / 1e9,
+                secs
+            )
+        }
+        "window-start" | "window-end" | "samples" => {}
         "log" => println!("guest: {}", r.text),
         "error" => println!("guest error: {} {}", r.text, r.fields.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")),
         _ => println!("{r}"),
@@ -244,12 +269,41 @@ fn print_exits(out: &Outcome) {
             fmt_counts(&w.by_device)
         );
     }
+    if let Some(m) = window(out) {
+        println!(
+            "measured window: {} ops, {:.3} VM exits/op to user space ({}); VMM CPU outside the guest {:.2} µs/op (user {:.2}, sys {:.2}; guest code ran {:.0} ms)",
+            m.ops,
+            m.exits.total() as f64 / m.ops.max(1) as f64,
+            fmt_counts(&m.exits.by_device),
+            (m.cpu.vmm_user_ns() + m.cpu.sys_ns) as f64 / 1e3 / m.ops.max(1) as f64,
+            m.cpu.vmm_user_ns() as f64 / 1e3 / m.ops.max(1) as f64,
+            m.cpu.sys_ns as f64 / 1e3 / m.ops.max(1) as f64,
+            m.cpu.guest_ns as f64 / 1e6,
+        );
+    }
     if out.ioeventfd_writes > 0 {
         println!(
             "ioeventfd writes handled in the kernel: {}",
             out.ioeventfd_writes
         );
     }
+}
+
+/// What the measured window (between `window-start` and `window-end`) cost.
+pub struct Window {
+    pub ops: u64,
+    pub exits: VcpuExits,
+    pub cpu: vmm::event::CpuTime,
+}
+
+pub fn window(out: &Outcome) -> Option<Window> {
+    let start = out.records_of("window-start").next()?;
+    let end = out.records_of("window-end").next()?;
+    Some(Window {
+        ops: end.record.get_u64("ops").unwrap_or(0),
+        exits: end.exits.as_ref()?.since(start.exits.as_ref()?).total(),
+        cpu: end.cpu?.since(&start.cpu?),
+    })
 }
 
 /// vCPU 0's exits between its `ready` and `done` records (both taken at the doorbell).

@@ -28,6 +28,8 @@ pub struct Timed {
     pub vcpu: Option<usize>,
     pub at: Instant,
     pub exits: Option<ExitSnapshot>,
+    /// CPU time of the VMM process when the record arrived (mailbox records only).
+    pub cpu: Option<vmm::event::CpuTime>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -170,6 +172,7 @@ pub fn run(
                         vcpu: None,
                         at,
                         exits: None,
+                        cpu: None,
                     };
                     note_ready(&mut timeline, &t);
                     on_record(&t);
@@ -186,6 +189,7 @@ pub fn run(
                 text,
                 at,
                 exits,
+                cpu,
             } => {
                 if let Some(record) = Record::parse(&text) {
                     let t = Timed {
@@ -193,6 +197,7 @@ pub fn run(
                         vcpu: Some(vcpu),
                         at,
                         exits: Some(exits),
+                        cpu: Some(cpu),
                     };
                     note_ready(&mut timeline, &t);
                     on_record(&t);

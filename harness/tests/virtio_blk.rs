@@ -14,7 +14,11 @@ use vmm::{Machine, MachineConfig};
 fn probe() -> PathBuf {
     static PROBE: OnceLock<PathBuf> = OnceLock::new();
     PROBE
-        .get_or_init(|| images::probe::build(&mut |_| {}).unwrap().artifacts[0].path.clone())
+        .get_or_init(|| {
+            images::probe::build(&mut |_| {}).unwrap().artifacts[0]
+                .path
+                .clone()
+        })
         .clone()
 }
 
@@ -78,17 +82,34 @@ fn the_probe_writes_a_pattern_and_the_host_finds_it_in_the_file() {
     let dir = TempDir::new("blk-pattern");
     let disk = image(&dir.0, 8 << 20);
 
-    let out = boot(&disk, OpenOptions::default(), "blk-pattern sectors=3000 seed=42");
+    let out = boot(
+        &disk,
+        OpenOptions::default(),
+        "blk-pattern sectors=3000 seed=42",
+    );
 
-    assert!(matches!(out.ending, Ending::Exited { code: 0 }), "{:?}", out.ending);
+    assert!(
+        matches!(out.ending, Ending::Exited { code: 0 }),
+        "{:?}",
+        out.ending
+    );
     let r = result(&out, "blk-pattern");
-    for (k, v) in [("mismatches", 0), ("write_errors", 0), ("read_errors", 0), ("flush_status", 0), ("sectors", 3000)] {
+    for (k, v) in [
+        ("mismatches", 0),
+        ("write_errors", 0),
+        ("read_errors", 0),
+        ("flush_status", 0),
+        ("sectors", 3000),
+    ] {
         assert_eq!(r.get_u64(k), Some(v), "{k} in {r}");
     }
     assert_eq!(r.get_u64("capacity_sectors"), Some(16384));
     let file = std::fs::read(&disk).unwrap();
     assert_eq!(pattern_mismatches(&file, 42, 3000), 0);
-    assert!(file[3000 * 512..].iter().all(|&b| b == 0), "nothing written past the pattern");
+    assert!(
+        file[3000 * 512..].iter().all(|&b| b == 0),
+        "nothing written past the pattern"
+    );
     // Every request arrived through the ioeventfd: one kick each, no MMIO exit for them.
     let c = &out.device_counters["virtio-blk"];
     assert!(c["requests"] > 0 && c["kicks"] == c["requests"], "{c:?}");
@@ -101,11 +122,17 @@ fn o_direct_serves_the_same_bytes() {
     let disk = image(&dir.0, 4 << 20);
     let out = boot(
         &disk,
-        OpenOptions { direct_io: true, read_only: false },
+        OpenOptions {
+            direct_io: true,
+            read_only: false,
+        },
         "blk-pattern sectors=1000 seed=3",
     );
     assert_eq!(result(&out, "blk-pattern").get_u64("mismatches"), Some(0));
-    assert_eq!(pattern_mismatches(&std::fs::read(&disk).unwrap(), 3, 1000), 0);
+    assert_eq!(
+        pattern_mismatches(&std::fs::read(&disk).unwrap(), 3, 1000),
+        0
+    );
 }
 
 #[test]
@@ -116,13 +143,24 @@ fn a_read_only_disk_refuses_writes_and_stays_unchanged() {
 
     let out = boot(
         &disk,
-        OpenOptions { read_only: true, direct_io: false },
+        OpenOptions {
+            read_only: true,
+            direct_io: false,
+        },
         "blk-pattern sectors=256 seed=1",
     );
 
     let r = result(&out, "blk-pattern");
-    assert_eq!(r.get_u64("read_only"), Some(1), "VIRTIO_BLK_F_RO offered: {r}");
-    assert_eq!(r.get_u64("write_errors"), Some(2), "both 64 KiB writes refused: {r}");
+    assert_eq!(
+        r.get_u64("read_only"),
+        Some(1),
+        "VIRTIO_BLK_F_RO offered: {r}"
+    );
+    assert_eq!(
+        r.get_u64("write_errors"),
+        Some(2),
+        "both 64 KiB writes refused: {r}"
+    );
     assert!(std::fs::read(&disk).unwrap().iter().all(|&b| b == 0x77));
 }
 
@@ -137,7 +175,11 @@ fn random_reads_at_depth_report_latencies_and_exits_per_request() {
         "blk-read pattern=rand bs=4096 qd=8 duration_ms=300 warmup_ms=50",
     );
 
-    assert!(matches!(out.ending, Ending::Exited { code: 0 }), "{:?}", out.ending);
+    assert!(
+        matches!(out.ending, Ending::Exited { code: 0 }),
+        "{:?}",
+        out.ending
+    );
     let r = result(&out, "blk-read");
     let ops = r.get_u64("ops").unwrap();
     assert!(ops > 100, "{r}");
@@ -148,8 +190,20 @@ fn random_reads_at_depth_report_latencies_and_exits_per_request() {
     assert!(lat.record.get_u64("p50").unwrap() > 0);
     // The measured window cost no exits to user space for the virtio-blk device: the
     // notifications went through the ioeventfd.
-    let start = out.records_of("window-start").next().unwrap().exits.clone().unwrap();
-    let end = out.records_of("window-end").next().unwrap().exits.clone().unwrap();
+    let start = out
+        .records_of("window-start")
+        .next()
+        .unwrap()
+        .exits
+        .clone()
+        .unwrap();
+    let end = out
+        .records_of("window-end")
+        .next()
+        .unwrap()
+        .exits
+        .clone()
+        .unwrap();
     let w = end.since(&start).total();
     assert_eq!(w.by_device.get("virtio-blk"), None, "{w:?}");
 }

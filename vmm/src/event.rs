@@ -16,6 +16,8 @@ pub enum Event {
         text: String,
         at: Instant,
         exits: ExitSnapshot,
+        /// CPU time of the whole VMM process (every thread) at the doorbell.
+        cpu: CpuTime,
     },
     /// vCPU `vcpu` executed its first instruction (its write to the entry-mark port).
     Entry { vcpu: usize, at: Instant },
@@ -29,4 +31,58 @@ pub enum Event {
         registers: String,
         at: Instant,
     },
+}
+
+/// CPU time of this process: user and system from getrusage(RUSAGE_SELF) (microsecond
+/// resolution), and the part of user time spent running guest code (vCPU threads inside
+/// KVM_RUN) from /proc/self/stat's guest_time, which the kernel counts in clock ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    pub user_ns: u64,
+    pub sys_ns: u64,
+    pub guest_ns: u64,
+}
+
+impl CpuTime {
+    pub fn now() -> CpuTime {
+        let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage writes a rusage into the pointed-to, properly sized buffer.
+        let r = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+        if r != 0 {
+            return CpuTime::default();
+        }
+        // SAFETY: getrusage succeeded, so the struct is initialised.
+        let ru = unsafe { ru.assume_init() };
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+        CpuTime {
+            user_ns: ns(ru.ru_utime),
+            sys_ns: ns(ru.ru_stime),
+            guest_ns: guest_time_ns().unwrap_or(0),
+        }
+    }
+
+    /// User time spent in the VMM itself, not in the guest.
+    pub fn vmm_user_ns(&self) -> u64 {
+        self.user_ns.saturating_sub(self.guest_ns)
+    }
+
+    pub fn since(&self, earlier: &CpuTime) -> CpuTime {
+        CpuTime {
+            user_ns: self.user_ns.saturating_sub(earlier.user_ns),
+            sys_ns: self.sys_ns.saturating_sub(earlier.sys_ns),
+            guest_ns: self.guest_ns.saturating_sub(earlier.guest_ns),
+        }
+    }
+}
+
+/// Field 43 of /proc/self/stat (guest_time), in nanoseconds.
+fn guest_time_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may contain spaces; fields resume after its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let ticks: u64 = rest.split(' ').nth(43 - 3)?.parse().ok()?;
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
+    Some(ticks * 1_000_000_000 / hz)
 }

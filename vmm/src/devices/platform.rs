@@ -67,6 +67,7 @@ impl BusDevice for Mailbox {
                 text,
                 at,
                 exits: self.exits.snapshot(),
+                cpu: crate::event::CpuTime::now(),
             });
         }
     }

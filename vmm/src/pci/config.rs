@@ -251,6 +251,7 @@ impl ConfigSpace {
             *r = u32::from_le_bytes([raw[i * 4], raw[i * 4 + 1], raw[i * 4 + 2], raw[i * 4 + 3]]);
         }
         let last = (end - 1) / 4;
+        #[allow(clippy::needless_range_loop)] // idx also indexes self.bars and the registers
         for idx in first..=last {
             // The upper half of a 64-bit BAR belongs to the BAR below it.
             let (bar_idx, high) = match (
@@ -299,7 +300,7 @@ impl ConfigSpace {
                 self.memory_enabled()
             };
             // A base of zero, or all ones masked (sizing in progress), is not decoded.
-            let sizing = b.base == (!0u64 & !(b.size - 1))
+            let sizing = b.base == !(b.size - 1)
                 || (b.kind != BarKind::Mem64 && b.base == (u64::from(u32::MAX) & !(b.size - 1)));
             // Ports exist only below 64 KiB.
             let outside = io && b.base + b.size > 0x1_0000;

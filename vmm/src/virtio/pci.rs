@@ -327,20 +327,14 @@ impl VirtioPci {
         match off {
             0x00 => self.device_feature_select = v as u32,
             0x08 => self.driver_feature_select = v as u32,
-            0x0c => {
-                if self.status & status::FEATURES_OK == 0 {
-                    match self.driver_feature_select {
-                        0 => {
-                            self.driver_features =
-                                (self.driver_features & !0xffff_ffff) | (v & 0xffff_ffff)
-                        }
-                        1 => {
-                            self.driver_features = (self.driver_features & 0xffff_ffff) | (v << 32)
-                        }
-                        _ => {}
-                    }
+            // Features are fixed once FEATURES_OK is set.
+            0x0c if self.status & status::FEATURES_OK == 0 => match self.driver_feature_select {
+                0 => {
+                    self.driver_features = (self.driver_features & !0xffff_ffff) | (v & 0xffff_ffff)
                 }
-            }
+                1 => self.driver_features = (self.driver_features & 0xffff_ffff) | (v << 32),
+                _ => {}
+            },
             0x10 => {
                 self.irq.set_config_vector(v as u16);
             }
@@ -353,10 +347,8 @@ impl VirtioPci {
                     q.set_size(v as u16);
                 }
             }
-            0x1a => {
-                if sel < self.queues.len() {
-                    self.irq.set_queue_vector(sel, v as u16);
-                }
+            0x1a if sel < self.queues.len() => {
+                self.irq.set_queue_vector(sel, v as u16);
             }
             0x1c if self.queue_writable() => {
                 if let Some(q) = self.queue() {

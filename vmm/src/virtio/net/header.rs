@@ -129,7 +129,6 @@ impl Header {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,19 +149,46 @@ mod tests {
 
     #[test]
     fn offloads_must_be_negotiated_and_inside_the_frame() {
-        let csum = Header { flags: NEEDS_CSUM, csum_start: 34, csum_offset: 6, ..Default::default() };
+        let csum = Header {
+            flags: NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 6,
+            ..Default::default()
+        };
         assert_eq!(csum.to_meta(0, 100), Err(Error::CsumNotNegotiated));
         assert_eq!(csum.to_meta(F_CSUM, 41), Err(Error::CsumOutside));
         assert_eq!(csum.to_meta(F_CSUM, 42).unwrap().csum, Some((34, 6)));
-        let far = Header { flags: NEEDS_CSUM, csum_start: u16::MAX, csum_offset: u16::MAX, ..Default::default() };
+        let far = Header {
+            flags: NEEDS_CSUM,
+            csum_start: u16::MAX,
+            csum_offset: u16::MAX,
+            ..Default::default()
+        };
         assert_eq!(far.to_meta(F_CSUM, MAX), Err(Error::CsumOutside));
 
-        let tso = Header { gso_type: GSO_TCPV4, hdr_len: 54, gso_size: 1448, ..Default::default() };
+        let tso = Header {
+            gso_type: GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1448,
+            ..Default::default()
+        };
         assert_eq!(tso.to_meta(F_CSUM, 3000), Err(Error::GsoNotNegotiated));
-        assert!(tso.to_meta(F_CSUM | F_HOST_TSO4, 3000).unwrap().gso.is_some());
-        let zero = Header { gso_type: GSO_TCPV4, hdr_len: 54, gso_size: 0, ..Default::default() };
+        assert!(tso
+            .to_meta(F_CSUM | F_HOST_TSO4, 3000)
+            .unwrap()
+            .gso
+            .is_some());
+        let zero = Header {
+            gso_type: GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 0,
+            ..Default::default()
+        };
         assert_eq!(zero.to_meta(F_HOST_TSO4, 3000), Err(Error::GsoFields));
-        let bad = Header { gso_type: 2, ..Default::default() };
+        let bad = Header {
+            gso_type: 2,
+            ..Default::default()
+        };
         assert_eq!(bad.to_meta(u64::MAX, 100), Err(Error::GsoType(2)));
     }
 

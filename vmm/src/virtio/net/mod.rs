@@ -135,7 +135,10 @@ impl VirtioDevice for Net {
     fn activate(&mut self, a: Activation) -> Result<Box<dyn Worker>, String> {
         let mut queues = a.queues;
         if queues.len() != 2 {
-            return Err(format!("expected RX and TX queues ready, got {}", queues.len()));
+            return Err(format!(
+                "expected RX and TX queues ready, got {}",
+                queues.len()
+            ));
         }
         let (txq, tx_notify) = queues.remove(1);
         let (rxq, rx_notify) = queues.remove(0);
@@ -227,7 +230,11 @@ pub(crate) struct NetWorker {
 impl NetWorker {
     fn run(&mut self) -> Result<(), WorkerError> {
         let epoll = Epoll::new().map_err(WorkerError::Epoll)?;
-        let backend_fd = self.backend.lock().unwrap_or_else(|e| e.into_inner()).rx_fd();
+        let backend_fd = self
+            .backend
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rx_fd();
         for (fd, t) in [
             (self.rx_notify.as_raw_fd(), Token::RxQueue),
             (self.tx_notify.as_raw_fd(), Token::TxQueue),
@@ -235,7 +242,11 @@ impl NetWorker {
             (self.kill.as_raw_fd(), Token::Kill),
         ] {
             epoll
-                .ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, t as u64))
+                .ctl(
+                    ControlOperation::Add,
+                    fd,
+                    EpollEvent::new(EventSet::IN, t as u64),
+                )
                 .map_err(WorkerError::Epoll)?;
         }
         let mut backend_armed = true;
@@ -247,9 +258,17 @@ impl NetWorker {
             // the loop: stop listening to it until the driver adds buffers.
             let want = self.pending.is_none();
             if want != backend_armed {
-                let ev = if want { EventSet::IN } else { EventSet::empty() };
+                let ev = if want {
+                    EventSet::IN
+                } else {
+                    EventSet::empty()
+                };
                 epoll
-                    .ctl(ControlOperation::Modify, backend_fd, EpollEvent::new(ev, Token::Backend as u64))
+                    .ctl(
+                        ControlOperation::Modify,
+                        backend_fd,
+                        EpollEvent::new(ev, Token::Backend as u64),
+                    )
                     .map_err(WorkerError::Epoll)?;
                 backend_armed = want;
             }
@@ -338,11 +357,18 @@ impl NetWorker {
         match r {
             Ok(()) => {
                 self.counters.tx_frames.fetch_add(1, Ordering::Relaxed);
-                self.counters.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                self.counters
+                    .tx_bytes
+                    .fetch_add(len as u64, Ordering::Relaxed);
                 Ok(())
             }
             // A full or vanished peer drops the frame, as a wire would.
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::InvalidInput) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::InvalidInput
+                ) =>
+            {
                 drop(&self.counters)
             }
             Err(e) => Err(WorkerError::Backend(e)),
@@ -368,13 +394,17 @@ impl NetWorker {
                     Err(e) => return Err(WorkerError::Backend(e)),
                 }
             }
-            let Some((len, hdr)) = self.pending else { break };
+            let Some((len, hdr)) = self.pending else {
+                break;
+            };
             match self.deliver(&mem, len, hdr).map_err(q)? {
                 true => {
                     self.pending = None;
                     delivered = true;
                     self.counters.rx_frames.fetch_add(1, Ordering::Relaxed);
-                    self.counters.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                    self.counters
+                        .rx_bytes
+                        .fetch_add(len as u64, Ordering::Relaxed);
                 }
                 false => {
                     // No room: ask the driver to kick when it adds buffers, and look once
@@ -395,7 +425,12 @@ impl NetWorker {
 
     /// Writes header + frame into one buffer, or several with mergeable RX buffers. Returns
     /// false (consuming nothing) if the driver has not posted enough room.
-    fn deliver(&mut self, mem: &GuestMemoryMmap, len: usize, mut hdr: Header) -> Result<bool, virtio_queue::Error> {
+    fn deliver(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        len: usize,
+        mut hdr: Header,
+    ) -> Result<bool, virtio_queue::Error> {
         let mergeable = self.features & F_MRG_RXBUF != 0;
         let need = HEADER_LEN + len;
         let start = self.rxq.next_avail();

@@ -19,9 +19,11 @@ const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
 const MEM: usize = 16 << 20;
 
+type Sent = Arc<Mutex<Vec<(Vec<u8>, FrameMeta)>>>;
+
 /// Records what the device sends and hands it frames to receive.
 struct Wire {
-    sent: Arc<Mutex<Vec<(Vec<u8>, FrameMeta)>>>,
+    sent: Sent,
     inbound: Arc<Mutex<VecDeque<Vec<u8>>>>,
     fd: EventFd,
 }
@@ -44,7 +46,10 @@ impl NetBackend for Wire {
         self.fd.as_raw_fd()
     }
     fn offloads(&self) -> Offloads {
-        Offloads { csum: true, tso: true }
+        Offloads {
+            csum: true,
+            tso: true,
+        }
     }
     fn counters(&self) -> BackendCounters {
         BackendCounters::default()
@@ -67,7 +72,7 @@ struct Fixture<'a> {
     mem: &'a GuestMemoryMmap,
     rx: MockSplitQueue<'a, GuestMemoryMmap>,
     tx: MockSplitQueue<'a, GuestMemoryMmap>,
-    sent: Arc<Mutex<Vec<(Vec<u8>, FrameMeta)>>>,
+    sent: Sent,
     inbound: Arc<Mutex<VecDeque<Vec<u8>>>>,
 }
 
@@ -121,9 +126,12 @@ fn used(q: &MockSplitQueue<GuestMemoryMmap>) -> Vec<(u32, u32)> {
 fn tx_sends_the_frame_after_the_header() {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
     let f = fixture(&mem);
-    mem.write_slice(&[0u8; 12], GuestAddress(0x10_0000)).unwrap();
-    mem.write_slice(&[0xabu8; 60], GuestAddress(0x10_0100)).unwrap();
-    f.tx.add_desc_chains(&[d(0x10_0000, 12, F_NEXT, 1), d(0x10_0100, 60, 0, 0)], 0).unwrap();
+    mem.write_slice(&[0u8; 12], GuestAddress(0x10_0000))
+        .unwrap();
+    mem.write_slice(&[0xabu8; 60], GuestAddress(0x10_0100))
+        .unwrap();
+    f.tx.add_desc_chains(&[d(0x10_0000, 12, F_NEXT, 1), d(0x10_0100, 60, 0, 0)], 0)
+        .unwrap();
     let mut w = worker(&f, F_CSUM);
 
     w.process_tx().unwrap();
@@ -142,8 +150,10 @@ fn tx_with_offloads_not_negotiated_or_outside_memory_is_dropped() {
     let mut h = [0u8; 12];
     h[0] = 1; // NEEDS_CSUM
     mem.write_slice(&h, GuestAddress(0x10_0000)).unwrap();
-    f.tx.add_desc_chains(&[d(0x10_0000, 12, F_NEXT, 1), d(0x10_0100, 60, 0, 0)], 0).unwrap();
-    f.tx.add_desc_chains(&[d(MEM as u64 - 4, 64, 0, 0)], 2).unwrap();
+    f.tx.add_desc_chains(&[d(0x10_0000, 12, F_NEXT, 1), d(0x10_0100, 60, 0, 0)], 0)
+        .unwrap();
+    f.tx.add_desc_chains(&[d(MEM as u64 - 4, 64, 0, 0)], 2)
+        .unwrap();
     f.tx.add_desc_chains(&[d(0x10_0000, 4, 0, 0)], 3).unwrap();
     let mut w = worker(&f, 0);
 
@@ -158,7 +168,8 @@ fn tx_with_offloads_not_negotiated_or_outside_memory_is_dropped() {
 fn rx_fills_one_buffer_with_header_and_frame() {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
     let f = fixture(&mem);
-    f.rx.add_desc_chains(&[d(0x20_0000, 2048, F_WRITE, 0)], 0).unwrap();
+    f.rx.add_desc_chains(&[d(0x20_0000, 2048, F_WRITE, 0)], 0)
+        .unwrap();
     f.inbound.lock().unwrap().push_back(vec![0x11; 100]);
     let mut w = worker(&f, 0);
 
@@ -176,7 +187,8 @@ fn rx_mergeable_spans_buffers_and_counts_them() {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
     let f = fixture(&mem);
     for i in 0..3u16 {
-        f.rx.add_desc_chains(&[d(0x20_0000 + u64::from(i) * 0x1000, 1526, F_WRITE, 0)], i).unwrap();
+        f.rx.add_desc_chains(&[d(0x20_0000 + u64::from(i) * 0x1000, 1526, F_WRITE, 0)], i)
+            .unwrap();
     }
     let frame: Vec<u8> = (0..3000).map(|i| i as u8).collect();
     f.inbound.lock().unwrap().push_back(frame.clone());
@@ -187,9 +199,13 @@ fn rx_mergeable_spans_buffers_and_counts_them() {
     assert_eq!(used(&f.rx), [(0, 1526), (1, 1486)]);
     let mut first = [0u8; 1526];
     mem.read_slice(&mut first, GuestAddress(0x20_0000)).unwrap();
-    assert_eq!(Header::parse(first[..12].try_into().unwrap()).num_buffers, 2);
+    assert_eq!(
+        Header::parse(first[..12].try_into().unwrap()).num_buffers,
+        2
+    );
     let mut second = vec![0u8; 1486];
-    mem.read_slice(&mut second, GuestAddress(0x20_1000)).unwrap();
+    mem.read_slice(&mut second, GuestAddress(0x20_1000))
+        .unwrap();
     let mut all = first[12..].to_vec();
     all.extend_from_slice(&second);
     assert_eq!(all, frame);
@@ -207,7 +223,8 @@ fn rx_waits_for_buffers_without_losing_the_frame() {
     assert!(used(&f.rx).is_empty());
 
     // The driver posts a buffer; the next round delivers the frame.
-    f.rx.add_desc_chains(&[d(0x20_0000, 2048, F_WRITE, 0)], 0).unwrap();
+    f.rx.add_desc_chains(&[d(0x20_0000, 2048, F_WRITE, 0)], 0)
+        .unwrap();
     w.rxq = {
         let mut q: Queue = f.rx.create_queue().unwrap();
         q.set_next_avail(0);
@@ -222,7 +239,8 @@ fn rx_waits_for_buffers_without_losing_the_frame() {
 fn rx_without_mergeable_drops_a_frame_too_big_for_the_buffer() {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
     let f = fixture(&mem);
-    f.rx.add_desc_chains(&[d(0x20_0000, 100, F_WRITE, 0)], 0).unwrap();
+    f.rx.add_desc_chains(&[d(0x20_0000, 100, F_WRITE, 0)], 0)
+        .unwrap();
     f.inbound.lock().unwrap().push_back(vec![1; 1000]);
     let mut w = worker(&f, 0);
 

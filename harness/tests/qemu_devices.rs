@@ -1,0 +1,364 @@
+//! The probe's drivers against devices we did not write: QEMU's virtio-blk-pci on raw and
+//! qcow2 images (the host checks the image byte for byte), a read-only disk, a timed random
+//! read, and the NICs and disks at the PCI slots vmbench's VMM uses. QEMU and qemu-img must be
+//! installed (CI installs them); a missing one fails these tests rather than skipping them.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::ErrorKind;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use vmbench::qemu::{
+    self, Accel, DiskFormat, DiskKind, NicKind, QemuConfig, QemuDisk, QemuNetdev, QemuNic,
+    QemuOutcome,
+};
+use vmbench::record::Record;
+
+const SECTOR: u64 = 512;
+const DISK_BYTES: u64 = 16 << 20;
+/// Sectors the pattern tests write: 1 MiB, 16 requests of 64 KiB.
+const PATTERN_SECTORS: u64 = 2048;
+
+fn probe() -> PathBuf {
+    let m = images::probe::build(&mut |_| {}).expect("building the probe");
+    m.artifacts[0].path.clone()
+}
+
+/// A directory of its own for one test, removed when the test passes.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("qemu-devices-{test}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("creating the scratch directory");
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Kept after a failure, to look at.
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Runs qemu-img and returns its stdout; fails the test if it is missing or fails.
+fn qemu_img(args: &[&OsStr]) -> String {
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run qemu-img ({e}): install it with `apt-get install qemu-utils`")
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?} {}: {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn raw_image(path: &Path) {
+    fs::File::create(path)
+        .and_then(|f| f.set_len(DISK_BYTES))
+        .expect("creating the raw image");
+}
+
+fn boot(exec: &str, disk: Option<QemuDisk>, nic: Option<QemuNic>) -> QemuOutcome {
+    if let Err(e) = qemu::find_qemu() {
+        panic!("{e}");
+    }
+    let cfg = QemuConfig {
+        exec: exec.into(),
+        accel: Accel::Auto,
+        timeout: Duration::from_secs(30),
+        disk,
+        nic,
+        ..QemuConfig::new(probe())
+    };
+    let o = qemu::run(&cfg, |_| {}).unwrap_or_else(|e| panic!("running '{exec}' on QEMU: {e}"));
+    eprintln!(
+        "'{exec}' ran on {} (kvm failure: {:?}) in {:?}",
+        o.accel.name(),
+        o.kvm_failure,
+        o.wall
+    );
+    o
+}
+
+fn result<'a>(o: &'a QemuOutcome, name: &str) -> &'a Record {
+    o.records_of("result")
+        .find(|r| r.get("name") == Some(name))
+        .unwrap_or_else(|| {
+            panic!(
+                "no {name} result in {:#?}\nconsole: {:#?}\nstderr: {:#?}",
+                o.records, o.console, o.stderr
+            )
+        })
+}
+
+fn field(r: &Record, key: &str) -> u64 {
+    r.get_u64(key)
+        .unwrap_or_else(|| panic!("'{r}' has no number {key}"))
+}
+
+fn assert_finished_ok(o: &QemuOutcome) {
+    assert_eq!(
+        o.records_of("done").last().and_then(|r| r.get("status")),
+        Some("ok"),
+        "records: {:#?}",
+        o.records
+    );
+    assert_eq!(o.guest_status, Some(0));
+}
+
+/// The pattern result of a writable disk: everything written, flushed and read back intact.
+fn assert_pattern_ran_clean(o: &QemuOutcome) {
+    let r = result(o, "blk-pattern");
+    assert_eq!(field(r, "sectors"), PATTERN_SECTORS, "{r}");
+    assert_eq!(field(r, "capacity_sectors"), DISK_BYTES / SECTOR, "{r}");
+    for (key, want) in [
+        ("read_only", 0),
+        ("write_errors", 0),
+        ("read_errors", 0),
+        ("flush_status", 0),
+        ("mismatches", 0),
+    ] {
+        assert_eq!(field(r, key), want, "{key} in '{r}'");
+    }
+    assert_finished_ok(o);
+}
+
+/// The image holds `blk-pattern`'s bytes for `seed` in its first sectors and zeros after.
+fn assert_holds_pattern(image: &[u8], seed: u64) {
+    assert_eq!(image.len() as u64, DISK_BYTES);
+    let written = (PATTERN_SECTORS * SECTOR) as usize;
+    let want = |off: usize| {
+        if off < written {
+            probe_abi::pattern_byte(seed, off as u64)
+        } else {
+            0
+        }
+    };
+    let bad: Vec<usize> = (0..image.len()).filter(|&i| image[i] != want(i)).collect();
+    if let Some(&first) = bad.first() {
+        panic!(
+            "{} bytes differ from the pattern (seed {seed}); the first at offset {first} \
+             (sector {}): {:#04x}, expected {:#04x}",
+            bad.len(),
+            first as u64 / SECTOR,
+            image[first],
+            want(first)
+        );
+    }
+}
+
+#[test]
+fn virtio_blk_raw_image_holds_the_probe_pattern() {
+    let dir = Scratch::new("raw");
+    let img = dir.path("disk.img");
+    raw_image(&img);
+    let disk = QemuDisk::open(DiskKind::Virtio, &img).unwrap();
+    assert_eq!(disk.format, DiskFormat::Raw);
+
+    let o = boot("blk-pattern sectors=2048 seed=7", Some(disk), None);
+
+    assert_pattern_ran_clean(&o);
+    assert_holds_pattern(&fs::read(&img).unwrap(), 7);
+}
+
+#[test]
+fn virtio_blk_qcow2_image_holds_the_probe_pattern() {
+    let dir = Scratch::new("qcow2");
+    // Named like a raw image on purpose: the format comes from the header.
+    let img = dir.path("disk.img");
+    qemu_img(&[
+        "create".as_ref(),
+        "-q".as_ref(),
+        "-f".as_ref(),
+        "qcow2".as_ref(),
+        img.as_os_str(),
+        DISK_BYTES.to_string().as_ref(),
+    ]);
+    let disk = QemuDisk::open(DiskKind::Virtio, &img).unwrap();
+    assert_eq!(disk.format, DiskFormat::Qcow2);
+
+    let o = boot("blk-pattern sectors=2048 seed=11", Some(disk), None);
+
+    assert_pattern_ran_clean(&o);
+    let check = qemu_img(&["check".as_ref(), img.as_os_str()]);
+    assert!(check.contains("No errors were found"), "{check}");
+    let raw = dir.path("converted.raw");
+    qemu_img(&[
+        "convert".as_ref(),
+        "-O".as_ref(),
+        "raw".as_ref(),
+        img.as_os_str(),
+        raw.as_os_str(),
+    ]);
+    assert_holds_pattern(&fs::read(&raw).unwrap(), 11);
+}
+
+#[test]
+fn read_only_virtio_disk_refuses_writes_and_stays_unchanged() {
+    let dir = Scratch::new("read-only");
+    let img = dir.path("disk.img");
+    let before: Vec<u8> = (0..DISK_BYTES)
+        .map(|off| probe_abi::pattern_byte(99, off))
+        .collect();
+    fs::write(&img, &before).unwrap();
+    let disk = QemuDisk {
+        read_only: true,
+        ..QemuDisk::open(DiskKind::Virtio, &img).unwrap()
+    };
+
+    let o = boot("blk-pattern sectors=2048 seed=5", Some(disk), None);
+
+    let r = result(&o, "blk-pattern");
+    assert_eq!(field(r, "read_only"), 1, "{r}");
+    assert!(field(r, "write_errors") > 0, "writes succeeded: '{r}'");
+    assert_eq!(field(r, "read_errors"), 0, "{r}");
+    // It read back the seed-99 bytes, not the seed-5 ones it tried to write.
+    assert!(field(r, "mismatches") > 0, "{r}");
+    assert_finished_ok(&o);
+    assert!(
+        fs::read(&img).unwrap() == before,
+        "the read-only image changed"
+    );
+}
+
+#[test]
+fn random_4k_reads_complete_without_errors() {
+    let dir = Scratch::new("rand-read");
+    let img = dir.path("disk.img");
+    raw_image(&img);
+    let disk = QemuDisk::open(DiskKind::Virtio, &img).unwrap();
+
+    let o = boot(
+        "blk-read pattern=rand bs=4096 qd=1 duration_ms=300 warmup_ms=50",
+        Some(disk),
+        None,
+    );
+
+    let r = result(&o, "blk-read");
+    let ops = field(r, "ops");
+    assert!(ops > 0, "{r}");
+    assert_eq!(field(r, "errors"), 0, "{r}");
+    assert_eq!(field(r, "bytes"), ops * 4096, "{r}");
+    assert!(field(r, "window_ns") > 0, "{r}");
+    let lat = o
+        .records_of("latency")
+        .find(|l| l.get("workload") == Some("blk-read"))
+        .unwrap_or_else(|| panic!("no blk-read latency in {:#?}", o.records));
+    assert_eq!(field(lat, "n"), ops, "{lat}");
+    assert!(field(lat, "p50") > 0, "{lat}");
+    assert_finished_ok(&o);
+}
+
+/// A dgram link between QEMU and sockets this test opened on the loopback interface: the
+/// test keeps the remote end; the local port is one the kernel just handed out, for QEMU.
+fn loopback_link() -> (UdpSocket, QemuNetdev) {
+    let remote = UdpSocket::bind((qemu::LOOPBACK, 0)).expect("binding the remote end");
+    let local_port = UdpSocket::bind((qemu::LOOPBACK, 0))
+        .and_then(|s| s.local_addr())
+        .expect("finding a free port for QEMU")
+        .port();
+    let netdev = QemuNetdev::Dgram {
+        local_port,
+        remote_port: remote.local_addr().unwrap().port(),
+    };
+    (remote, netdev)
+}
+
+fn pci_ids(o: &QemuOutcome) -> Vec<(String, String)> {
+    o.records_of("pci")
+        .filter_map(|r| Some((r.get("bdf")?.to_string(), r.get("id")?.to_string())))
+        .collect()
+}
+
+fn assert_no_frames(remote: &UdpSocket) {
+    remote.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    match remote.recv(&mut buf) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("a NIC no driver touched sent something: {other:?}"),
+    }
+}
+
+#[test]
+fn virtio_devices_are_modern_only_at_vmbench_slots() {
+    let dir = Scratch::new("virtio-slots");
+    let img = dir.path("disk.img");
+    raw_image(&img);
+    let (remote, netdev) = loopback_link();
+
+    let o = boot(
+        "hello",
+        Some(QemuDisk::open(DiskKind::Virtio, &img).unwrap()),
+        Some(QemuNic::new(NicKind::Virtio, netdev)),
+    );
+
+    let ids = pci_ids(&o);
+    for (bdf, id) in [("00:03.0", "1af4:1041"), ("00:04.0", "1af4:1042")] {
+        assert!(
+            ids.contains(&(bdf.into(), id.into())),
+            "no {id} at {bdf} in {ids:?}"
+        );
+    }
+    // Modern-only devices have revision 1 or more (virtio 1.2, 4.1.2.1).
+    for r in o
+        .records_of("pci")
+        .filter(|r| r.get("id").is_some_and(|i| i.starts_with("1af4:")))
+    {
+        assert!(field(r, "rev") >= 1, "{r}");
+    }
+    assert_finished_ok(&o);
+    assert_no_frames(&remote);
+}
+
+#[test]
+fn e1000_and_ide_boot_at_their_slots() {
+    let dir = Scratch::new("e1000-ide");
+    let img = dir.path("disk.qcow2");
+    qemu_img(&[
+        "create".as_ref(),
+        "-q".as_ref(),
+        "-f".as_ref(),
+        "qcow2".as_ref(),
+        img.as_os_str(),
+        DISK_BYTES.to_string().as_ref(),
+    ]);
+    let (remote, netdev) = loopback_link();
+
+    let o = boot(
+        "hello",
+        Some(QemuDisk::open(DiskKind::Ide, &img).unwrap()),
+        Some(QemuNic::new(NicKind::E1000, netdev)),
+    );
+
+    let ids = pci_ids(&o);
+    for (bdf, id) in [("00:01.1", "8086:7010"), ("00:03.0", "8086:100e")] {
+        assert!(
+            ids.contains(&(bdf.into(), id.into())),
+            "no {id} at {bdf} in {ids:?}"
+        );
+    }
+    assert!(
+        !ids.iter().any(|(_, id)| id.starts_with("1af4:")),
+        "{ids:?}"
+    );
+    assert_finished_ok(&o);
+    assert_no_frames(&remote);
+}
