@@ -233,7 +233,7 @@ pub fn stream(env: &Env, write: bool, args: SplitAsciiWhitespace) -> u32 {
     if !a.finish() {
         return exit::BAD_EXEC;
     }
-    if bs == 0 || bs % SECTOR != 0 || bs > (4 << 20) {
+    if bs == 0 || !bs.is_multiple_of(SECTOR) || bs > (4 << 20) {
         Record::new("error").text(format_args!("{name}: bs must be a multiple of 512 up to 4 MiB")).send(env);
         return exit::BAD_EXEC;
     }

@@ -44,7 +44,7 @@ const TSS_LIMIT: u64 = IO_BITMAP + 0x2000;
 /// GiB of identity map: RAM up to the 32-bit MMIO hole, and the hole (uncached).
 const MAPPED_GIB: u64 = 4;
 const HOLE_GIB: u64 = MMIO_HOLE >> 30;
-const _: () = assert!(MMIO_HOLE % (1 << 30) == 0 && HOLE_GIB < MAPPED_GIB);
+const _: () = assert!(MMIO_HOLE.is_multiple_of(1 << 30) && HOLE_GIB < MAPPED_GIB);
 
 /// Page-table entry bits (SDM vol. 3A, 4.5): present, writable, user, cache-disable, 2 MiB.
 const PTE: u64 = 0x7;

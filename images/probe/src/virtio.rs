@@ -146,7 +146,7 @@ impl Device {
         if max == 0 {
             return Err(Error::QueueUnavailable(index));
         }
-        let mut size = max.min(want).min(1024).max(1);
+        let mut size = max.min(want).clamp(1, 1024);
         while !size.is_power_of_two() {
             size &= size - 1;
         }
