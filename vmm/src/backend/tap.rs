@@ -1,0 +1,457 @@
+//! A TAP device (Linux tuntap, Documentation/networking/tuntap.rst) with 12-byte virtio-net
+//! headers (virtio 1.2, 5.1.6: `struct virtio_net_hdr` with `num_buffers`), inside a network
+//! namespace that vmbench creates and removes. The namespace's kernel is the host the guest
+//! talks to (10.0.2.2/24 by default), and vmbench's own UDP services
+//! ([`super::host_services`]) listen there. Both ends live in the namespace, so nothing the
+//! guest sends can leave it.
+//!
+//! The header is little-endian, as virtio 1.x wants and as the TAP writes it on x86.
+
+#[cfg(test)]
+mod tests;
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use super::host_services::{self, HostServices};
+use super::net::{FrameMeta, Gso, GsoKind, NetBackend, NetCounters, Offloads};
+use super::net_util::Mac;
+use super::netns::{self, NetNs, DEFAULT_PREFIX, NEED_ROOT};
+use super::services::ServiceCounters;
+
+pub const VNET_HDR_LEN: usize = 12;
+const TUN_PATH: &str = "/dev/net/tun";
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+const VIRTIO_NET_HDR_F_DATA_VALID: u8 = 2;
+const GSO_NONE: u8 = 0;
+const GSO_TCPV4: u8 = 1;
+const GSO_UDP: u8 = 3;
+const GSO_TCPV6: u8 = 4;
+const GSO_ECN: u8 = 0x80;
+/// Room past the caller's buffer, so a frame too long for it is seen whole and dropped
+/// rather than cut short: the largest GSO frame a TAP hands over, with margin.
+const OVERFLOW_LEN: usize = 70_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Netns(#[from] netns::Error),
+    #[error("{NEED_ROOT}")]
+    NoPermission,
+    #[error("{TUN_PATH} is missing: load the tun module (modprobe tun) or use the default `peer` back-end")]
+    NoTunDevice,
+    #[error("cannot set up the tap device ({what})")]
+    Tun {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the host-side services")]
+    Services(#[source] host_services::Error),
+    #[error("bad virtio-net header: {0}")]
+    Header(&'static str),
+}
+
+/// The guest's addresses, for a permanent neighbour entry in the namespace (so the host side
+/// never has to ARP for the guest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestAddr {
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapOptions {
+    pub ns_prefix: String,
+    /// The TAP's name inside the namespace.
+    pub if_name: String,
+    /// The host side's address on the TAP.
+    pub host_ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub guest: Option<GuestAddr>,
+    /// Start the echo, discard and source services in the namespace.
+    pub services: bool,
+}
+
+impl Default for TapOptions {
+    fn default() -> Self {
+        TapOptions {
+            ns_prefix: DEFAULT_PREFIX.into(),
+            if_name: "vmbtap0".into(),
+            host_ip: Ipv4Addr::new(10, 0, 2, 2),
+            prefix_len: 24,
+            guest: None,
+            services: true,
+        }
+    }
+}
+
+/// Frames the TAP refused or we could not deliver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TapStats {
+    /// Guest frames the kernel refused (a bad header or GSO request: EINVAL).
+    pub tx_rejected: u64,
+    /// Guest frames dropped because the TAP was full (EAGAIN).
+    pub tx_dropped: u64,
+    /// Frames for the guest dropped because the buffer was too small.
+    pub rx_too_big: u64,
+    /// Frames for the guest dropped because of a header we do not understand.
+    pub rx_bad_header: u64,
+}
+
+pub struct Tap {
+    // Fields drop in this order: the services stop, the TAP closes, then the namespace goes.
+    services: Option<HostServices>,
+    file: File,
+    ns: NetNs,
+    if_name: String,
+    host: String,
+    /// Offloads enabled toward the guest (TUNSETOFFLOAD).
+    to_guest: Offloads,
+    counters: NetCounters,
+    stats: TapStats,
+    overflow: Vec<u8>,
+}
+
+impl Tap {
+    /// Creates the namespace, the TAP in it (up, with the host address), and the services.
+    pub fn create(opts: &TapOptions) -> Result<Tap, Error> {
+        if !Path::new(TUN_PATH).exists() {
+            return Err(Error::NoTunDevice);
+        }
+        if opts.if_name.is_empty() || opts.if_name.len() >= libc::IFNAMSIZ {
+            return Err(Error::Tun {
+                what: "interface name",
+                source: io::Error::from(io::ErrorKind::InvalidInput),
+            });
+        }
+        let ns = NetNs::create(&opts.ns_prefix)?;
+        let name = opts.if_name.clone();
+        let file = ns.run(move || {
+            disable_ipv6();
+            open_tap(&name)
+        })??;
+        let host = format!("{}/{}", opts.host_ip, opts.prefix_len);
+        let dev = opts.if_name.as_str();
+        ns.ip(&["link", "set", "lo", "up"])?;
+        ns.ip(&["addr", "add", &host, "dev", dev])?;
+        ns.ip(&["link", "set", dev, "up"])?;
+        if let Some(g) = opts.guest {
+            let m = g.mac;
+            let mac = format!(
+                "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            );
+            let ip = g.ip.to_string();
+            let args = [
+                "neigh",
+                "replace",
+                &ip,
+                "lladdr",
+                &mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ];
+            ns.ip(&args)?;
+        }
+        let services = if opts.services {
+            let s = HostServices::start(&ns, opts.host_ip).map_err(|e| match e {
+                host_services::Error::Netns(e) => Error::Netns(e),
+                e => Error::Services(e),
+            })?;
+            Some(s)
+        } else {
+            None
+        };
+        Ok(Tap {
+            services,
+            file,
+            ns,
+            if_name: opts.if_name.clone(),
+            host,
+            to_guest: Offloads::default(),
+            counters: NetCounters::default(),
+            stats: TapStats::default(),
+            overflow: vec![0; OVERFLOW_LEN],
+        })
+    }
+
+    pub fn netns(&self) -> &NetNs {
+        &self.ns
+    }
+
+    pub fn if_name(&self) -> &str {
+        &self.if_name
+    }
+
+    /// The host-side services' counters, if they run.
+    pub fn service_counters(&self) -> Option<ServiceCounters> {
+        self.services.as_ref().map(HostServices::counters)
+    }
+
+    pub fn stats(&self) -> TapStats {
+        self.stats
+    }
+}
+
+/// Best effort: without IPv6 the namespace sends the guest no router solicitations or
+/// duplicate address probes, only what the test or benchmark asked for. /proc/sys/net shows
+/// the calling thread's namespace.
+fn disable_ipv6() {
+    for conf in ["all", "default"] {
+        let path = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
+        let _ = std::fs::write(path, "1");
+    }
+}
+
+fn tun_error(what: &'static str) -> impl FnOnce(io::Error) -> Error {
+    move |source| match source.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => Error::NoPermission,
+        _ => Error::Tun { what, source },
+    }
+}
+
+/// Opens a TAP named `name` in the calling thread's namespace, non-blocking, with 12-byte
+/// virtio-net headers and no offloads toward the guest yet.
+fn open_tap(name: &str) -> Result<File, Error> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(TUN_PATH)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::NoTunDevice,
+            _ => tun_error("open /dev/net/tun")(e),
+        })?;
+    let fd = file.as_raw_fd();
+    // SAFETY: ifreq is plain old data (bytes, integers and a pointer in a union) for which
+    // all zeroes is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_flags =
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes one ifreq, and `ifr` is a valid one that outlives the
+    // call; `fd` is open.
+    let rc = unsafe { libc::ioctl(fd, libc::TUNSETIFF, &mut ifr as *mut libc::ifreq) };
+    check(rc).map_err(tun_error("TUNSETIFF"))?;
+    let hdr_len = VNET_HDR_LEN as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which is valid for the call.
+    let rc = unsafe { libc::ioctl(fd, libc::TUNSETVNETHDRSZ, &hdr_len as *const libc::c_int) };
+    check(rc).map_err(tun_error("TUNSETVNETHDRSZ"))?;
+    set_offload(fd, 0).map_err(tun_error("TUNSETOFFLOAD"))?;
+    Ok(file)
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn set_offload(fd: RawFd, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value and touches no memory of ours.
+    let rc = unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD, libc::c_ulong::from(flags)) };
+    check(rc)
+}
+
+/// The TUNSETOFFLOAD flags for what the guest can receive. TSO implies checksum offload, as
+/// in virtio (GUEST_TSO4 requires GUEST_CSUM). [`Offloads`] has no UFO/USO bit, so UDP
+/// segmentation offload stays off toward the guest.
+pub fn tun_offload_flags(o: Offloads) -> libc::c_uint {
+    let mut flags = 0;
+    if o.csum || o.tso {
+        flags |= libc::TUN_F_CSUM;
+    }
+    if o.tso {
+        flags |= libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+    }
+    flags
+}
+
+/// The virtio-net header for a frame with `meta`.
+pub fn encode_vnet_hdr(meta: &FrameMeta) -> [u8; VNET_HDR_LEN] {
+    let mut h = [0u8; VNET_HDR_LEN];
+    if let Some((start, offset)) = meta.csum {
+        h[0] |= VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        h[6..8].copy_from_slice(&start.to_le_bytes());
+        h[8..10].copy_from_slice(&offset.to_le_bytes());
+    }
+    if meta.data_valid {
+        h[0] |= VIRTIO_NET_HDR_F_DATA_VALID;
+    }
+    if let Some(g) = meta.gso {
+        h[1] = match g.kind {
+            GsoKind::TcpV4 => GSO_TCPV4,
+            GsoKind::TcpV6 => GSO_TCPV6,
+            GsoKind::Udp => GSO_UDP,
+        };
+        h[2..4].copy_from_slice(&g.hdr_len.to_le_bytes());
+        h[4..6].copy_from_slice(&g.size.to_le_bytes());
+    }
+    h
+}
+
+/// The frame metadata a virtio-net header describes (`num_buffers` is ignored). The ECN bit
+/// is dropped: [`FrameMeta`] cannot carry it and the segments are the same without it.
+pub fn decode_vnet_hdr(h: &[u8; VNET_HDR_LEN]) -> Result<FrameMeta, Error> {
+    let le = |at: usize| u16::from_le_bytes([h[at], h[at + 1]]);
+    let kind = match h[1] & !GSO_ECN {
+        GSO_NONE => None,
+        GSO_TCPV4 => Some(GsoKind::TcpV4),
+        GSO_TCPV6 => Some(GsoKind::TcpV6),
+        GSO_UDP => Some(GsoKind::Udp),
+        _ => return Err(Error::Header("unknown gso type")),
+    };
+    Ok(FrameMeta {
+        csum: (h[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0).then(|| (le(6), le(8))),
+        gso: kind.map(|kind| Gso {
+            kind,
+            hdr_len: le(2),
+            size: le(4),
+        }),
+        data_valid: h[0] & VIRTIO_NET_HDR_F_DATA_VALID != 0,
+    })
+}
+
+impl NetBackend for Tap {
+    fn send(&mut self, frame: &[u8], meta: &FrameMeta) -> io::Result<()> {
+        let hdr = encode_vnet_hdr(meta);
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            },
+        ];
+        // SAFETY: both iovecs point at live buffers of the stated lengths that the kernel only
+        // reads; the fd is our open TAP.
+        let n = unsafe {
+            libc::writev(
+                self.file.as_raw_fd(),
+                iov.as_ptr(),
+                iov.len() as libc::c_int,
+            )
+        };
+        if n >= 0 {
+            self.counters.tx_frames += 1;
+            self.counters.tx_bytes += frame.len() as u64;
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            // The guest's frame was bad, not the back-end: count it, like a NIC would.
+            Some(libc::EINVAL) => self.stats.tx_rejected += 1,
+            Some(libc::EAGAIN) => self.stats.tx_dropped += 1,
+            _ => return Err(e),
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<(usize, FrameMeta)>> {
+        loop {
+            let mut hdr = [0u8; VNET_HDR_LEN];
+            let iov = [
+                libc::iovec {
+                    iov_base: hdr.as_mut_ptr() as *mut libc::c_void,
+                    iov_len: hdr.len(),
+                },
+                libc::iovec {
+                    iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+                    iov_len: buf.len(),
+                },
+                libc::iovec {
+                    iov_base: self.overflow.as_mut_ptr() as *mut libc::c_void,
+                    iov_len: self.overflow.len(),
+                },
+            ];
+            // SAFETY: the iovecs point at three distinct live buffers of the stated lengths,
+            // borrowed mutably for the call; the fd is our open TAP.
+            let n = unsafe {
+                libc::readv(
+                    self.file.as_raw_fd(),
+                    iov.as_ptr(),
+                    iov.len() as libc::c_int,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return match e.kind() {
+                    io::ErrorKind::WouldBlock => Ok(None),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => Err(e),
+                };
+            }
+            let n = n as usize;
+            if n < VNET_HDR_LEN {
+                self.stats.rx_bad_header += 1;
+                continue;
+            }
+            let len = n - VNET_HDR_LEN;
+            if len > buf.len() {
+                self.stats.rx_too_big += 1;
+                continue;
+            }
+            let Ok(meta) = decode_vnet_hdr(&hdr) else {
+                self.stats.rx_bad_header += 1;
+                continue;
+            };
+            self.counters.rx_frames += 1;
+            self.counters.rx_bytes += len as u64;
+            return Ok(Some((len, meta)));
+        }
+    }
+
+    fn rx_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// A TAP with virtio-net headers accepts partial checksums and GSO frames from the guest.
+    fn offloads(&self) -> Offloads {
+        Offloads {
+            csum: true,
+            tso: true,
+        }
+    }
+
+    /// What the guest driver can receive (GUEST_CSUM, GUEST_TSO4/6): the kernel may then hand
+    /// over frames with partial checksums and GSO super-frames.
+    fn set_offloads(&mut self, o: Offloads) -> io::Result<()> {
+        set_offload(self.file.as_raw_fd(), tun_offload_flags(o))?;
+        self.to_guest = o;
+        Ok(())
+    }
+
+    fn counters(&self) -> NetCounters {
+        self.counters
+    }
+
+    fn describe(&self) -> String {
+        let o = self.to_guest;
+        format!(
+            "tap {} in netns {}, host {}, services {}, offloads to guest: csum={} tso={}",
+            self.if_name,
+            self.ns.name(),
+            self.host,
+            if self.services.is_some() {
+                "echo/7 discard/9 source/19"
+            } else {
+                "off"
+            },
+            o.csum,
+            o.tso
+        )
+    }
+}
