@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use vmm::backend::block::OpenOptions;
 use vmm::exits::{ExitSnapshot, VcpuExits};
-use vmm::machine::{DiskConfig, DiskKind};
+use vmm::machine::{
+    DiskConfig, DiskKind, NetBackendKind, NicConfig, NicKind, GUEST_MAC,
+};
 use vmm::{Machine, MachineConfig};
 
 use crate::exitcode::Failed;
@@ -45,6 +47,40 @@ pub struct Args {
     /// Open the disk image with O_DIRECT (bypass the host page cache).
     #[arg(long)]
     pub direct_io: bool,
+    /// The NIC: virtio (virtio-net) or none.
+    #[arg(long, value_enum, default_value_t = NicArg::None)]
+    pub nic: NicArg,
+    /// Where the NIC's frames go: the in-process peer, or a TAP in a network namespace
+    /// (needs root).
+    #[arg(long, value_enum, default_value_t = NetBackendArg::Peer)]
+    pub net_backend: NetBackendArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NicArg {
+    None,
+    Virtio,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetBackendArg {
+    Peer,
+    Tap,
+}
+
+pub fn nic_config(args: &Args) -> Option<NicConfig> {
+    let kind = match args.nic {
+        NicArg::None => return None,
+        NicArg::Virtio => NicKind::Virtio,
+    };
+    Some(NicConfig {
+        kind,
+        backend: match args.net_backend {
+            NetBackendArg::Peer => NetBackendKind::Peer,
+            NetBackendArg::Tap => NetBackendKind::Tap,
+        },
+        mac: GUEST_MAC,
+    })
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +148,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         probe: probe.clone(),
         exec: args.probe_exec.clone(),
         disk: disk_config(&args)?,
+        nic: nic_config(&args),
     };
     let mut m = Machine::new(&cfg)?;
     println!(

@@ -9,6 +9,7 @@ use std::io::ErrorKind;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use vmbench::qemu::{
@@ -23,8 +24,13 @@ const DISK_BYTES: u64 = 16 << 20;
 const PATTERN_SECTORS: u64 = 2048;
 
 fn probe() -> PathBuf {
-    let m = images::probe::build(&mut |_| {}).expect("building the probe");
-    m.artifacts[0].path.clone()
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            let m = images::probe::build(&mut |_| {}).expect("building the probe");
+            m.artifacts[0].path.clone()
+        })
+        .clone()
 }
 
 /// A directory of its own for one test, removed when the test passes.

@@ -55,6 +55,7 @@ fn boot(disk: &Path, options: OpenOptions, exec: &str) -> Outcome {
             path: disk.to_path_buf(),
             options,
         }),
+        nic: None,
     };
     let mut m = Machine::new(&cfg).unwrap();
     let limits = Limits {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,11 @@ use crate::interrupt::{IrqLine, KvmIrqLine};
 use crate::kvm::irq::GsiRouter;
 use crate::kvm::{self, vcpu};
 use crate::pci::{Bdf, ConfigChange, PciFunction, PciRoot, SharedFunction};
+use crate::backend::net::{BackendCounters, NetBackend};
+use crate::backend::peer::{Peer, PeerConfig, DEFAULT_GUEST_IP};
+use crate::backend::tap::{GuestAddr, Tap, TapOptions};
 use crate::virtio::blk::Block;
+use crate::virtio::net::Net;
 use crate::virtio::msix::{VectorFd, VirtioIrq};
 use crate::virtio::pci::VirtioPci;
 use std::collections::BTreeMap;
@@ -81,6 +85,54 @@ pub struct MachineConfig {
     /// The probe workload and its arguments.
     pub exec: String,
     pub disk: Option<DiskConfig>,
+    pub nic: Option<NicConfig>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NicKind {
+    Virtio,
+}
+
+/// Where the NIC's frames go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetBackendKind {
+    /// vmbench's in-process peer (10.0.2.2): needs nothing.
+    Peer,
+    /// A TAP device in a network namespace vmbench creates, with its services there.
+    Tap,
+}
+
+#[derive(Clone, Debug)]
+pub struct NicConfig {
+    pub kind: NicKind,
+    pub backend: NetBackendKind,
+    pub mac: [u8; 6],
+}
+
+/// The guest's MAC unless configured otherwise (locally administered).
+pub const GUEST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0f];
+
+fn open_net(kind: NetBackendKind, guest_mac: [u8; 6]) -> Result<Box<dyn NetBackend>, Error> {
+    match kind {
+        NetBackendKind::Peer => {
+            let peer = Peer::new(PeerConfig::default())
+                .map_err(|e| Error::Device("peer", Box::new(e)))?;
+            Ok(Box::new(peer))
+        }
+        NetBackendKind::Tap => {
+            // Namespaces of vmbench processes that died without cleaning up.
+            crate::backend::netns::cleanup_stale();
+            let opts = TapOptions {
+                guest: Some(GuestAddr {
+                    ip: DEFAULT_GUEST_IP,
+                    mac: guest_mac,
+                }),
+                ..Default::default()
+            };
+            let tap = Tap::create(&opts).map_err(|e| Error::Device("tap", Box::new(e)))?;
+            Ok(Box::new(tap))
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,8 +193,10 @@ struct PciEntry {
 /// Applies BAR moves: (un)registers the range on its bus and the function's ioeventfds.
 struct BarMapper {
     vm: Arc<VmFd>,
-    pio: Arc<Bus>,
-    mmio: Arc<Bus>,
+    // Weak: the buses own the PCI root, which owns this mapper; strong references would
+    // keep every device (and a TAP's namespace) alive after the machine is gone.
+    pio: Weak<Bus>,
+    mmio: Weak<Bus>,
     functions: BTreeMap<Bdf, PciEntry>,
 }
 
@@ -151,13 +205,16 @@ impl BarMapper {
         let Some(e) = self.functions.get(&bdf) else {
             return;
         };
+        let (Some(pio), Some(mmio)) = (self.pio.upgrade(), self.mmio.upgrade()) else {
+            return;
+        };
         let events = e
             .function
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .ioevents();
         for r in &change.unmap {
-            let bus = if r.io { &self.pio } else { &self.mmio };
+            let bus = if r.io { &pio } else { &mmio };
             let _ = bus.remove(r.base);
             for (bar, off, fd) in &events {
                 if *bar == r.bar && !r.io {
@@ -170,7 +227,7 @@ impl BarMapper {
             }
         }
         for r in &change.map {
-            let bus = if r.io { &self.pio } else { &self.mmio };
+            let bus = if r.io { &pio } else { &mmio };
             if let Err(err) = bus.insert(r.base, r.len, e.name, e.id, e.device.clone()) {
                 // The guest placed a BAR over another range; real hardware would decode both
                 // and conflict. The BAR stays unmapped, which the guest sees as all ones.
@@ -330,8 +387,8 @@ impl Machine {
 
         let mut mapper = BarMapper {
             vm: vm.clone(),
-            pio: pio.clone(),
-            mmio: mmio.clone(),
+            pio: Arc::downgrade(&pio),
+            mmio: Arc::downgrade(&mmio),
             functions: BTreeMap::new(),
         };
         let mut bars = BarAllocator {
@@ -356,6 +413,30 @@ impl Machine {
                 &exits,
                 bdf,
                 "virtio-blk",
+                dev,
+            );
+        }
+        if let Some(nic) = &cfg.nic {
+            let backend = open_net(nic.backend, nic.mac)?;
+            let net = Net::new(backend, nic.mac);
+            counters.push(("virtio-net".into(), net.counters()));
+            let name = match nic.backend {
+                NetBackendKind::Peer => "peer",
+                NetBackendKind::Tap => "tap",
+            };
+            counters.push((name.into(), Arc::new(BackendCounters(net.backend()))));
+            let bdf = Bdf {
+                bus: 0,
+                dev: NIC_SLOT,
+                func: 0,
+            };
+            let dev = virtio_pci(Box::new(net), &mem, &vm, &router, &mut bars, bdf)?;
+            add_pci(
+                &mut pci.lock().unwrap_or_else(|e| e.into_inner()),
+                &mut mapper,
+                &exits,
+                bdf,
+                "virtio-net",
                 dev,
             );
         }

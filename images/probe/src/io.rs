@@ -60,3 +60,18 @@ pub fn rdtsc() -> u64 {
 pub fn pause() {
     core::hint::spin_loop();
 }
+
+static TSC_KHZ: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Remembers the TSC rate for code that has no `Env` at hand.
+pub fn set_tsc_khz(khz: u32) {
+    TSC_KHZ.store(khz, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The TSC rate, or a conservative 1 GHz before it is known.
+pub fn tsc_khz_hint() -> u32 {
+    match TSC_KHZ.load(core::sync::atomic::Ordering::Relaxed) {
+        0 => 1_000_000,
+        k => k,
+    }
+}

@@ -89,6 +89,9 @@ extern "C" fn probe_main(info: u64, arg: u64) -> ! {
     if env.tsc_khz == 0 && vcpu == 0 {
         env.tsc_khz = tsc::calibrate_with_pit();
     }
+    if vcpu == 0 {
+        io::set_tsc_khz(env.tsc_khz);
+    }
     // `hang` stops before `ready`, to exercise the harness's ready timeout.
     if vcpu == 0 && env.boot.exec_str().split_ascii_whitespace().eq(["hang"]) {
         log!(&env, "hanging on purpose before ready");

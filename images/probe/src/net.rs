@@ -283,7 +283,7 @@ pub fn tx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
     let khz = u64::from(env.tsc_khz);
     let warm_end = rdtsc() + c.warmup_ms * khz;
     let end = warm_end + c.duration_ms * khz;
-    let (mut sent, mut measuring, mut start) = (0u64, false, 0u64);
+    let (mut sent, mut total, mut measuring, mut start) = (0u64, 0u64, false, 0u64);
     let mut seq = 0u32;
     loop {
         let now = rdtsc();
@@ -306,6 +306,7 @@ pub fn tx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
             queued += 1;
         }
         nic.flush_tx();
+        total += queued as u64;
         if measuring {
             sent += queued as u64;
         }
@@ -321,6 +322,7 @@ pub fn tx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
         .kv("name", "net-tx")
         .kv("ops", sent)
         .kv("frames", sent)
+        .kv("frames_total", total)
         .kv("bytes", sent * c.size as u64)
         .kv("window_ns", window_ns)
         .kv("size", c.size)
@@ -347,6 +349,12 @@ fn source_command(nic: &mut dyn Nic, peer: [u8; 6], text: &str) {
         nic.reclaim_tx();
     }
     nic.flush_tx();
+    // Wait until the device has taken the frame (it is in the used ring), so a `stop` sent
+    // just before the workload ends is not lost with the VM; keep receiving meanwhile.
+    let deadline = rdtsc() + u64::from(crate::io::tsc_khz_hint()) * 100;
+    while nic.reclaim_tx() == 0 && rdtsc() < deadline {
+        nic.poll_rx(256, &mut |_| {});
+    }
 }
 
 /// `net-rx size=S`: asks the peer's source port for an endless stream of S-byte frames and
@@ -364,7 +372,7 @@ pub fn rx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
     let khz = u64::from(env.tsc_khz);
     let warm_end = rdtsc() + c.warmup_ms * khz;
     let end = warm_end + c.duration_ms * khz;
-    let (mut frames, mut bytes, mut measuring, mut start) = (0u64, 0u64, false, 0u64);
+    let (mut frames, mut bytes, mut total, mut measuring, mut start) = (0u64, 0u64, 0u64, false, 0u64);
     loop {
         let now = rdtsc();
         if !measuring && now >= warm_end {
@@ -383,6 +391,7 @@ pub fn rx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
             }
         });
         nic.reclaim_tx();
+        total += f;
         if measuring {
             frames += f;
             bytes += b;
@@ -395,6 +404,7 @@ pub fn rx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
         .kv("name", "net-rx")
         .kv("ops", frames)
         .kv("frames", frames)
+        .kv("frames_total", total)
         .kv("bytes", bytes)
         .kv("window_ns", window_ns)
         .kv("size", c.size)

@@ -67,6 +67,40 @@ pub trait NetBackend: Send {
         Ok(())
     }
     fn counters(&self) -> NetCounters;
+    /// What the services behind the back-end (echo, discard, source) saw, where there are
+    /// such services; the harness cross-checks guest figures against them.
+    fn service_counters(&self) -> Option<super::services::ServiceCounters> {
+        None
+    }
     /// One line for results and logs.
     fn describe(&self) -> String;
+}
+
+/// A back-end's counters, as the machine reports them per device.
+pub struct BackendCounters(pub std::sync::Arc<std::sync::Mutex<Box<dyn NetBackend>>>);
+
+impl crate::devices::Counters for BackendCounters {
+    fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let b = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let c = b.counters();
+        let mut v = vec![
+            ("tx_frames", c.tx_frames),
+            ("tx_bytes", c.tx_bytes),
+            ("rx_frames", c.rx_frames),
+            ("rx_bytes", c.rx_bytes),
+        ];
+        if let Some(s) = b.service_counters() {
+            v.extend([
+                ("echoed_frames", s.echoed_frames),
+                ("echoed_bytes", s.echoed_bytes),
+                ("sunk_frames", s.sunk_frames),
+                ("sunk_bytes", s.sunk_bytes),
+                ("sourced_frames", s.sourced_frames),
+                ("sourced_bytes", s.sourced_bytes),
+                ("source_commands", s.source_commands),
+                ("bad_commands", s.bad_commands),
+            ]);
+        }
+        v
+    }
 }

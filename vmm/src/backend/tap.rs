@@ -324,6 +324,10 @@ pub fn decode_vnet_hdr(h: &[u8; VNET_HDR_LEN]) -> Result<FrameMeta, Error> {
 }
 
 impl NetBackend for Tap {
+    fn service_counters(&self) -> Option<ServiceCounters> {
+        Tap::service_counters(self)
+    }
+
     fn send(&mut self, frame: &[u8], meta: &FrameMeta) -> io::Result<()> {
         let hdr = encode_vnet_hdr(meta);
         let iov = [

@@ -76,6 +76,26 @@ pub trait VirtioDevice: Send {
     fn name(&self) -> &str;
 }
 
+/// Whether the driver wants an interrupt for what was just added to the used ring. Without
+/// EVENT_IDX, virtio-queue always says yes; the driver's VRING_AVAIL_F_NO_INTERRUPT flag
+/// (virtio 1.2, 2.7.7) must be honoured here, or a polling driver pays for interrupts it
+/// asked not to get.
+pub fn should_interrupt(
+    q: &mut virtio_queue::Queue,
+    mem: &GuestMemoryMmap,
+) -> Result<bool, virtio_queue::Error> {
+    use virtio_queue::QueueT;
+    use vm_memory::Bytes;
+    let wanted = q.needs_notification(mem)?;
+    if !wanted || q.event_idx_enabled() {
+        return Ok(wanted);
+    }
+    let flags: u16 = mem
+        .read_obj(vm_memory::GuestAddress(q.avail_ring()))
+        .map_err(virtio_queue::Error::GuestMemory)?;
+    Ok(u16::from_le(flags) & 1 == 0)
+}
+
 /// Reads `data.len()` bytes at `offset` of `bytes`, all ones past its end (config reads).
 pub fn read_config_bytes(bytes: &[u8], offset: u64, data: &mut [u8]) {
     for (i, b) in data.iter_mut().enumerate() {

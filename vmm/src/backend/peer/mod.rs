@@ -373,6 +373,10 @@ impl Peer {
 }
 
 impl NetBackend for Peer {
+    fn service_counters(&self) -> Option<ServiceCounters> {
+        Some(Peer::service_counters(self))
+    }
+
     fn send(&mut self, frame: &[u8], meta: &FrameMeta) -> io::Result<()> {
         self.counters.tx_frames += 1;
         self.counters.tx_bytes += frame.len() as u64;

@@ -270,7 +270,7 @@ impl BlkWorker {
                 break;
             }
         }
-        if self.queue.needs_notification(&mem).map_err(q)? {
+        if super::should_interrupt(&mut self.queue, &mem).map_err(q)? {
             self.interrupt.queue(0);
         }
         Ok(())

@@ -314,7 +314,7 @@ impl NetWorker {
                 break;
             }
         }
-        if sent_any && self.txq.needs_notification(&mem).map_err(q)? {
+        if sent_any && super::should_interrupt(&mut self.txq, &mem).map_err(q)? {
             self.counters.interrupts.fetch_add(1, Ordering::Relaxed);
             self.interrupt.queue(TX);
         }
@@ -416,7 +416,7 @@ impl NetWorker {
                 }
             }
         }
-        if delivered && self.rxq.needs_notification(&mem).map_err(q)? {
+        if delivered && super::should_interrupt(&mut self.rxq, &mem).map_err(q)? {
             self.counters.interrupts.fetch_add(1, Ordering::Relaxed);
             self.interrupt.queue(RX);
         }
