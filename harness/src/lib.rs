@@ -4,5 +4,7 @@
 pub mod boot;
 pub mod exitcode;
 pub mod record;
+pub mod results;
+pub mod scenario;
 pub mod session;
 pub mod stats;
