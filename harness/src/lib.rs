@@ -5,5 +5,7 @@ pub mod boot;
 pub mod exitcode;
 pub mod qemu;
 pub mod record;
+pub mod results;
+pub mod scenario;
 pub mod session;
 pub mod stats;

@@ -121,7 +121,9 @@ fn open_net(kind: NetBackendKind, guest_mac: [u8; 6]) -> Result<Box<dyn NetBacke
         }
         NetBackendKind::Tap => {
             // Namespaces of vmbench processes that died without cleaning up.
-            crate::backend::netns::cleanup_stale();
+            if let Err(e) = crate::backend::netns::cleanup_stale() {
+                log::warn!("cannot remove stale vmbench namespaces: {e}");
+            }
             let opts = TapOptions {
                 guest: Some(GuestAddr {
                     ip: DEFAULT_GUEST_IP,

@@ -1,0 +1,590 @@
+//! The parameters a case is made of (guest, engine, VM shape, devices, back-ends, workload),
+//! where each one lives in a scenario file, which values it takes, when it applies, and the
+//! rules that make a combination impossible. The probe's workload syntax is in docs/probe.md.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Defines a string-valued choice: serde names, `ALL`, `as_str`, `from_name`, `Display`.
+macro_rules! choice {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $var:ident = $s:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $s)] $var),+
+        }
+
+        impl $name {
+            /// Every value, as written in scenario files.
+            pub const ALL: &'static [&'static str] = &[$($s),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$var => $s),+
+                }
+            }
+
+            pub fn from_name(s: &str) -> Option<Self> {
+                match s {
+                    $($s => Some(Self::$var),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+choice!(
+    /// Which guest boots.
+    Guest {
+        /// vmbench's own CPL3 guest (images/probe).
+        Probe = "probe",
+        /// Debian's kernel with the vmbench agent in its initramfs.
+        Linux = "linux",
+    }
+);
+choice!(
+    /// Which VMM runs the guest.
+    Engine {
+        Vmbench = "vmbench",
+        /// Debian's qemu-system-x86_64 with the equivalent devices.
+        Qemu = "qemu",
+    }
+);
+choice!(
+    /// The network card, if any.
+    Nic {
+        /// Intel 82540EM, emulated register by register.
+        E1000 = "e1000",
+        /// virtio-net over virtio-pci.
+        Virtio = "virtio",
+        None = "none",
+    }
+);
+choice!(
+    /// Where the NIC's frames go on the host.
+    NetBackend {
+        /// vmbench's in-process peer (Ethernet/IP/UDP), needs nothing but /dev/kvm.
+        Peer = "peer",
+        /// A TAP device in a network namespace (needs root).
+        Tap = "tap",
+    }
+);
+choice!(
+    /// The disk controller, if any.
+    Disk {
+        /// PIIX IDE, emulated, one command in flight.
+        Ide = "ide",
+        /// virtio-blk over virtio-pci.
+        Virtio = "virtio",
+        None = "none",
+    }
+);
+choice!(
+    /// The disk image format.
+    DiskFormat {
+        Raw = "raw",
+        Qcow2 = "qcow2",
+    }
+);
+choice!(
+    /// The probe driver's register access pattern.
+    Profile {
+        /// The register traffic of Linux's drivers per operation.
+        Linux = "linux",
+        /// One doorbell/tail write per batch of descriptors.
+        Batched = "batched",
+    }
+);
+choice!(
+    /// The order of block requests.
+    Pattern {
+        Seq = "seq",
+        Rand = "rand",
+    }
+);
+choice!(
+    /// The workload the guest runs, without its parameters.
+    WorkloadKind {
+        /// Boot, report ready, enumerate PCI and exit: boot-time measurements.
+        Hello = "hello",
+        /// The host's exit costs (PIO, MMIO, ioeventfd) as the probe measures them.
+        Calibrate = "calibrate",
+        /// A stream of frames from the guest to the peer.
+        NetTx = "net-tx",
+        /// A stream of frames from the peer to the guest.
+        NetRx = "net-rx",
+        /// UDP request-response round trips.
+        NetRr = "net-rr",
+        BlkRead = "blk-read",
+        BlkWrite = "blk-write",
+    }
+);
+
+impl WorkloadKind {
+    pub fn needs_nic(self) -> bool {
+        matches!(self, Self::NetTx | Self::NetRx | Self::NetRr)
+    }
+
+    pub fn needs_disk(self) -> bool {
+        matches!(self, Self::BlkRead | Self::BlkWrite)
+    }
+
+    /// Runs for a fixed measurement window after a warm-up (and so takes `warmup_ms` and
+    /// `duration_ms`); `hello` and `calibrate` run to completion instead.
+    pub fn is_windowed(self) -> bool {
+        self.needs_nic() || self.needs_disk()
+    }
+}
+
+/// Parameters of a block workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockIo {
+    pub pattern: Pattern,
+    /// Bytes per request, a multiple of 512.
+    pub block_size: u32,
+    /// Requests in flight.
+    pub queue_depth: u32,
+}
+
+/// A workload with its resolved parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case")]
+pub enum Workload {
+    Hello,
+    Calibrate { iterations: u32 },
+    NetTx { frame_size: u32, batch: u32 },
+    NetRx { frame_size: u32 },
+    NetRr { frame_size: u32 },
+    BlkRead(BlockIo),
+    BlkWrite(BlockIo),
+}
+
+impl Workload {
+    pub fn kind(&self) -> WorkloadKind {
+        match self {
+            Workload::Hello => WorkloadKind::Hello,
+            Workload::Calibrate { .. } => WorkloadKind::Calibrate,
+            Workload::NetTx { .. } => WorkloadKind::NetTx,
+            Workload::NetRx { .. } => WorkloadKind::NetRx,
+            Workload::NetRr { .. } => WorkloadKind::NetRr,
+            Workload::BlkRead(_) => WorkloadKind::BlkRead,
+            Workload::BlkWrite(_) => WorkloadKind::BlkWrite,
+        }
+    }
+}
+
+/// Everything that defines one case, fully resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseParams {
+    pub guest: Guest,
+    pub engine: Engine,
+    pub vcpus: u32,
+    pub mem_mib: u32,
+    pub nic: Nic,
+    pub net_backend: NetBackend,
+    pub disk: Disk,
+    pub disk_format: DiskFormat,
+    pub disk_size_mib: u32,
+    pub profile: Profile,
+    pub workload: Workload,
+}
+
+/// The measurement window and seed handed to windowed workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window {
+    pub warmup_ms: u64,
+    pub duration_ms: u64,
+    pub seed: u64,
+}
+
+impl CaseParams {
+    /// The probe's workload command line (at most [`PROBE_EXEC_MAX`] bytes), e.g.
+    /// `net-rr size=64 profile=linux warmup_ms=500 duration_ms=2000`.
+    pub(crate) fn probe_exec(&self, w: Window) -> String {
+        let kind = self.workload.kind();
+        let mut s = kind.as_str().to_string();
+        match self.workload {
+            Workload::Hello => {}
+            Workload::Calibrate { iterations } => s += &format!(" n={iterations}"),
+            Workload::NetTx { frame_size, batch } => {
+                s += &format!(" size={frame_size} batch={batch}")
+            }
+            Workload::NetRx { frame_size } | Workload::NetRr { frame_size } => {
+                s += &format!(" size={frame_size}")
+            }
+            Workload::BlkRead(b) | Workload::BlkWrite(b) => {
+                s += &format!(
+                    " pattern={} bs={} qd={}",
+                    b.pattern, b.block_size, b.queue_depth
+                );
+                if b.pattern == Pattern::Rand {
+                    s += &format!(" seed={}", w.seed);
+                }
+            }
+        }
+        if kind.is_windowed() {
+            s += &format!(
+                " profile={} warmup_ms={} duration_ms={}",
+                self.profile, w.warmup_ms, w.duration_ms
+            );
+        }
+        s
+    }
+}
+
+/// The probe's exec field holds 128 bytes including a terminating NUL (probe_abi::BootInfo).
+pub const PROBE_EXEC_MAX: usize = 127;
+
+/// A parameter's value as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum PVal {
+    Str(String),
+    Int(i64),
+}
+
+impl fmt::Display for PVal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PVal::Str(s) => f.write_str(s),
+            PVal::Int(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+impl PVal {
+    /// As in TOML source: strings quoted.
+    pub fn quoted(&self) -> String {
+        match self {
+            PVal::Str(s) => format!("\"{s}\""),
+            PVal::Int(i) => i.to_string(),
+        }
+    }
+}
+
+pub(crate) enum Kind {
+    Choice(&'static [&'static str]),
+    Int {
+        min: i64,
+        max: i64,
+        multiple_of: i64,
+    },
+}
+
+/// Where a parameter is set outside the matrix: a top-level key or a key of a section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Section {
+    Top,
+    Vm,
+    Devices,
+    Workload,
+}
+
+impl Section {
+    pub fn table(self) -> Option<&'static str> {
+        match self {
+            Section::Top => None,
+            Section::Vm => Some("vm"),
+            Section::Devices => Some("devices"),
+            Section::Workload => Some("workload"),
+        }
+    }
+}
+
+pub(crate) struct ParamSpec {
+    /// The name in the matrix, in exclusions and in case ids.
+    pub name: &'static str,
+    pub section: Section,
+    /// The key inside its section (differs from `name` only for the workload's `name`).
+    pub key: &'static str,
+    pub kind: Kind,
+    pub default: DefaultValue,
+}
+
+pub(crate) enum DefaultValue {
+    Str(&'static str),
+    Int(i64),
+}
+
+impl DefaultValue {
+    pub fn value(&self) -> PVal {
+        match *self {
+            DefaultValue::Str(s) => PVal::Str(s.to_string()),
+            DefaultValue::Int(i) => PVal::Int(i),
+        }
+    }
+}
+
+/// Identifies a parameter; indexes [`PARAMS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum P {
+    Guest,
+    Engine,
+    Vcpus,
+    MemMib,
+    Nic,
+    NetBackend,
+    Disk,
+    DiskFormat,
+    DiskSizeMib,
+    Profile,
+    Workload,
+    Iterations,
+    FrameSize,
+    Batch,
+    Pattern,
+    BlockSize,
+    QueueDepth,
+}
+
+const fn int(min: i64, max: i64) -> Kind {
+    Kind::Int {
+        min,
+        max,
+        multiple_of: 1,
+    }
+}
+
+pub(crate) const PARAMS: &[(P, ParamSpec)] = {
+    use DefaultValue as D;
+    use Section as S;
+    const fn p(
+        name: &'static str,
+        section: Section,
+        kind: Kind,
+        default: DefaultValue,
+    ) -> ParamSpec {
+        ParamSpec {
+            name,
+            section,
+            key: name,
+            kind,
+            default,
+        }
+    }
+    &[
+        (
+            P::Guest,
+            p("guest", S::Top, Kind::Choice(Guest::ALL), D::Str("probe")),
+        ),
+        (
+            P::Engine,
+            p(
+                "engine",
+                S::Top,
+                Kind::Choice(Engine::ALL),
+                D::Str("vmbench"),
+            ),
+        ),
+        (P::Vcpus, p("vcpus", S::Vm, int(1, 64), D::Int(1))),
+        (P::MemMib, p("mem_mib", S::Vm, int(32, 65536), D::Int(256))),
+        (
+            P::Nic,
+            p("nic", S::Devices, Kind::Choice(Nic::ALL), D::Str("none")),
+        ),
+        (
+            P::NetBackend,
+            p(
+                "net_backend",
+                S::Devices,
+                Kind::Choice(NetBackend::ALL),
+                D::Str("peer"),
+            ),
+        ),
+        (
+            P::Disk,
+            p("disk", S::Devices, Kind::Choice(Disk::ALL), D::Str("none")),
+        ),
+        (
+            P::DiskFormat,
+            p(
+                "disk_format",
+                S::Devices,
+                Kind::Choice(DiskFormat::ALL),
+                D::Str("raw"),
+            ),
+        ),
+        (
+            P::DiskSizeMib,
+            p("disk_size_mib", S::Devices, int(1, 1 << 20), D::Int(256)),
+        ),
+        (
+            P::Profile,
+            p(
+                "profile",
+                S::Workload,
+                Kind::Choice(Profile::ALL),
+                D::Str("linux"),
+            ),
+        ),
+        (
+            P::Workload,
+            ParamSpec {
+                name: "workload",
+                section: S::Workload,
+                key: "name",
+                kind: Kind::Choice(WorkloadKind::ALL),
+                default: D::Str("hello"),
+            },
+        ),
+        (
+            P::Iterations,
+            p("iterations", S::Workload, int(1, 100_000), D::Int(1000)),
+        ),
+        // Ethernet frames without the FCS: 60 bytes minimum, 1514 for a 1500-byte MTU.
+        (
+            P::FrameSize,
+            p("frame_size", S::Workload, int(60, 1514), D::Int(64)),
+        ),
+        (P::Batch, p("batch", S::Workload, int(1, 256), D::Int(1))),
+        (
+            P::Pattern,
+            p(
+                "pattern",
+                S::Workload,
+                Kind::Choice(Pattern::ALL),
+                D::Str("seq"),
+            ),
+        ),
+        (
+            P::BlockSize,
+            p(
+                "block_size",
+                S::Workload,
+                Kind::Int {
+                    min: 512,
+                    max: 4 << 20,
+                    multiple_of: 512,
+                },
+                D::Int(4096),
+            ),
+        ),
+        (
+            P::QueueDepth,
+            p("queue_depth", S::Workload, int(1, 128), D::Int(1)),
+        ),
+    ]
+};
+
+impl P {
+    pub fn spec(self) -> &'static ParamSpec {
+        &PARAMS[self as usize].1
+    }
+
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    pub fn by_name(name: &str) -> Option<P> {
+        PARAMS.iter().find(|(_, s)| s.name == name).map(|&(p, _)| p)
+    }
+
+    pub fn in_section(section: Section, key: &str) -> Option<P> {
+        PARAMS
+            .iter()
+            .find(|(_, s)| s.section == section && s.key == key)
+            .map(|&(p, _)| p)
+    }
+
+    /// Why this parameter means nothing for `c`, if it does not.
+    pub fn not_applicable(self, c: &CaseParams) -> Option<String> {
+        let kind = c.workload.kind();
+        let needs = |kinds: &str| format!("it applies only to the {kinds} workloads, not `{kind}`");
+        match self {
+            P::NetBackend if c.nic == Nic::None => {
+                Some("it needs a NIC, but nic is \"none\"".to_string())
+            }
+            P::DiskFormat | P::DiskSizeMib if c.disk == Disk::None => {
+                Some("it needs a disk, but disk is \"none\"".to_string())
+            }
+            P::Profile if !kind.is_windowed() => Some(needs("net-* and blk-*")),
+            P::Profile if c.guest != Guest::Probe => {
+                Some("it sets the probe's drivers, and the guest is not the probe".to_string())
+            }
+            P::Iterations if kind != WorkloadKind::Calibrate => Some(needs("calibrate")),
+            P::FrameSize if !kind.needs_nic() => Some(needs("net-tx, net-rx and net-rr")),
+            P::Batch if kind != WorkloadKind::NetTx => Some(needs("net-tx")),
+            P::Pattern | P::BlockSize | P::QueueDepth if !kind.needs_disk() => {
+                Some(needs("blk-read and blk-write"))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A combination that cannot run, blamed on the parameter whose value should change.
+pub(crate) struct Impossible {
+    pub blame: P,
+    pub message: String,
+    pub hint: String,
+}
+
+/// The rules that make a combination of otherwise valid values impossible.
+pub(crate) fn impossible(c: &CaseParams) -> Vec<Impossible> {
+    let kind = c.workload.kind();
+    let mut out = Vec::new();
+    let exclude = "or drop such cases with an [[exclude]] entry";
+    if kind.needs_nic() && c.nic == Nic::None {
+        out.push(Impossible {
+            blame: P::Workload,
+            message: format!("workload `{kind}` needs a NIC, but nic is \"none\""),
+            hint: format!(
+                "set nic = \"e1000\" or \"virtio\" in [devices] or the matrix, {exclude}"
+            ),
+        });
+    }
+    if kind.needs_disk() && c.disk == Disk::None {
+        out.push(Impossible {
+            blame: P::Workload,
+            message: format!("workload `{kind}` needs a disk, but disk is \"none\""),
+            hint: format!("set disk = \"ide\" or \"virtio\" in [devices] or the matrix, {exclude}"),
+        });
+    }
+    if c.guest == Guest::Linux && c.engine == Engine::Qemu {
+        out.push(Impossible {
+            blame: P::Engine,
+            message: "engine \"qemu\" cannot boot the linux guest yet".to_string(),
+            hint: format!("compare engines with guest = \"probe\", {exclude}"),
+        });
+    }
+    if c.guest == Guest::Linux && kind != WorkloadKind::Hello {
+        out.push(Impossible {
+            blame: P::Workload,
+            message: format!("the linux guest cannot run workload `{kind}` yet, only `hello`"),
+            hint: format!("use guest = \"probe\" for device workloads, {exclude}"),
+        });
+    }
+    if let Workload::BlkRead(b) | Workload::BlkWrite(b) = c.workload {
+        if c.disk == Disk::Ide && b.queue_depth > 1 {
+            out.push(Impossible {
+                blame: P::QueueDepth,
+                message: format!(
+                    "IDE has one command in flight, so queue_depth {} cannot run on disk \"ide\"",
+                    b.queue_depth
+                ),
+                hint: format!(
+                    "add [[exclude]] disk = \"ide\", queue_depth = {} (or use queue_depth = 1)",
+                    b.queue_depth
+                ),
+            });
+        }
+        if c.disk != Disk::None && u64::from(b.block_size) > u64::from(c.disk_size_mib) << 20 {
+            out.push(Impossible {
+                blame: P::BlockSize,
+                message: format!(
+                    "block_size {} is larger than the {} MiB disk",
+                    b.block_size, c.disk_size_mib
+                ),
+                hint: "raise [devices] disk_size_mib or lower block_size".to_string(),
+            });
+        }
+    }
+    out
+}

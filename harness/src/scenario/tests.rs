@@ -1,0 +1,613 @@
+//! Scenario parsing, expansion, overrides and comparison pairing, asserting on the messages
+//! users read. The shipped files in scenarios/ are checked too.
+
+use std::path::Path;
+
+use super::params::{CaseParams, Window, P, PARAMS};
+use super::*;
+
+fn parse(text: &str) -> Scenario {
+    Scenario::parse("x.toml", text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn err(text: &str) -> String {
+    match Scenario::parse("x.toml", text) {
+        Ok(s) => panic!("expected an error, got {} cases", s.cases.len()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_has(haystack: &str, needle: &str) {
+    assert!(
+        haystack.contains(needle),
+        "expected `{needle}` in:\n{haystack}"
+    );
+}
+
+fn ids(s: &Scenario) -> Vec<&str> {
+    s.cases.iter().map(|c| c.id.as_str()).collect()
+}
+
+fn scenarios_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+}
+
+#[test]
+fn every_shipped_scenario_parses_and_expands() {
+    let expected = [
+        ("blk.toml", 14),
+        ("boot.toml", 10),
+        ("calibrate.toml", 1),
+        ("engines.toml", 8),
+        ("net-tap.toml", 12),
+        ("net.toml", 12),
+        ("smoke.toml", 18),
+    ];
+    let mut files: Vec<_> = std::fs::read_dir(scenarios_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut seen = Vec::new();
+    for path in &files {
+        let s = Scenario::load(path).unwrap_or_else(|e| panic!("{e}"));
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        println!(
+            "{file}: {} cases ({} excluded), {} comparison pairs",
+            s.cases.len(),
+            s.excluded,
+            s.comparison_pairs().len()
+        );
+        assert!(s.warnings.is_empty(), "{file}: {:?}", s.warnings);
+        for c in &s.cases {
+            assert!(c.probe_exec().len() <= PROBE_EXEC_MAX, "{}", c.probe_exec());
+        }
+        if let Some((_, n)) = expected.iter().find(|(f, _)| *f == file) {
+            assert_eq!(s.cases.len(), *n, "{file}");
+        }
+        seen.push(file);
+    }
+    for (f, _) in expected {
+        assert!(seen.iter().any(|s| s == f), "scenarios/{f} is missing");
+    }
+}
+
+#[test]
+fn the_documented_example_is_valid() {
+    let doc = std::fs::read_to_string(scenarios_dir().join("../docs/scenarios.md")).unwrap();
+    let start = doc.find("```toml\n").unwrap() + "```toml\n".len();
+    let example = &doc[start..start + doc[start..].find("```").unwrap()];
+    let s = parse(example);
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    assert_eq!((s.cases.len(), s.excluded), (10, 2));
+    assert_eq!(
+        ids(&s)[0],
+        "disk=ide,disk_format=raw,workload=blk-read,pattern=seq,block_size=1048576"
+    );
+    assert_eq!(
+        ids(&s)[9],
+        "disk=virtio,disk_format=qcow2,workload=blk-read,queue_depth=32"
+    );
+    assert_eq!(s.comparison_pairs().len(), 4 + 5);
+}
+
+#[test]
+fn net_matrix_expands_in_file_order_with_stable_ids() {
+    let s = Scenario::load(&scenarios_dir().join("net.toml")).unwrap();
+    assert_eq!(s.cases.len(), 2 * 3 * 2);
+    assert_eq!(ids(&s)[0], "nic=e1000,workload=net-tx,frame_size=64");
+    assert_eq!(ids(&s)[1], "nic=e1000,workload=net-tx,frame_size=1500");
+    assert_eq!(ids(&s)[11], "nic=virtio,workload=net-rr,frame_size=1500");
+    let rr = s.case("nic=virtio,workload=net-rr,frame_size=64").unwrap();
+    assert_eq!(rr.params.nic, Nic::Virtio);
+    assert_eq!(rr.params.net_backend, NetBackend::Peer);
+    assert_eq!(rr.params.workload, Workload::NetRr { frame_size: 64 });
+    assert_eq!(
+        rr.probe_exec(),
+        "net-rr size=64 profile=linux warmup_ms=500 duration_ms=2000"
+    );
+    assert_eq!(rr.coord("nic"), Some("virtio"));
+    assert_eq!(
+        s.source.path,
+        scenarios_dir().join("net.toml").display().to_string()
+    );
+    assert_eq!(s.source.sha256.len(), 64);
+}
+
+#[test]
+fn table_entries_set_several_parameters_and_exclusions_drop_cases() {
+    let s = Scenario::load(&scenarios_dir().join("blk.toml")).unwrap();
+    assert_eq!((s.cases.len(), s.excluded), (14, 2));
+    assert_eq!(
+        ids(&s)[0],
+        "disk=ide,disk_format=raw,workload=blk-read,pattern=seq,block_size=1048576,queue_depth=1"
+    );
+    assert!(!ids(&s)
+        .iter()
+        .any(|id| id.starts_with("disk=ide") && id.ends_with("queue_depth=32")));
+    let qd32 = s
+        .case("disk=virtio,disk_format=qcow2,workload=blk-read,pattern=rand,block_size=4096,queue_depth=32")
+        .unwrap();
+    assert_eq!(qd32.params.disk_format, DiskFormat::Qcow2);
+    assert_eq!(
+        qd32.probe_exec(),
+        "blk-read pattern=rand bs=4096 qd=32 seed=1 profile=linux warmup_ms=500 duration_ms=2000"
+    );
+}
+
+#[test]
+fn a_scenario_without_matrix_is_one_case() {
+    let s = parse("[workload]\nname = \"calibrate\"\niterations = 50\n");
+    assert_eq!(ids(&s), ["workload=calibrate"]);
+    assert_eq!(s.cases[0].probe_exec(), "calibrate n=50");
+    assert_eq!(s.name, "x");
+    let hello = parse("");
+    assert_eq!(hello.cases[0].probe_exec(), "hello");
+    assert_eq!(hello.cases[0].params.guest, Guest::Probe);
+    assert_eq!(hello.run, RunSettings::default());
+}
+
+#[test]
+fn unknown_keys_name_the_nearest_known_key() {
+    let e = err("name = \"t\"\n\n[run]\nrepetiton = 3\n");
+    assert_eq!(
+        e,
+        "unknown key `repetiton` at x.toml:4:1; did you mean `repetitions`?"
+    );
+    let e = err("[devices]\n  nicc = \"e1000\"\n");
+    assert_eq!(e, "unknown key `nicc` at x.toml:2:3; did you mean `nic`?");
+    let e = err("[matrx]\nnic = [\"e1000\"]\n");
+    assert_eq!(
+        e,
+        "unknown key `matrx` at x.toml:1:2; did you mean `matrix`?"
+    );
+    let e = err("[run]\nbananas = 1\n");
+    assert_has(
+        &e,
+        "unknown key `bananas` at x.toml:2:1; known keys here: `repetitions`",
+    );
+}
+
+#[test]
+fn misplaced_keys_say_where_they_belong() {
+    assert_eq!(
+        err("vcpus = 2\n"),
+        "unknown key `vcpus` at x.toml:1:1; `vcpus` belongs in [vm]"
+    );
+    assert_eq!(
+        err("[vm]\nrepetitions = 2\n"),
+        "unknown key `repetitions` at x.toml:2:1; `repetitions` belongs in [run]"
+    );
+    assert_has(
+        &err("workload = \"net-rr\"\n"),
+        "set the workload with `name = \"...\"` in [workload]",
+    );
+    assert_has(
+        &err("[devices]\nguest = \"linux\"\n"),
+        "`guest` belongs at the top level",
+    );
+}
+
+#[test]
+fn wrong_types_are_reported_at_the_value() {
+    assert_eq!(
+        err("[vm]\nvcpus = \"two\"\n"),
+        "`vm.vcpus` must be an integer, not a string at x.toml:2:9"
+    );
+    assert_eq!(
+        err("[run]\nfresh_guest_per_repetition = 1\n"),
+        "`run.fresh_guest_per_repetition` must be true or false, not an integer at x.toml:2:30"
+    );
+    assert_eq!(
+        err("vm = 3\n"),
+        "`vm` must be a table, not an integer at x.toml:1:6"
+    );
+    assert_eq!(
+        err("[run]\nduration_secs = \"2s\"\n"),
+        "`run.duration_secs` must be a number, not a string at x.toml:2:17"
+    );
+    assert_has(
+        &err("[devices]\nnic = [\"e1000\", \"virtio\"]\n"),
+        "`devices.nic` must be a single value at x.toml:2:7; to compare several values, list them in [matrix] as nic = [...]",
+    );
+}
+
+#[test]
+fn out_of_range_values_say_the_range() {
+    assert_eq!(
+        err("[vm]\nvcpus = 0\n"),
+        "`vm.vcpus` = 0 is out of range at x.toml:2:9; use an integer from 1 to 64"
+    );
+    assert_eq!(
+        err("[run]\nduration_secs = 0\n"),
+        "`run.duration_secs` = 0 is out of range at x.toml:2:17; use a number above 0 up to 86400"
+    );
+    assert_eq!(
+        err("[workload]\nblock_size = 1000\n"),
+        "`workload.block_size` = 1000 is not a multiple of 512 at x.toml:2:14; use a multiple of 512, e.g. 1024"
+    );
+    assert_eq!(
+        err("[devices]\nnic = \"virtoi\"\n"),
+        "`devices.nic` = \"virtoi\" is not a known value at x.toml:2:7; did you mean \"virtio\"? (nic is one of \"e1000\", \"virtio\", \"none\")"
+    );
+    assert_has(
+        &err("[matrix]\nframe_size = [64, 20000]\n"),
+        "`matrix.frame_size` = 20000 is out of range at x.toml:2:19",
+    );
+}
+
+#[test]
+fn matrix_mistakes() {
+    assert_eq!(
+        err("[matrix]\nnics = [\"e1000\"]\n"),
+        "unknown matrix axis `nics` at x.toml:2:1; did you mean `nic`? (an axis of tables may have any name)"
+    );
+    assert_has(
+        &err("[matrix]\nnic = \"e1000\"\n"),
+        "`matrix.nic` must be a list of values at x.toml:2:7",
+    );
+    assert_has(
+        &err("[matrix]\nnic = []\n"),
+        "matrix axis `nic` is empty at x.toml:2:7",
+    );
+    assert_has(
+        &err("[matrix]\nnic = [\"e1000\", \"e1000\"]\n"),
+        "duplicate value `e1000` in matrix axis `nic` at x.toml:2:17",
+    );
+    assert_has(
+        &err("[matrix]\nx = [{ nic = \"e1000\" }]\ny = [{ nic = \"virtio\" }]\n"),
+        "`nic` is set by two matrix axes, `x` and `y` at x.toml:3:14",
+    );
+    assert_has(
+        &err("[matrix]\nx = [{ nick = \"e1000\" }]\n"),
+        "unknown key `nick` at x.toml:2:8; did you mean `nic`?",
+    );
+}
+
+#[test]
+fn block_workload_without_disk_is_impossible() {
+    let e = err("[workload]\nname = \"blk-read\"\n");
+    assert_eq!(
+        e,
+        "workload `blk-read` needs a disk, but disk is \"none\" (case `workload=blk-read`) at x.toml:2:8; \
+         set disk = \"ide\" or \"virtio\" in [devices] or the matrix, or drop such cases with an [[exclude]] entry"
+    );
+}
+
+#[test]
+fn net_workload_without_nic_is_reported_once_with_a_count() {
+    let e = err("[matrix]\nnic = [\"none\", \"virtio\"]\nworkload = [\"net-rr\"]\nframe_size = [64, 1500]\n");
+    assert_eq!(
+        e,
+        "workload `net-rr` needs a NIC, but nic is \"none\" (case `nic=none,workload=net-rr,frame_size=64`, and 1 more) at x.toml:3:13; \
+         set nic = \"e1000\" or \"virtio\" in [devices] or the matrix, or drop such cases with an [[exclude]] entry"
+    );
+    // The same matrix with the impossible cases excluded is fine.
+    let s = parse("[matrix]\nnic = [\"none\", \"virtio\"]\nworkload = [\"net-rr\"]\n[[exclude]]\nnic = \"none\"\n");
+    assert_eq!(ids(&s), ["nic=virtio,workload=net-rr"]);
+}
+
+#[test]
+fn tap_without_nic_is_an_error() {
+    let e = err("[devices]\nnet_backend = \"tap\"\n");
+    assert_eq!(
+        e,
+        "`net_backend` is set but applies to no case: it needs a NIC, but nic is \"none\" at x.toml:2:15; remove it"
+    );
+    let e = err("[matrix]\nnet_backend = [\"peer\", \"tap\"]\n");
+    assert_has(&e, "`net_backend` = \"tap\" does not apply: it needs a NIC, but nic is \"none\" (case `net_backend=tap`) at x.toml:2:24");
+}
+
+#[test]
+fn unsupported_engine_and_guest_combinations() {
+    let e = err("guest = \"linux\"\nengine = \"qemu\"\n");
+    assert_eq!(
+        e,
+        "engine \"qemu\" cannot boot the linux guest yet (case `workload=hello`) at x.toml:2:10; \
+         compare engines with guest = \"probe\", or drop such cases with an [[exclude]] entry"
+    );
+    let e = err("guest = \"linux\"\n[devices]\nnic = \"virtio\"\n[workload]\nname = \"net-rr\"\n");
+    assert_has(&e, "the linux guest cannot run workload `net-rr` yet, only `hello` (case `workload=net-rr`) at x.toml:5:8");
+}
+
+#[test]
+fn ide_with_queue_depth_above_one_needs_an_exclusion() {
+    let e = err(
+        "[devices]\ndisk = \"ide\"\n[workload]\nname = \"blk-read\"\n[matrix]\nqueue_depth = [1, 32]\n",
+    );
+    assert_eq!(
+        e,
+        "IDE has one command in flight, so queue_depth 32 cannot run on disk \"ide\" (case `queue_depth=32`) at x.toml:6:19; \
+         add [[exclude]] disk = \"ide\", queue_depth = 32 (or use queue_depth = 1)"
+    );
+}
+
+#[test]
+fn parameters_that_do_not_apply_are_errors() {
+    let e = err("[devices]\ndisk = \"virtio\"\n[workload]\nname = \"blk-read\"\n[matrix]\nframe_size = [64, 1500]\n");
+    assert_has(
+        &e,
+        "`frame_size` = 64 does not apply: it applies only to the net-tx, net-rx and net-rr workloads, not `blk-read` (case `frame_size=64`) at x.toml:6:15",
+    );
+    let e = err("[workload]\nbatch = 8\n");
+    assert_eq!(
+        e,
+        "`batch` is set but applies to no case: it applies only to the net-tx workloads, not `hello` at x.toml:2:9; remove it"
+    );
+}
+
+#[test]
+fn run_timeout_must_fit_the_window() {
+    let e = err("[devices]\nnic = \"virtio\"\n[workload]\nname = \"net-tx\"\n[run]\nduration_secs = 30\nrun_timeout_secs = 20\n");
+    assert_eq!(
+        e,
+        "run_timeout_secs = 20 is too short for warmup_secs + duration_secs = 30.5 (plus 1 s to set up and tear down) at x.toml:7:20; \
+         raise [run] run_timeout_secs to at least 31.5"
+    );
+    // hello and calibrate run to completion and have no window.
+    parse("[run]\nduration_secs = 30\nrun_timeout_secs = 20\n");
+}
+
+#[test]
+fn comparison_mistakes() {
+    let base = "[devices]\nnic = \"virtio\"\n[workload]\nname = \"net-rr\"\n[matrix]\nframe_size = [64, 1500]\n";
+    assert_eq!(
+        err(&format!("{base}[[compare]]\naxis = \"frame_sizes\"\nbaseline = \"64\"\n")),
+        "comparison on `frame_sizes`, which is not a matrix axis at x.toml:8:8; did you mean `frame_size`?"
+    );
+    assert_eq!(
+        err(&format!(
+            "{base}[[compare]]\naxis = \"frame_size\"\nbaseline = 65\n"
+        )),
+        "baseline \"65\" is not a value of axis `frame_size` at x.toml:9:12; did you mean \"64\"?"
+    );
+    assert_has(
+        &err(&format!("{base}[[compare]]\nbaseline = 64\n")),
+        "comparison without `axis` at x.toml:7:1",
+    );
+    assert_has(
+        &err("[matrix]\nx = [{ vcpus = 1 }, { vcpus = 2 }]\n[[compare]]\naxis = \"x\"\nbaseline = \"vcpus=1\"\n"),
+        "cannot compare along `x`: its values are tables at x.toml:4:8",
+    );
+}
+
+#[test]
+fn syntax_errors_and_several_problems_at_once() {
+    let e = err("[vm]\nvcpus = = 1\n");
+    assert!(e.starts_with("invalid TOML: "), "{e}");
+    assert_has(&e, " at x.toml:2:");
+    let e =
+        Scenario::parse("x.toml", "[vm]\nvcpus = 0\nmem_mib = 1\n[run]\nseeds = 3\n").unwrap_err();
+    assert_eq!(e.diagnostics().len(), 3, "{e}");
+}
+
+#[test]
+fn a_fixed_value_the_matrix_always_overrides_is_a_warning() {
+    let s = parse("[devices]\nnic = \"virtio\"\n[matrix]\nnic = [\"e1000\", \"none\"]\n");
+    assert_eq!(s.cases.len(), 2);
+    assert_eq!(
+        s.warnings,
+        ["`nic` at x.toml:2:7 has no effect: the matrix sets it in every case"]
+    );
+}
+
+#[test]
+fn exclusions_are_checked_and_reported() {
+    let s = parse("[matrix]\nvcpus = [1, 2]\n[[exclude]]\nvcpus = 3\n");
+    assert_eq!(s.cases.len(), 2);
+    assert_eq!(
+        s.warnings,
+        ["the [[exclude]] entry at x.toml:4:1 matches no case"]
+    );
+    assert_has(
+        &err("[matrix]\nvcpus = [1, 2]\n[[exclude]]\nvcpu = 1\n"),
+        "unknown key `vcpu` at x.toml:4:1; did you mean `vcpus`?",
+    );
+    assert_has(
+        &err("[matrix]\nvcpus = [1, 2]\n[[exclude]]\nvcpus = [1, 2]\n"),
+        "every combination of the matrix is excluded at x.toml:4:1",
+    );
+}
+
+#[test]
+fn overrides_change_repetitions_duration_and_cases() {
+    let mut s = Scenario::load(&scenarios_dir().join("net.toml")).unwrap();
+    s.apply(&Overrides {
+        repetitions: Some(2),
+        duration_secs: Some(0.25),
+        filter: Some("virtio".into()),
+    })
+    .unwrap();
+    assert_eq!(s.run.repetitions, 2);
+    assert_eq!(s.cases.len(), 6);
+    assert_eq!(s.expanded_cases, 12);
+    assert!(s.cases.iter().all(|c| c.id.starts_with("nic=virtio")));
+    assert_eq!(s.cases[0].index, 6, "indices refer to the full expansion");
+    assert_eq!(
+        s.cases[0].probe_exec(),
+        "net-tx size=64 batch=1 profile=linux warmup_ms=500 duration_ms=250"
+    );
+    assert_eq!(s.overrides.repetitions, Some(2));
+}
+
+#[test]
+fn filters_are_substrings_globs_or_alternatives() {
+    let s = Scenario::load(&scenarios_dir().join("net.toml")).unwrap();
+    let kept = |f: &str| {
+        let mut s = s.clone();
+        s.apply(&Overrides {
+            filter: Some(f.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        ids(&s).into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    assert_eq!(kept("frame_size=1500").len(), 6);
+    assert_eq!(
+        kept("nic=e1000,*,frame_size=64"),
+        [
+            "nic=e1000,workload=net-tx,frame_size=64",
+            "nic=e1000,workload=net-rx,frame_size=64",
+            "nic=e1000,workload=net-rr,frame_size=64",
+        ]
+    );
+    assert_eq!(kept("*net-r?,frame_size=64").len(), 4);
+    assert_eq!(kept("net-tx|net-rx").len(), 8);
+    let mut t = s.clone();
+    let e = t
+        .apply(&Overrides {
+            filter: Some("ide".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_has(&e.to_string(), "--filter 'ide' matches none of the 12 cases; ids look like: nic=e1000,workload=net-tx,frame_size=64;");
+}
+
+#[test]
+fn bad_overrides_are_refused() {
+    let mut s = Scenario::load(&scenarios_dir().join("net.toml")).unwrap();
+    let e = s
+        .apply(&Overrides {
+            repetitions: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(e.to_string(), "--repetitions must be at least 1");
+    let e = s
+        .apply(&Overrides {
+            duration_secs: Some(100.0),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_has(
+        &e.to_string(),
+        "--duration 100 does not fit in run_timeout_secs = 30 of ",
+    );
+    let e = s
+        .apply(&Overrides {
+            duration_secs: Some(f64::NAN),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_has(
+        &e.to_string(),
+        "--duration must be a positive number of seconds",
+    );
+    assert_eq!(s.run.repetitions, 5, "a refused override changes nothing");
+}
+
+#[test]
+fn comparisons_pair_cases_that_differ_only_on_the_axis() {
+    let s = Scenario::load(&scenarios_dir().join("net.toml")).unwrap();
+    let pairs = s.comparison_pairs();
+    assert_eq!(pairs.len(), 6);
+    let p = pairs
+        .iter()
+        .find(|p| p.case == "nic=virtio,workload=net-rr,frame_size=64")
+        .unwrap();
+    assert_eq!(p.baseline_case, "nic=e1000,workload=net-rr,frame_size=64");
+    assert_eq!((p.axis.as_str(), p.baseline.as_str()), ("nic", "e1000"));
+
+    let blk = Scenario::load(&scenarios_dir().join("blk.toml")).unwrap();
+    let pairs = blk.comparison_pairs();
+    // disk: 3 workloads x 2 formats (queue depth 32 has no IDE baseline); format: 7 per format pair.
+    assert_eq!(pairs.iter().filter(|p| p.axis == "disk").count(), 6);
+    assert_eq!(pairs.iter().filter(|p| p.axis == "disk_format").count(), 7);
+
+    // Filtering away a baseline drops its pairs.
+    let mut only_virtio = s.clone();
+    only_virtio
+        .apply(&Overrides {
+            filter: Some("virtio".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(only_virtio.comparison_pairs().is_empty());
+
+    let boot = Scenario::load(&scenarios_dir().join("boot.toml")).unwrap();
+    let p = boot.comparison_pairs();
+    assert!(p
+        .iter()
+        .any(|p| p.case == "vcpus=2,nic=none,disk=ide"
+            && p.baseline_case == "vcpus=1,nic=none,disk=ide"));
+}
+
+#[test]
+fn the_schedule_interleaves_repetitions_and_rotates() {
+    let mut s = parse("[matrix]\nvcpus = [1, 2, 3]\n");
+    s.run.repetitions = 2;
+    let order: Vec<(u32, usize)> = s
+        .schedule()
+        .iter()
+        .map(|x| (x.repetition, x.case))
+        .collect();
+    assert_eq!(order, [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (1, 0)]);
+    let extra: Vec<usize> = s.round(2).iter().map(|x| x.case).collect();
+    assert_eq!(extra, [2, 0, 1]);
+    assert_eq!(s.run.limits().run, std::time::Duration::from_secs(60));
+    assert_eq!(s.run.bootstrap().seed, 1);
+}
+
+#[test]
+fn globs() {
+    assert!(matches_filter("a*c", "abbbc"));
+    assert!(matches_filter("*", ""));
+    assert!(!matches_filter("a*c", "abbbd"));
+    assert!(matches_filter("a?c", "abc"));
+    assert!(!matches_filter("a?c", "ac"));
+    assert!(matches_filter("*x*y*", "0x1y2"));
+    assert!(matches_filter("b", "abc"), "no wildcard means substring");
+}
+
+#[test]
+fn a_scenario_round_trips_through_json() {
+    let s = Scenario::load(&scenarios_dir().join("blk.toml")).unwrap();
+    let json = serde_json::to_string(&s).unwrap();
+    let back: Scenario = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, s);
+    assert_has(
+        &json,
+        "\"probe_exec\":\"blk-read pattern=seq bs=1048576 qd=1 profile=linux",
+    );
+    assert_has(
+        &json,
+        "\"workload\":{\"name\":\"blk-read\",\"pattern\":\"seq\"",
+    );
+}
+
+#[test]
+fn the_parameter_table_is_indexed_by_p() {
+    for (i, (p, spec)) in PARAMS.iter().enumerate() {
+        assert_eq!(*p as usize, i, "{}", spec.name);
+        assert_eq!(P::by_name(spec.name), Some(*p));
+    }
+}
+
+#[test]
+fn the_longest_probe_exec_fits_the_boot_information() {
+    let c = CaseParams {
+        guest: Guest::Probe,
+        engine: Engine::Vmbench,
+        vcpus: 64,
+        mem_mib: 65536,
+        nic: Nic::None,
+        net_backend: NetBackend::Peer,
+        disk: Disk::Virtio,
+        disk_format: DiskFormat::Qcow2,
+        disk_size_mib: 1 << 20,
+        profile: Profile::Batched,
+        workload: Workload::BlkWrite(BlockIo {
+            pattern: Pattern::Rand,
+            block_size: 4 << 20,
+            queue_depth: 128,
+        }),
+    };
+    let w = Window {
+        warmup_ms: 86_400_000,
+        duration_ms: 86_400_000,
+        seed: i64::MAX as u64,
+    };
+    let exec = c.probe_exec(w);
+    assert!(exec.len() <= PROBE_EXEC_MAX, "{} bytes: {exec}", exec.len());
+}
