@@ -420,6 +420,11 @@ fn bad_ring_registers_keep_frames_in_the_fifo() {
     assert_eq!(rig.r(RDH), 0);
     assert_eq!(rig.r(RNBC), 1);
     rig.w(RDLEN, 128);
+    rig.w(RDH, 9); // head past the ring
+    rig.w(RDT, 7);
+    assert_eq!(rig.r(RDH), 9);
+    assert_eq!(rig.r(RNBC), 0);
+    rig.w(RDH, 0);
     rig.w(RDT, 7); // a usable ring again: the waiting frame goes in
     assert_eq!(rig.r(RDH), 1);
     assert_eq!(buf(&rig, 0, 64), frame_to(MAC, 64));
