@@ -1,6 +1,7 @@
 //! Devices on the port-I/O and MMIO buses.
 
 pub mod debug_exit;
+pub mod e1000;
 pub mod platform;
 pub mod serial;
 
