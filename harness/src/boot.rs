@@ -47,7 +47,7 @@ pub struct Args {
     /// Open the disk image with O_DIRECT (bypass the host page cache).
     #[arg(long)]
     pub direct_io: bool,
-    /// The NIC: virtio (virtio-net) or none.
+    /// The NIC: virtio (virtio-net), e1000 (Intel 82540EM, emulated) or none.
     #[arg(long, value_enum, default_value_t = NicArg::None)]
     pub nic: NicArg,
     /// Where the NIC's frames go: the in-process peer, or a TAP in a network namespace
@@ -60,6 +60,7 @@ pub struct Args {
 pub enum NicArg {
     None,
     Virtio,
+    E1000,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +73,7 @@ pub fn nic_config(args: &Args) -> Option<NicConfig> {
     let kind = match args.nic {
         NicArg::None => return None,
         NicArg::Virtio => NicKind::Virtio,
+        NicArg::E1000 => NicKind::E1000,
     };
     Some(NicConfig {
         kind,

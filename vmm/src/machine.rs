@@ -19,6 +19,7 @@ use crate::bus::{Bus, SharedDevice};
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::platform::{EntryMark, Mailbox, Null};
 use crate::devices::serial::SerialPort;
+use crate::devices::e1000::E1000;
 use crate::devices::Counters;
 use crate::event::Event;
 use crate::exits::ExitStats;
@@ -64,7 +65,7 @@ pub enum Error {
     #[error("cannot start the thread of vCPU {0}")]
     Thread(usize, #[source] std::io::Error),
     #[error(transparent)]
-    Disk(#[from] crate::backend::raw::Error),
+    Disk(#[from] crate::backend::DiskError),
     #[error("cannot set up interrupts")]
     Irq(#[from] crate::kvm::irq::Error),
     #[error("cannot create the {0} device")]
@@ -91,6 +92,8 @@ pub struct MachineConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NicKind {
     Virtio,
+    /// Intel 82540EM, fully emulated.
+    E1000,
 }
 
 /// Where the NIC's frames go.
@@ -179,6 +182,8 @@ pub struct Machine {
     tsc_khz: u32,
     times: SetupTimes,
     counters: Vec<(String, Arc<dyn Counters>)>,
+    /// Threads that bring the outside world to emulated devices (a NIC's wire).
+    io_threads: Vec<IoThread>,
     _pci: Arc<Mutex<PciRoot>>,
     _vm: Arc<VmFd>,
     _mem: GuestMemoryMmap,
@@ -267,7 +272,6 @@ impl BarAllocator {
         Ok(base)
     }
 
-    #[allow(dead_code)] // the I/O BARs of e1000 and IDE use it
     fn io(&mut self, size: u64) -> Result<u64, Error> {
         let base = self.io_next.next_multiple_of(size);
         if base + size > 0x1_0000 {
@@ -400,8 +404,9 @@ impl Machine {
         let router = Arc::new(GsiRouter::new(vm.clone()));
         let mut counters: Vec<(String, Arc<dyn Counters>)> = Vec::new();
         if let Some(disk) = &cfg.disk {
-            let backend = crate::backend::raw::RawFile::open(&disk.path, disk.options)?;
-            let blk = Block::new(Box::new(backend), "vmbench-disk0");
+            // raw or qcow2, told apart by the file's contents.
+            let backend = crate::backend::open_disk(&disk.path, disk.options)?;
+            let blk = Block::new(backend, "vmbench-disk0");
             counters.push(("virtio-blk".into(), blk.counters()));
             let bdf = Bdf {
                 bus: 0,
@@ -418,7 +423,35 @@ impl Machine {
                 dev,
             );
         }
-        if let Some(nic) = &cfg.nic {
+        let mut io_threads = Vec::new();
+        if let Some(nic) = cfg.nic.as_ref().filter(|n| n.kind == NicKind::E1000) {
+            let backend = open_net(nic.backend, nic.mac)?;
+            let rx_fd = backend.rx_fd();
+            let bdf = Bdf {
+                bus: 0,
+                dev: NIC_SLOT,
+                func: 0,
+            };
+            let irq: Arc<dyn IrqLine> = Arc::new(KvmIrqLine {
+                vm: vm.clone(),
+                gsi: intx_gsi(bdf),
+            });
+            let bar0 = bars.mmio(crate::devices::e1000::regs::MMIO_SIZE)?;
+            let bar1 = bars.io(crate::devices::e1000::regs::IO_SIZE)?;
+            let e = E1000::new(mem.clone(), backend, irq, nic.mac, bar0, bar1 as u16);
+            let dev = Arc::new(Mutex::new(e));
+            counters.push(("e1000".into(), Arc::new(E1000View(dev.clone()))));
+            io_threads.push(e1000_io_thread(dev.clone(), rx_fd).map_err(|e| Error::Device("e1000", Box::new(e)))?);
+            add_pci(
+                &mut pci.lock().unwrap_or_else(|e| e.into_inner()),
+                &mut mapper,
+                &exits,
+                bdf,
+                "e1000",
+                dev,
+            );
+        }
+        if let Some(nic) = cfg.nic.as_ref().filter(|n| n.kind == NicKind::Virtio) {
             let backend = open_net(nic.backend, nic.mac)?;
             let net = Net::new(backend, nic.mac);
             counters.push(("virtio-net".into(), net.counters()));
@@ -486,6 +519,7 @@ impl Machine {
             ioeventfd,
             tsc_khz,
             counters,
+            io_threads,
             _pci: pci,
             times: SetupTimes {
                 begin,
@@ -563,6 +597,9 @@ impl Machine {
     /// ends (a vCPU spinning in the guest never exits by itself). Idempotent.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        for t in self.io_threads.drain(..) {
+            t.stop();
+        }
         for t in self.threads.drain(..) {
             let deadline = Instant::now() + Duration::from_secs(5);
             while !t.is_finished() && Instant::now() < deadline {
@@ -576,6 +613,103 @@ impl Machine {
                 log::error!("a vCPU thread did not stop within 5 s; leaving it behind");
             }
         }
+    }
+}
+
+/// A device's I/O thread with its kill eventfd.
+struct IoThread {
+    kill: EventFd,
+    thread: JoinHandle<()>,
+}
+
+impl IoThread {
+    fn stop(self) {
+        let _ = self.kill.write(1);
+        let _ = self.thread.join();
+    }
+}
+
+/// The e1000's wire: frames arriving from the back-end are stored into the receive ring as
+/// the hardware's DMA engine would, off the vCPU threads, and the interrupt-moderation
+/// timers fire on time. Register accesses stay on the vCPU threads.
+fn e1000_io_thread(dev: Arc<Mutex<E1000>>, rx_fd: std::os::fd::RawFd) -> std::io::Result<IoThread> {
+    use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+    const RX: u64 = 1;
+    const KILL: u64 = 2;
+    let kill = EventFd::new(libc::EFD_NONBLOCK)?;
+    let epoll = Epoll::new()?;
+    epoll.ctl(ControlOperation::Add, rx_fd, EpollEvent::new(EventSet::IN, RX))?;
+    epoll.ctl(
+        ControlOperation::Add,
+        std::os::fd::AsRawFd::as_raw_fd(&kill),
+        EpollEvent::new(EventSet::IN, KILL),
+    )?;
+    let thread = std::thread::Builder::new()
+        .name("e1000-io".into())
+        .spawn(move || {
+            let mut events = [EpollEvent::default(); 4];
+            let mut armed = true;
+            loop {
+                let (deadline, backlogged) = {
+                    let d = dev.lock().unwrap_or_else(|e| e.into_inner());
+                    (d.next_deadline(), d.rx_backlogged())
+                };
+                // With frames waiting for descriptors, stop listening to the wire until
+                // the driver returns buffers (its RDT write drains the FIFO).
+                if backlogged == armed {
+                    let ev = if backlogged { EventSet::empty() } else { EventSet::IN };
+                    let _ = epoll.ctl(ControlOperation::Modify, rx_fd, EpollEvent::new(ev, RX));
+                    armed = !backlogged;
+                }
+                let mut timeout = deadline.map(|t| t.saturating_duration_since(Instant::now()));
+                if !armed {
+                    timeout = Some(timeout.map_or(Duration::from_millis(1), |t| t.min(Duration::from_millis(1))));
+                }
+                let ms = timeout.map_or(-1, |t| t.as_micros().div_ceil(1000) as i32);
+                let n = match epoll.wait(ms, &mut events) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+                    Err(_) => return,
+                };
+                if events[..n].iter().any(|e| e.data() == KILL) {
+                    return;
+                }
+                let mut d = dev.lock().unwrap_or_else(|e| e.into_inner());
+                if events[..n].iter().any(|e| e.data() == RX) {
+                    d.rx_poll();
+                }
+                d.poll(Instant::now());
+            }
+        })?;
+    Ok(IoThread { kill, thread })
+}
+
+/// The e1000's counters for the harness.
+struct E1000View(Arc<Mutex<E1000>>);
+
+impl Counters for E1000View {
+    fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let c = self.0.lock().unwrap_or_else(|e| e.into_inner()).counters();
+        vec![
+            ("mmio_reads", c.mmio_reads),
+            ("mmio_writes", c.mmio_writes),
+            ("io_reads", c.io_reads),
+            ("io_writes", c.io_writes),
+            ("tx_frames", c.tx_frames),
+            ("tx_bytes", c.tx_bytes),
+            ("tx_descriptors", c.tx_descriptors),
+            ("tx_dropped", c.tx_dropped),
+            ("rx_frames", c.rx_frames),
+            ("rx_bytes", c.rx_bytes),
+            ("rx_descriptors", c.rx_descriptors),
+            ("rx_filtered", c.rx_filtered),
+            ("rx_missed", c.rx_missed),
+            ("rx_dropped", c.rx_dropped),
+            ("interrupts", c.interrupts),
+            ("dma_errors", c.dma_errors),
+            ("bad_ring", c.bad_ring),
+            ("backend_errors", c.backend_errors),
+        ]
     }
 }
 

@@ -441,3 +441,11 @@ impl E1000 {
         }
     }
 }
+
+impl E1000 {
+    /// Frames wait in the receive FIFO for descriptors: pulling more from the back-end now
+    /// would only overflow it.
+    pub fn rx_backlogged(&self) -> bool {
+        !self.rx.fifo.is_empty()
+    }
+}
