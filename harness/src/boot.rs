@@ -7,9 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use vmm::backend::block::OpenOptions;
 use vmm::exits::{ExitSnapshot, VcpuExits};
-use vmm::machine::{
-    DiskConfig, DiskKind, NetBackendKind, NicConfig, NicKind, GUEST_MAC,
-};
+use vmm::machine::{DiskConfig, DiskKind, NetBackendKind, NicConfig, NicKind, GUEST_MAC};
 use vmm::{Machine, MachineConfig};
 
 use crate::exitcode::Failed;

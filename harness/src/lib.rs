@@ -1,6 +1,7 @@
 //! vmbench's harness: the CLI commands, the guest sessions they run, and the records guests
 //! send back.
 
+pub mod bench;
 pub mod boot;
 pub mod exitcode;
 pub mod qemu;

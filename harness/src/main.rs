@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use vmbench::{boot, exitcode};
+use vmbench::{bench, boot, exitcode};
 
 /// vmbench: a reproducible virtual test-bed and benchmark harness.
 #[derive(Parser)]
@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job: run every case of a scenario, write results.json, print a summary.
+    Bench(bench::Args),
     /// Boot one guest and run one workload in it.
     Boot(boot::Args),
     /// Build or show guest images.
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let verbose = cli.verbose;
     let result = match cli.command {
+        Command::Bench(args) => bench::run(args),
         Command::Boot(args) => boot::run(args),
         Command::Images { command } => images(command),
     };

@@ -77,8 +77,8 @@ pub enum DiskFormat {
 
 impl DiskFormat {
     /// The format the first bytes of an image announce: qcow2 by its magic, anything else is
-    /// raw. The name of the file says nothing (a raw image may hold anything, a qcow2 header
-    /// included, so QEMU is always told the format rather than left to guess).
+    /// raw. The file's name plays no part; QEMU is then told the format, never left to probe
+    /// it.
     pub fn from_header(head: &[u8]) -> DiskFormat {
         if head.starts_with(&QCOW2_MAGIC) {
             DiskFormat::Qcow2

@@ -14,7 +14,11 @@ use vmm::{Machine, MachineConfig};
 fn probe() -> PathBuf {
     static PROBE: OnceLock<PathBuf> = OnceLock::new();
     PROBE
-        .get_or_init(|| images::probe::build(&mut |_| {}).unwrap().artifacts[0].path.clone())
+        .get_or_init(|| {
+            images::probe::build(&mut |_| {}).unwrap().artifacts[0]
+                .path
+                .clone()
+        })
         .clone()
 }
 
@@ -37,7 +41,12 @@ fn boot(backend: NetBackendKind, exec: &str) -> Outcome {
         run: Duration::from_secs(60),
     };
     let out = session::run(&mut m, &limits, |_| {}).unwrap();
-    assert!(matches!(out.ending, Ending::Exited { code: 0 }), "{:?} {:?}", out.ending, out.records);
+    assert!(
+        matches!(out.ending, Ending::Exited { code: 0 }),
+        "{:?} {:?}",
+        out.ending,
+        out.records
+    );
     out
 }
 
@@ -54,13 +63,24 @@ fn counter(out: &Outcome, dev: &str, name: &str) -> u64 {
 
 #[test]
 fn frames_sent_by_the_probe_are_counted_by_the_peer() {
-    let out = boot(NetBackendKind::Peer, "net-tx size=64 batch=16 duration_ms=200 warmup_ms=50");
+    let out = boot(
+        NetBackendKind::Peer,
+        "net-tx size=64 batch=16 duration_ms=200 warmup_ms=50",
+    );
 
     let r = result(&out, "net-tx");
     let total = r.get_u64("frames_total").unwrap();
     assert!(r.get_u64("frames").unwrap() > 100, "{r}");
-    assert_eq!(counter(&out, "peer", "sunk_frames"), total, "every frame reached the discard service");
-    assert_eq!(counter(&out, "peer", "sunk_bytes"), total * (64 - 42), "UDP payload bytes");
+    assert_eq!(
+        counter(&out, "peer", "sunk_frames"),
+        total,
+        "every frame reached the discard service"
+    );
+    assert_eq!(
+        counter(&out, "peer", "sunk_bytes"),
+        total * (64 - 42),
+        "UDP payload bytes"
+    );
     assert_eq!(counter(&out, "virtio-net", "tx_dropped"), 0);
     // Batching: far fewer doorbells than frames.
     assert!(counter(&out, "virtio-net", "tx_kicks") < total / 4);
@@ -68,19 +88,32 @@ fn frames_sent_by_the_probe_are_counted_by_the_peer() {
 
 #[test]
 fn the_peer_streams_frames_into_the_probe() {
-    let out = boot(NetBackendKind::Peer, "net-rx size=1500 duration_ms=200 warmup_ms=50");
+    let out = boot(
+        NetBackendKind::Peer,
+        "net-rx size=1500 duration_ms=200 warmup_ms=50",
+    );
 
     let r = result(&out, "net-rx");
     assert!(r.get_u64("frames").unwrap() > 100, "{r}");
-    assert_eq!(r.get_u64("bytes"), Some(r.get_u64("frames").unwrap() * 1500));
+    assert_eq!(
+        r.get_u64("bytes"),
+        Some(r.get_u64("frames").unwrap() * 1500)
+    );
     let got = r.get_u64("frames_total").unwrap();
     assert!(counter(&out, "peer", "sourced_frames") >= got);
-    assert_eq!(counter(&out, "peer", "source_commands"), 2, "start and stop");
+    assert_eq!(
+        counter(&out, "peer", "source_commands"),
+        2,
+        "start and stop"
+    );
 }
 
 #[test]
 fn udp_round_trips_come_back_with_matching_payloads() {
-    let out = boot(NetBackendKind::Peer, "net-rr size=200 duration_ms=200 warmup_ms=50");
+    let out = boot(
+        NetBackendKind::Peer,
+        "net-rr size=200 duration_ms=200 warmup_ms=50",
+    );
 
     let r = result(&out, "net-rr");
     let ops = r.get_u64("ops").unwrap();
@@ -96,7 +129,10 @@ fn udp_round_trips_come_back_with_matching_payloads() {
 }
 
 fn our_namespaces() -> Vec<String> {
-    let out = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
     let me = format!("-{}-", std::process::id());
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -107,21 +143,35 @@ fn our_namespaces() -> Vec<String> {
 
 #[test]
 fn over_tap_in_a_namespace_round_trips_and_streams_work_and_the_namespace_goes_away() {
-    let rr = boot(NetBackendKind::Tap, "net-rr size=100 duration_ms=200 warmup_ms=50");
+    let rr = boot(
+        NetBackendKind::Tap,
+        "net-rr size=100 duration_ms=200 warmup_ms=50",
+    );
     let r = result(&rr, "net-rr");
     assert!(r.get_u64("ops").unwrap() > 10, "{r}");
     assert_eq!(r.get_u64("mismatches"), Some(0));
     assert!(counter(&rr, "tap", "echoed_frames") >= r.get_u64("ops").unwrap());
 
-    let tx = boot(NetBackendKind::Tap, "net-tx size=1500 batch=8 duration_ms=200 warmup_ms=50");
+    let tx = boot(
+        NetBackendKind::Tap,
+        "net-tx size=1500 batch=8 duration_ms=200 warmup_ms=50",
+    );
     let t = result(&tx, "net-tx");
     assert!(t.get_u64("frames").unwrap() > 100, "{t}");
     // Every frame went into the TAP; the host-side sink in the namespace saw the stream (the
     // kernel may drop datagrams its socket buffer cannot hold, which is UDP's nature).
     let total = t.get_u64("frames_total").unwrap();
-    assert!(counter(&tx, "tap", "tx_frames") >= total, "{:?}", tx.device_counters);
+    assert!(
+        counter(&tx, "tap", "tx_frames") >= total,
+        "{:?}",
+        tx.device_counters
+    );
     let sunk = counter(&tx, "tap", "sunk_frames");
     assert!(sunk > 0 && sunk <= total, "sunk {sunk} of {total}");
 
-    assert!(our_namespaces().is_empty(), "left behind: {:?}", our_namespaces());
+    assert!(
+        our_namespaces().is_empty(),
+        "left behind: {:?}",
+        our_namespaces()
+    );
 }

@@ -14,12 +14,15 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::Killable;
 
+use crate::backend::net::{BackendCounters, NetBackend};
+use crate::backend::peer::{Peer, PeerConfig, DEFAULT_GUEST_IP};
+use crate::backend::tap::{GuestAddr, Tap, TapOptions};
 use crate::boot::{self, ProbeParams};
 use crate::bus::{Bus, SharedDevice};
 use crate::devices::debug_exit::DebugExit;
+use crate::devices::e1000::E1000;
 use crate::devices::platform::{EntryMark, Mailbox, Null};
 use crate::devices::serial::SerialPort;
-use crate::devices::e1000::E1000;
 use crate::devices::Counters;
 use crate::event::Event;
 use crate::exits::ExitStats;
@@ -27,12 +30,9 @@ use crate::interrupt::{IrqLine, KvmIrqLine};
 use crate::kvm::irq::GsiRouter;
 use crate::kvm::{self, vcpu};
 use crate::pci::{Bdf, ConfigChange, PciFunction, PciRoot, SharedFunction};
-use crate::backend::net::{BackendCounters, NetBackend};
-use crate::backend::peer::{Peer, PeerConfig, DEFAULT_GUEST_IP};
-use crate::backend::tap::{GuestAddr, Tap, TapOptions};
 use crate::virtio::blk::Block;
-use crate::virtio::net::Net;
 use crate::virtio::msix::{VectorFd, VirtioIrq};
+use crate::virtio::net::Net;
 use crate::virtio::pci::VirtioPci;
 use std::collections::BTreeMap;
 
@@ -118,8 +118,8 @@ pub const GUEST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0f];
 fn open_net(kind: NetBackendKind, guest_mac: [u8; 6]) -> Result<Box<dyn NetBackend>, Error> {
     match kind {
         NetBackendKind::Peer => {
-            let peer = Peer::new(PeerConfig::default())
-                .map_err(|e| Error::Device("peer", Box::new(e)))?;
+            let peer =
+                Peer::new(PeerConfig::default()).map_err(|e| Error::Device("peer", Box::new(e)))?;
             Ok(Box::new(peer))
         }
         NetBackendKind::Tap => {
@@ -441,7 +441,10 @@ impl Machine {
             let e = E1000::new(mem.clone(), backend, irq, nic.mac, bar0, bar1 as u16);
             let dev = Arc::new(Mutex::new(e));
             counters.push(("e1000".into(), Arc::new(E1000View(dev.clone()))));
-            io_threads.push(e1000_io_thread(dev.clone(), rx_fd).map_err(|e| Error::Device("e1000", Box::new(e)))?);
+            io_threads.push(
+                e1000_io_thread(dev.clone(), rx_fd)
+                    .map_err(|e| Error::Device("e1000", Box::new(e)))?,
+            );
             add_pci(
                 &mut pci.lock().unwrap_or_else(|e| e.into_inner()),
                 &mut mapper,
@@ -638,7 +641,11 @@ fn e1000_io_thread(dev: Arc<Mutex<E1000>>, rx_fd: std::os::fd::RawFd) -> std::io
     const KILL: u64 = 2;
     let kill = EventFd::new(libc::EFD_NONBLOCK)?;
     let epoll = Epoll::new()?;
-    epoll.ctl(ControlOperation::Add, rx_fd, EpollEvent::new(EventSet::IN, RX))?;
+    epoll.ctl(
+        ControlOperation::Add,
+        rx_fd,
+        EpollEvent::new(EventSet::IN, RX),
+    )?;
     epoll.ctl(
         ControlOperation::Add,
         std::os::fd::AsRawFd::as_raw_fd(&kill),
@@ -657,13 +664,19 @@ fn e1000_io_thread(dev: Arc<Mutex<E1000>>, rx_fd: std::os::fd::RawFd) -> std::io
                 // With frames waiting for descriptors, stop listening to the wire until
                 // the driver returns buffers (its RDT write drains the FIFO).
                 if backlogged == armed {
-                    let ev = if backlogged { EventSet::empty() } else { EventSet::IN };
+                    let ev = if backlogged {
+                        EventSet::empty()
+                    } else {
+                        EventSet::IN
+                    };
                     let _ = epoll.ctl(ControlOperation::Modify, rx_fd, EpollEvent::new(ev, RX));
                     armed = !backlogged;
                 }
                 let mut timeout = deadline.map(|t| t.saturating_duration_since(Instant::now()));
                 if !armed {
-                    timeout = Some(timeout.map_or(Duration::from_millis(1), |t| t.min(Duration::from_millis(1))));
+                    timeout = Some(timeout.map_or(Duration::from_millis(1), |t| {
+                        t.min(Duration::from_millis(1))
+                    }));
                 }
                 let ms = timeout.map_or(-1, |t| t.as_micros().div_ceil(1000) as i32);
                 let n = match epoll.wait(ms, &mut events) {

@@ -230,6 +230,16 @@ pub fn stream(env: &Env, write: bool, args: SplitAsciiWhitespace) -> u32 {
     let duration_ms = a.u64("duration_ms", 1000);
     let warmup_ms = a.u64("warmup_ms", 200);
     let a_raw = a.u64("raw", 0) != 0;
+    // One virtio-blk access pattern; the profile is recorded for the IDE comparison.
+    let profile = match a.str("profile", "linux") {
+        "linux" => "linux",
+        "batched" => "batched",
+        other => {
+            a.bad("profile", other, "linux or batched");
+            "linux"
+        }
+    };
+    let seed = a.u64("seed", 0x2545_F491_4F6C_DD1D);
     if !a.finish() {
         return exit::BAD_EXEC;
     }
@@ -247,7 +257,7 @@ pub fn stream(env: &Env, write: bool, args: SplitAsciiWhitespace) -> u32 {
         return exit::BAD_EXEC;
     }
     let kind = if write { T_OUT } else { T_IN };
-    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut rng = seed.max(1);
     let mut next_seq = 0u64;
     let mut next_sector = || {
         if random {
@@ -319,6 +329,7 @@ pub fn stream(env: &Env, write: bool, args: SplitAsciiWhitespace) -> u32 {
         .kv("window_ns", window_ns)
         .kv("qd", qd)
         .kv("bs", bs)
+        .kv("profile", profile)
         .send(env);
     exit::OK
 }

@@ -247,13 +247,25 @@ fn open(env: &Env, name: &str) -> Option<(VirtioNet, [u8; 6])> {
 
 struct Common {
     size: usize,
+    /// The driver's register access pattern (`linux` or `batched`); virtio-net has one
+    /// pattern, so it is only recorded.
+    profile: &'static str,
     duration_ms: u64,
     warmup_ms: u64,
     raw: bool,
 }
 
 fn common(a: &mut Args, size_default: u64) -> Common {
+    let profile = match a.str("profile", "linux") {
+        "linux" => "linux",
+        "batched" => "batched",
+        other => {
+            a.bad("profile", other, "linux or batched");
+            "linux"
+        }
+    };
     Common {
+        profile,
         size: a.u64("size", size_default) as usize,
         duration_ms: a.u64("duration_ms", 1000),
         warmup_ms: a.u64("warmup_ms", 200),
@@ -320,6 +332,7 @@ pub fn tx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
     }
     Record::new("result")
         .kv("name", "net-tx")
+        .kv("profile", c.profile)
         .kv("ops", sent)
         .kv("frames", sent)
         .kv("frames_total", total)
@@ -402,6 +415,7 @@ pub fn rx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
     source_command(&mut nic, peer, "stop");
     Record::new("result")
         .kv("name", "net-rx")
+        .kv("profile", c.profile)
         .kv("ops", frames)
         .kv("frames", frames)
         .kv("frames_total", total)
@@ -431,12 +445,14 @@ pub fn rr(env: &Env, args: SplitAsciiWhitespace) -> u32 {
     let end = warm_end + c.duration_ms * khz;
     let mut lat = crate::samples::Samples::new(1 << 20);
     let (mut ops, mut mismatches, mut lost, mut measuring) = (0u64, 0u64, 0u64, false);
+    let mut window_start = 0u64;
     let mut seq = 0u32;
     let timeout = khz * 1000;
     loop {
         let now = rdtsc();
         if !measuring && now >= warm_end {
             measuring = true;
+            window_start = now;
             Record::new("window-start").send(env);
         }
         if now >= end {
@@ -476,11 +492,14 @@ pub fn rr(env: &Env, args: SplitAsciiWhitespace) -> u32 {
             }
         }
     }
+    let window_ns = env.ns(rdtsc() - window_start);
     Record::new("window-end").kv("ops", ops).send(env);
     lat.report(env, "net-rr", "latency", c.raw);
     Record::new("result")
         .kv("name", "net-rr")
+        .kv("profile", c.profile)
         .kv("ops", ops)
+        .kv("window_ns", window_ns)
         .kv("mismatches", mismatches)
         .kv("lost", lost)
         .kv("size", c.size)

@@ -1,0 +1,207 @@
+//! Turning one guest session into a results repetition: the workload's own figures, the VM
+//! exits and VMM CPU time of its measurement window, the cross-check against what the peer
+//! counted, and the boot timeline.
+
+use std::collections::BTreeMap;
+
+use crate::record::Record;
+use crate::results::{BootTimeline, CpuTime, Exits, Repetition};
+use crate::scenario::{Case, WorkloadKind};
+use crate::session::Outcome;
+
+/// The metric a case is judged by in the summary, and whether higher is better.
+pub fn primary(kind: WorkloadKind) -> (&'static str, bool) {
+    match kind {
+        WorkloadKind::NetTx | WorkloadKind::NetRx => ("ops_per_sec", true),
+        WorkloadKind::NetRr => ("latency_p50_ns", false),
+        WorkloadKind::BlkRead | WorkloadKind::BlkWrite => ("ops_per_sec", true),
+        WorkloadKind::Hello => ("boot_total_ms", false),
+        WorkloadKind::Calibrate => ("pio_exit_ns", false),
+    }
+}
+
+fn result_of<'a>(out: &'a Outcome, name: &str) -> Option<&'a Record> {
+    out.records_of("result")
+        .map(|t| &t.record)
+        .find(|r| r.get("name") == Some(name))
+}
+
+/// Why a finished session does not count as a measurement (the guest said something went
+/// wrong), if it does not.
+pub fn guest_error(out: &Outcome) -> Option<String> {
+    out.records_of("error")
+        .next()
+        .map(|t| format!("the guest reported: {}", t.record.text))
+}
+
+/// Builds the repetition; `Err` when the guest did not produce the figures the workload must.
+/// `duration_secs` is the configured window, used when the guest did not time its own.
+pub fn repetition(
+    case: &Case,
+    index: u32,
+    out: &Outcome,
+    wall_secs: f64,
+    duration_secs: f64,
+) -> Result<Repetition, String> {
+    let kind = case.params.workload.kind();
+    let mut metrics = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    let t = &out.timeline;
+    for (k, v) in [
+        ("boot_setup_ms", t.setup_ms()),
+        ("boot_first_instruction_ms", t.first_instruction_ms()),
+        ("boot_ready_ms", t.ready_ms()),
+        ("boot_total_ms", t.total_ms()),
+    ] {
+        if let Some(v) = v {
+            metrics.insert(k.to_string(), v);
+        }
+    }
+    let mut exits = Exits::default();
+    let mut cpu = CpuTime::default();
+    match kind {
+        WorkloadKind::Hello => {}
+        WorkloadKind::Calibrate => {
+            for r in out.records_of("result").map(|t| &t.record) {
+                if let (Some(name), Some(median)) = (r.get("name"), r.get_u64("median")) {
+                    metrics.insert(format!("{name}_ns"), median as f64);
+                    if let Some(p90) = r.get_u64("p90") {
+                        metrics.insert(format!("{name}_p90_ns"), p90 as f64);
+                    }
+                }
+            }
+            if !metrics.contains_key("pio_exit_ns") {
+                return Err("calibrate reported no pio_exit figure".into());
+            }
+        }
+        _ => {
+            let name = kind.as_str();
+            let r = result_of(out, name).ok_or_else(|| format!("{name} reported no result"))?;
+            let ops = r.get_u64("ops").unwrap_or(0);
+            if ops == 0 {
+                return Err(format!("{name} completed no operation in its window: {r}"));
+            }
+            let window_s = r
+                .get_u64("window_ns")
+                .map(|ns| ns as f64 / 1e9)
+                .unwrap_or(duration_secs);
+            metrics.insert("ops".into(), ops as f64);
+            metrics.insert("ops_per_sec".into(), ops as f64 / window_s);
+            if let Some(bytes) = r.get_u64("bytes") {
+                metrics.insert("mb_per_sec".into(), bytes as f64 / window_s / 1e6);
+                metrics.insert("gbit_per_sec".into(), bytes as f64 * 8.0 / window_s / 1e9);
+            }
+            for k in ["errors", "mismatches", "lost"] {
+                if let Some(v) = r.get_u64(k) {
+                    metrics.insert(k.into(), v as f64);
+                    if v > 0 {
+                        return Err(format!("{name} reported {k}={v}: {r}"));
+                    }
+                }
+            }
+            if let Some(l) = out.records_of("latency").next().map(|t| &t.record) {
+                for (k, m) in [
+                    ("p50", "latency_p50_ns"),
+                    ("p90", "latency_p90_ns"),
+                    ("p99", "latency_p99_ns"),
+                    ("p999", "latency_p999_ns"),
+                    ("mean", "latency_mean_ns"),
+                ] {
+                    if let Some(v) = l.get_u64(k) {
+                        metrics.insert(m.into(), v as f64);
+                    }
+                }
+            }
+            let lat: Vec<f64> = out
+                .records_of("samples")
+                .flat_map(|t| {
+                    t.record
+                        .text
+                        .split(' ')
+                        .filter_map(|w| w.parse::<f64>().ok())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            if !lat.is_empty() {
+                samples.insert("latency_ns".to_string(), lat);
+            }
+            if let Some(w) = crate::boot::window(out) {
+                exits = Exits::from_counts(&w.exits, w.ops.max(ops));
+                metrics.insert("exits_per_op".into(), w.exits.total() as f64 / ops as f64);
+                cpu = CpuTime {
+                    user_s: w.cpu.vmm_user_ns() as f64 / 1e9,
+                    sys_s: w.cpu.sys_ns as f64 / 1e9,
+                };
+                metrics.insert(
+                    "vmm_cpu_us_per_op".into(),
+                    (w.cpu.vmm_user_ns() + w.cpu.sys_ns) as f64 / 1e3 / ops as f64,
+                );
+            }
+            // Device-side operation counts: notifications and register traffic per op are
+            // what explains the cost of a device.
+            cross_check(out, r, kind, &mut metrics)?;
+        }
+    }
+    Ok(Repetition {
+        index,
+        samples,
+        metrics,
+        exits,
+        cpu,
+        boot: BootTimeline::from(&out.timeline),
+        wall_secs,
+    })
+}
+
+/// Guest figures against what the other side counted over the whole session.
+fn cross_check(
+    out: &Outcome,
+    r: &Record,
+    kind: WorkloadKind,
+    metrics: &mut BTreeMap<String, f64>,
+) -> Result<(), String> {
+    let peer = out
+        .device_counters
+        .iter()
+        .find(|(k, _)| k.as_str() == "peer" || k.as_str() == "tap")
+        .map(|(_, v)| v);
+    let Some(peer) = peer else { return Ok(()) };
+    let get = |k: &str| peer.get(k).copied().unwrap_or(0);
+    match kind {
+        WorkloadKind::NetTx => {
+            let total = r.get_u64("frames_total").unwrap_or(0);
+            metrics.insert("peer_frames".into(), get("sunk_frames") as f64);
+            metrics.insert("guest_frames_total".into(), total as f64);
+            // The in-process peer sees every frame; a TAP's host socket may drop some.
+            if out.device_counters.contains_key("peer") && get("sunk_frames") != total {
+                return Err(format!(
+                    "the guest sent {total} frames but the peer received {}",
+                    get("sunk_frames")
+                ));
+            }
+        }
+        WorkloadKind::NetRx => {
+            let total = r.get_u64("frames_total").unwrap_or(0);
+            metrics.insert("peer_frames".into(), get("sourced_frames") as f64);
+            metrics.insert("guest_frames_total".into(), total as f64);
+            if get("sourced_frames") < total {
+                return Err(format!(
+                    "the guest received {total} frames but the peer sent only {}",
+                    get("sourced_frames")
+                ));
+            }
+        }
+        WorkloadKind::NetRr => {
+            metrics.insert("peer_frames".into(), get("echoed_frames") as f64);
+            let ops = r.get_u64("ops").unwrap_or(0);
+            if get("echoed_frames") < ops {
+                return Err(format!(
+                    "the guest counted {ops} round trips but the peer echoed only {}",
+                    get("echoed_frames")
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,557 @@
+//! `vmbench bench SCENARIO.toml`: the main job. Expands the scenario, runs every case's
+//! repetitions interleaved (A B C, B C A, ...) each on a freshly booted guest, keeps every
+//! raw sample, writes `results.json` after every repetition, computes statistics and
+//! comparisons, optionally keeps sampling until the intervals are narrow enough, and prints a
+//! summary.
+
+mod metrics;
+mod summary;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::exitcode::Failed;
+use crate::results::{
+    self, collect_environment, create_run_dir, run_id, Calibration, CaseStatus, ResultsWriter,
+    RunResults,
+};
+use crate::scenario::{Case, Disk, DiskFormat, Engine, NetBackend, Nic, Overrides, Scenario, Slot};
+use crate::session::{self, Ending, Limits, Outcome};
+use vmm::backend::block::OpenOptions;
+use vmm::machine::{DiskConfig, DiskKind, NetBackendKind, NicConfig, NicKind, GUEST_MAC};
+use vmm::{Machine, MachineConfig};
+
+pub use metrics::primary;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// The scenario file (scenarios/*.toml).
+    pub scenario: PathBuf,
+    /// Where to write results.json (default: results/<run-id>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Repetitions per case, overriding the scenario.
+    #[arg(long)]
+    pub repetitions: Option<u32>,
+    /// Measurement window in seconds, overriding the scenario.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Only the cases whose id contains PATTERN (or matches it as a glob; `a|b` for either).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Keep adding interleaved repetitions until every case's 95% interval of the median of
+    /// its primary metric is narrower than PCT percent of the median.
+    #[arg(long, value_name = "PCT")]
+    pub target_ci: Option<f64>,
+    /// Time budget in seconds for --target-ci (default 600).
+    #[arg(long, value_name = "SECS")]
+    pub budget: Option<f64>,
+    /// Print the results document as JSON on stdout instead of the summary table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// True once the user pressed Ctrl-C (or the process got SIGTERM).
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut scenario = Scenario::load(&args.scenario)?;
+    scenario.apply(&Overrides {
+        repetitions: args.repetitions,
+        duration_secs: args.duration,
+        filter: args.filter.clone(),
+    })?;
+    if scenario.cases.is_empty() {
+        bail!(
+            "{}: no case to run (check --filter)",
+            args.scenario.display()
+        );
+    }
+    if let Some(p) = args.target_ci {
+        if !(p > 0.0 && p < 100.0) {
+            bail!("--target-ci must be a percentage between 0 and 100, got {p}");
+        }
+    }
+    check_requirements(&scenario)?;
+    for w in &scenario.warnings {
+        eprintln!("warning: {w}");
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        vmm_sys_util::signal::register_signal_handler(sig, on_sigint)
+            .context("cannot install the Ctrl-C handler")?;
+    }
+
+    let manifest =
+        images::probe::build(&mut |m| eprintln!("{m}")).context("cannot build the probe guest")?;
+    let probe = manifest.artifacts[0].path.clone();
+    let env = collect_environment(Some(manifest.artifacts[0].sha256.clone()));
+    let (dir, id) = match &args.out {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+            (d.clone(), run_id(std::time::SystemTime::now()))
+        }
+        None => create_run_dir(Path::new("results"), &run_id(std::time::SystemTime::now()))?,
+    };
+    let doc = RunResults::new(id.clone(), env, scenario.clone());
+    let mut writer = ResultsWriter::create(&dir, doc)?;
+    writer.set_images(vec![serde_json::to_value(&manifest)?])?;
+    eprintln!(
+        "run {id}: {} cases x {} repetitions -> {}",
+        scenario.cases.len(),
+        scenario.run.repetitions,
+        writer.path().display()
+    );
+
+    let mut runner = Runner {
+        scenario: &scenario,
+        probe,
+        dir: dir.clone(),
+        disks: BTreeMap::new(),
+        measured: Duration::ZERO,
+    };
+    let started = Instant::now();
+    if let Some(c) = runner.calibrate() {
+        writer.set_calibration(c)?;
+    }
+    let outcome = runner.run_all(&mut writer, &args, started);
+    runner.remove_disks();
+    let doc = match outcome {
+        Ok(()) => {
+            let pairs = scenario.comparison_pairs();
+            let comparisons = writer.results().compare(&pairs, &scenario.run.bootstrap());
+            writer.set_comparisons(comparisons)?;
+            writer.finish()?
+        }
+        Err(e) => {
+            writer.interrupt(&e)?;
+            let doc = writer.results().clone();
+            summary::print(
+                &doc,
+                &mut std::io::stdout(),
+                runner.measured,
+                started.elapsed(),
+            )?;
+            let _ = vmm::backend::netns::remove_all_owned();
+            return Err(Failed(format!(
+                "{e}; the finished cases are in {}",
+                dir.join(results::RESULTS_FILE).display()
+            ))
+            .into());
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        summary::print(
+            &doc,
+            &mut std::io::stdout(),
+            runner.measured,
+            started.elapsed(),
+        )?;
+    }
+    let failed: Vec<&str> = doc
+        .cases
+        .iter()
+        .filter(|c| c.is_failed())
+        .map(|c| c.id.as_str())
+        .collect();
+    if !failed.is_empty() {
+        return Err(Failed(format!(
+            "{} case(s) failed: {}",
+            failed.len(),
+            failed.join("; ")
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Refuses, before anything runs, what cannot run on this host.
+fn check_requirements(s: &Scenario) -> anyhow::Result<()> {
+    vmm::kvm::open()?;
+    if s.cases.iter().any(|c| c.params.engine == Engine::Qemu) {
+        crate::qemu::find_qemu().context("this scenario runs cases on QEMU")?;
+    }
+    let tap = s
+        .cases
+        .iter()
+        .any(|c| c.params.net_backend == NetBackend::Tap && c.params.nic != Nic::None);
+    // SAFETY: geteuid has no preconditions and touches no memory.
+    if tap && unsafe { libc::geteuid() } != 0 {
+        bail!("this scenario uses the tap back-end, which needs root (CAP_NET_ADMIN) to create a network namespace and a TAP device; run it as root, or use net_backend = \"peer\", which needs nothing");
+    }
+    Ok(())
+}
+
+struct Runner<'a> {
+    scenario: &'a Scenario,
+    probe: PathBuf,
+    dir: PathBuf,
+    /// Disk images by case index, made once per case.
+    disks: BTreeMap<usize, PathBuf>,
+    /// Time spent inside measurement windows.
+    measured: Duration,
+}
+
+impl Runner<'_> {
+    /// A short calibration on vmbench's VMM, so every results file says what exits cost here.
+    fn calibrate(&mut self) -> Option<Calibration> {
+        let exec = "calibrate n=300".to_string();
+        let cfg = MachineConfig {
+            vcpus: 1,
+            mem_mib: 64,
+            probe: self.probe.clone(),
+            exec: exec.clone(),
+            ..Default::default()
+        };
+        let mut m = Machine::new(&cfg).ok()?;
+        let limits = Limits {
+            ready: Duration::from_secs(10),
+            run: Duration::from_secs(60),
+        };
+        let out = session::run(&mut m, &limits, |_| {}).ok()?;
+        let mut figures = BTreeMap::new();
+        for r in out.records_of("result").map(|t| &t.record) {
+            if let (Some(n), Some(v)) = (r.get("name"), r.get_u64("median")) {
+                figures.insert(format!("{n}_ns"), v as f64);
+            }
+        }
+        (!figures.is_empty()).then_some(Calibration {
+            figures,
+            probe_exec: exec,
+        })
+    }
+
+    fn run_all(
+        &mut self,
+        writer: &mut ResultsWriter,
+        args: &Args,
+        started: Instant,
+    ) -> Result<(), String> {
+        let schedule = self.scenario.schedule();
+        let mut remaining: BTreeMap<usize, u32> = BTreeMap::new();
+        for s in &schedule {
+            *remaining.entry(s.case).or_default() += 1;
+        }
+        let bar = progress(schedule.len() as u64);
+        for slot in &schedule {
+            self.one(writer, slot, &bar, &mut remaining)?;
+        }
+        bar.finish_and_clear();
+        if let Some(pct) = args.target_ci {
+            let budget = Duration::from_secs_f64(args.budget.unwrap_or(600.0));
+            self.adaptive(writer, pct, budget, started)?;
+        }
+        Ok(())
+    }
+
+    /// One slot: boot, run, record (or fail the case); finishes the case after its last slot.
+    fn one(
+        &mut self,
+        writer: &mut ResultsWriter,
+        slot: &Slot,
+        bar: &ProgressBar,
+        remaining: &mut BTreeMap<usize, u32>,
+    ) -> Result<(), String> {
+        if interrupted() {
+            return Err("interrupted by Ctrl-C".into());
+        }
+        let case = &self.scenario.cases[slot.case];
+        let failed = writer
+            .results()
+            .case(&case.id)
+            .is_none_or(|c| c.is_failed());
+        bar.set_message(format!("{} (repetition {})", case.id, slot.repetition + 1));
+        if !failed {
+            match self.repetition(case, slot.repetition) {
+                Ok(rep) => writer
+                    .add_repetition(&case.id, rep)
+                    .map_err(|e| e.to_string())?,
+                Err((reason, tail)) => {
+                    if interrupted() {
+                        return Err("interrupted by Ctrl-C".into());
+                    }
+                    bar.println(format!("case {} failed: {reason}", case.id));
+                    writer
+                        .fail_case(&case.id, &reason, tail)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        bar.inc(1);
+        let left = remaining.entry(slot.case).or_default();
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            let c = writer.results().case(&case.id);
+            if c.is_some_and(|c| c.status == CaseStatus::Pending) {
+                writer
+                    .finish_case(&case.id, &self.scenario.run.bootstrap())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds rounds for the cases whose interval is still too wide, until all converge or
+    /// the budget is spent; says which did not.
+    fn adaptive(
+        &mut self,
+        writer: &mut ResultsWriter,
+        pct: f64,
+        budget: Duration,
+        started: Instant,
+    ) -> Result<(), String> {
+        let mut round = self.scenario.run.repetitions;
+        loop {
+            let wide: Vec<usize> = self
+                .scenario
+                .cases
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !converged(writer.results(), c, pct))
+                .map(|(i, _)| i)
+                .collect();
+            if wide.is_empty() {
+                eprintln!("every case converged to a 95% interval within {pct}% of its median");
+                return Ok(());
+            }
+            if started.elapsed() >= budget {
+                let names: Vec<&str> = wide
+                    .iter()
+                    .map(|&i| self.scenario.cases[i].id.as_str())
+                    .collect();
+                eprintln!(
+                    "budget spent; not converged to {pct}%: {}",
+                    names.join("; ")
+                );
+                let note = format!(
+                    "--target-ci {pct}: budget spent before these cases converged: {}",
+                    names.join("; ")
+                );
+                writer
+                    .update(|d| d.scenario.warnings.push(note))
+                    .map_err(|e| e.to_string())?;
+                return Ok(());
+            }
+            let slots: Vec<Slot> = self
+                .scenario
+                .round(round)
+                .into_iter()
+                .filter(|s| wide.contains(&s.case))
+                .collect();
+            let bar = progress(slots.len() as u64);
+            let mut remaining: BTreeMap<usize, u32> = slots.iter().map(|s| (s.case, 1)).collect();
+            for s in &slots {
+                writer
+                    .update(|d| {
+                        if let Ok(c) = d.case_mut(&self.scenario.cases[s.case].id) {
+                            if c.status == CaseStatus::Ok {
+                                c.status = CaseStatus::Pending;
+                            }
+                        }
+                    })
+                    .map_err(|e| e.to_string())?;
+                self.one(writer, s, &bar, &mut remaining)?;
+            }
+            bar.finish_and_clear();
+            round += 1;
+        }
+    }
+
+    /// Boots a fresh guest for `case` and turns its session into a repetition.
+    fn repetition(
+        &mut self,
+        case: &Case,
+        index: u32,
+    ) -> Result<results::Repetition, (String, Vec<String>)> {
+        let p = &case.params;
+        if p.engine == Engine::Qemu {
+            return crate::bench::qemu_engine::repetition(self, case, index);
+        }
+        let disk = match p.disk {
+            Disk::None => None,
+            Disk::Virtio => Some(DiskConfig {
+                kind: DiskKind::Virtio,
+                path: self.disk_for(case).map_err(|e| (e, vec![]))?,
+                options: OpenOptions::default(),
+            }),
+            Disk::Ide => {
+                return Err((
+                    "the IDE controller is not in vmbench's VMM yet (issue: emulated devices)"
+                        .into(),
+                    vec![],
+                ));
+            }
+        };
+        let nic = match p.nic {
+            Nic::None => None,
+            n => Some(NicConfig {
+                kind: if n == Nic::Virtio {
+                    NicKind::Virtio
+                } else {
+                    NicKind::E1000
+                },
+                backend: match p.net_backend {
+                    NetBackend::Peer => NetBackendKind::Peer,
+                    NetBackend::Tap => NetBackendKind::Tap,
+                },
+                mac: GUEST_MAC,
+            }),
+        };
+        let mut exec = case.probe_exec().to_string();
+        if p.workload.kind().is_windowed() && exec.len() + 6 <= crate::scenario::PROBE_EXEC_MAX {
+            exec.push_str(" raw=1");
+        }
+        let cfg = MachineConfig {
+            vcpus: p.vcpus as usize,
+            mem_mib: u64::from(p.mem_mib),
+            probe: self.probe.clone(),
+            exec,
+            disk,
+            nic,
+        };
+        let begin = Instant::now();
+        let mut m =
+            Machine::new(&cfg).map_err(|e| (format!("cannot build the VM: {e}"), vec![]))?;
+        let limits = self.scenario.run.limits();
+        let out = session::run(&mut m, &limits, |_| {})
+            .map_err(|e| (format!("cannot run the VM: {e}"), vec![]))?;
+        drop(m);
+        let wall = begin.elapsed().as_secs_f64();
+        self.check(&out)?;
+        if let Some(w) = out
+            .records_of("window-start")
+            .next()
+            .zip(out.records_of("window-end").next())
+        {
+            self.measured += w.1.at.saturating_duration_since(w.0.at);
+        }
+        metrics::repetition(case, index, &out, wall, self.scenario.run.duration_secs)
+            .map_err(|e| (e, out.console_tail.clone()))
+    }
+
+    /// A session that did not end cleanly fails the case with its reason and console tail.
+    fn check(&self, out: &Outcome) -> Result<(), (String, Vec<String>)> {
+        let tail = || {
+            let mut t: Vec<String> = out
+                .records
+                .iter()
+                .rev()
+                .take(10)
+                .map(|r| r.record.to_string())
+                .collect();
+            t.reverse();
+            t.extend(out.console_tail.iter().cloned());
+            t
+        };
+        match &out.ending {
+            Ending::Exited { code: 0 } => match metrics::guest_error(out) {
+                Some(e) => Err((e, tail())),
+                None => Ok(()),
+            },
+            Ending::Exited { code } => {
+                let why = metrics::guest_error(out).unwrap_or_else(|| out.last_words());
+                Err((format!("the guest exited with status {code}: {why}"), tail()))
+            }
+            Ending::Crashed { vcpu, reason, rip, registers } => Err((
+                format!("the guest crashed on vCPU {vcpu} at rip={rip:#x}: {reason} ({registers})"),
+                tail(),
+            )),
+            Ending::TimedOut { phase, after } => Err((
+                format!(
+                    "the guest timed out after {:.1} s waiting for {phase}; the VM was killed; {}; {}",
+                    after.as_secs_f64(),
+                    out.last_words(),
+                    out.last_exit
+                ),
+                tail(),
+            )),
+        }
+    }
+
+    /// The case's disk image (raw or qcow2), made on first use in the run directory.
+    fn disk_for(&mut self, case: &Case) -> Result<PathBuf, String> {
+        if let Some(p) = self.disks.get(&case.index) {
+            return Ok(p.clone());
+        }
+        let size = u64::from(case.params.disk_size_mib) << 20;
+        let path = match case.params.disk_format {
+            DiskFormat::Raw => {
+                let p = self.dir.join(format!("disk-{}.raw", case.index));
+                let f = std::fs::File::create(&p)
+                    .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+                f.set_len(size)
+                    .map_err(|e| format!("cannot size {}: {e}", p.display()))?;
+                p
+            }
+            DiskFormat::Qcow2 => {
+                let p = self.dir.join(format!("disk-{}.qcow2", case.index));
+                vmm::backend::qcow2::create(&p, size, 16)
+                    .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+                p
+            }
+        };
+        self.disks.insert(case.index, path.clone());
+        Ok(path)
+    }
+
+    fn remove_disks(&mut self) {
+        for p in std::mem::take(&mut self.disks).into_values() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn converged(doc: &RunResults, case: &Case, pct: f64) -> bool {
+    let Some(c) = doc.case(&case.id) else {
+        return true;
+    };
+    if c.is_failed() {
+        return true;
+    }
+    let (metric, _) = primary(case.params.workload.kind());
+    c.stats
+        .get(metric)
+        .is_some_and(|s| s.n >= 3 && crate::stats::ci_width_ratio(s) * 100.0 <= pct)
+}
+
+fn progress(len: u64) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} ETA {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+mod qemu_engine {
+    use super::*;
+
+    /// Runs a case on QEMU's devices (the second engine), so our models are compared with
+    /// QEMU's in the same interleaved run.
+    pub fn repetition(
+        r: &mut Runner,
+        case: &Case,
+        index: u32,
+    ) -> Result<results::Repetition, (String, Vec<String>)> {
+        let _ = (r, case, index);
+        Err((
+            "the QEMU engine for bench cases lands with the QEMU device cross-checks".into(),
+            vec![],
+        ))
+    }
+}
