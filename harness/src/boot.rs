@@ -183,6 +183,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             out.last_words()
         ))
         .into()),
+        Ending::Cancelled => bail!("interrupted"),
         Ending::TimedOut { phase, after } => {
             let what = if *phase == "ready" {
                 "did not report ready"

@@ -160,7 +160,12 @@ pub fn run(
             };
             break Ending::TimedOut { phase, after };
         }
-        let ev = match m.events().recv_timeout(deadline - now) {
+        if CANCEL.load(std::sync::atomic::Ordering::SeqCst) {
+            break Ending::Cancelled;
+        }
+        // Wake up now and then to notice a cancellation.
+        let wait = (deadline - now).min(Duration::from_millis(100));
+        let ev = match m.events().recv_timeout(wait) {
             Ok(ev) => ev,
             Err(_) => continue,
         };

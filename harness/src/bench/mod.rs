@@ -60,6 +60,7 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sigint(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
     INTERRUPTED.store(true, Ordering::SeqCst);
+    session::CANCEL.store(true, Ordering::SeqCst);
 }
 
 /// True once the user pressed Ctrl-C (or the process got SIGTERM).
@@ -470,6 +471,7 @@ impl Runner<'_> {
                 format!("the guest crashed on vCPU {vcpu} at rip={rip:#x}: {reason} ({registers})"),
                 tail(),
             )),
+            Ending::Cancelled => Err(("interrupted by Ctrl-C".into(), tail())),
             Ending::TimedOut { phase, after } => Err((
                 format!(
                     "the guest timed out after {:.1} s waiting for {phase}; the VM was killed; {}; {}",
