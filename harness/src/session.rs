@@ -85,7 +85,12 @@ pub enum Ending {
         phase: &'static str,
         after: Duration,
     },
+    /// The user interrupted the run (Ctrl-C); the VM was stopped.
+    Cancelled,
 }
+
+/// Set from a signal handler to stop the session in progress promptly.
+pub static CANCEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 pub struct Outcome {
     pub ending: Ending,
