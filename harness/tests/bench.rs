@@ -45,17 +45,35 @@ fn smoke_scenario_runs_every_case_with_non_zero_figures() {
 
     let doc = results::load(&out_dir.0.join(results::RESULTS_FILE)).unwrap();
     assert!(doc.finished, "{stdout}\n{stderr}");
-    assert!(doc.calibration.as_ref().is_some_and(|c| c.figures["pio_exit_ns"] > 0.0));
+    assert!(doc
+        .calibration
+        .as_ref()
+        .is_some_and(|c| c.figures["pio_exit_ns"] > 0.0));
     for case in &doc.cases {
-        assert_eq!(case.status, CaseStatus::Ok, "{}: {:?}\n{stdout}", case.id, case.status);
-        assert_eq!(case.repetitions.len(), doc.scenario.run.repetitions as usize, "{}", case.id);
+        assert_eq!(
+            case.status,
+            CaseStatus::Ok,
+            "{}: {:?}\n{stdout}",
+            case.id,
+            case.status
+        );
+        assert_eq!(
+            case.repetitions.len(),
+            doc.scenario.run.repetitions as usize,
+            "{}",
+            case.id
+        );
         let (metric, _) = vmbench::bench::primary(case.params.workload.kind());
         for rep in &case.repetitions {
             let v = rep.metrics.get(metric).copied().unwrap_or(0.0);
             assert!(v > 0.0, "{}: {metric} = {v}", case.id);
         }
         let s = &case.stats[metric];
-        assert!(s.ci95_median.0 <= s.median && s.median <= s.ci95_median.1, "{}", case.id);
+        assert!(
+            s.ci95_median.0 <= s.median && s.median <= s.ci95_median.1,
+            "{}",
+            case.id
+        );
     }
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("wall time"), "{stdout}");
@@ -80,8 +98,14 @@ fn interleaved_comparison_and_json_output() {
         .arg(&out_dir.0)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let doc: results::RunResults = serde_json::from_slice(&out.stdout).expect("stdout is the results document");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: results::RunResults =
+        serde_json::from_slice(&out.stdout).expect("stdout is the results document");
     assert_eq!(doc.cases.len(), 2);
     for c in &doc.cases {
         assert_eq!(c.repetitions.len(), 3);
@@ -90,17 +114,33 @@ fn interleaved_comparison_and_json_output() {
             let n = c.repetitions[0].samples["latency_ns"].len() as f64;
             assert_eq!(Some(&n), c.repetitions[0].metrics.get("ops"));
         }
-        assert!(c.repetitions.iter().all(|r| r.exits.per_op.contains_key("total")));
+        assert!(c
+            .repetitions
+            .iter()
+            .all(|r| r.exits.per_op.contains_key("total")));
     }
-    assert_eq!(doc, results::load(&out_dir.0.join(results::RESULTS_FILE)).unwrap());
+    assert_eq!(
+        doc,
+        results::load(&out_dir.0.join(results::RESULTS_FILE)).unwrap()
+    );
 }
 
 #[test]
 fn ctrl_c_keeps_the_finished_cases_and_says_so() {
     let out_dir = TempDir::new("sigint");
     let file = out_dir.0.join(results::RESULTS_FILE);
-    let mut child = vmbench()
-        .args(["bench", "scenarios/net.toml", "--filter", "virtio", "--repetitions", "3", "--duration", "0.3", "--out"])
+    let child = vmbench()
+        .args([
+            "bench",
+            "scenarios/net.toml",
+            "--filter",
+            "virtio",
+            "--repetitions",
+            "3",
+            "--duration",
+            "0.3",
+            "--out",
+        ])
         .arg(&out_dir.0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -121,10 +161,21 @@ fn ctrl_c_keeps_the_finished_cases_and_says_so() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
 
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc = results::load(&file).unwrap();
     assert!(!doc.finished);
-    assert!(doc.interrupted.as_deref().is_some_and(|r| r.contains("Ctrl-C")), "{:?}", doc.interrupted);
+    assert!(
+        doc.interrupted
+            .as_deref()
+            .is_some_and(|r| r.contains("Ctrl-C")),
+        "{:?}",
+        doc.interrupted
+    );
     assert!(doc.cases.iter().any(|c| !c.repetitions.is_empty()));
     assert!(String::from_utf8_lossy(&out.stderr).contains("the finished cases are in"));
 }
@@ -137,5 +188,8 @@ fn a_malformed_scenario_names_file_line_and_key() {
     let out = vmbench().arg("bench").arg(&f).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("bad.toml:3:1") && err.contains("repetitions"), "{err}");
+    assert!(
+        err.contains("bad.toml:3:1") && err.contains("repetitions"),
+        "{err}"
+    );
 }

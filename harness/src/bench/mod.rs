@@ -145,7 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 runner.measured,
                 started.elapsed(),
             )?;
-            let _ = vmm::backend::netns::remove_all_owned();
+            vmm::backend::netns::remove_all_owned();
             return Err(Failed(format!(
                 "{e}; the finished cases are in {}",
                 dir.join(results::RESULTS_FILE).display()
@@ -540,20 +540,4 @@ fn progress(len: u64) -> ProgressBar {
     bar
 }
 
-mod qemu_engine {
-    use super::*;
-
-    /// Runs a case on QEMU's devices (the second engine), so our models are compared with
-    /// QEMU's in the same interleaved run.
-    pub fn repetition(
-        r: &mut Runner,
-        case: &Case,
-        index: u32,
-    ) -> Result<results::Repetition, (String, Vec<String>)> {
-        let _ = (r, case, index);
-        Err((
-            "the QEMU engine for bench cases lands with the QEMU device cross-checks".into(),
-            vec![],
-        ))
-    }
-}
+mod qemu_engine;
