@@ -21,6 +21,7 @@ use crate::boot::{self, ProbeParams};
 use crate::bus::{Bus, SharedDevice};
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::e1000::E1000;
+use crate::devices::ide::Piix;
 use crate::devices::platform::{EntryMark, Mailbox, Null};
 use crate::devices::serial::SerialPort;
 use crate::devices::Counters;
@@ -143,6 +144,8 @@ fn open_net(kind: NetBackendKind, guest_mac: [u8; 6]) -> Result<Box<dyn NetBacke
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DiskKind {
     Virtio,
+    /// PIIX3 IDE, primary master, emulated.
+    Ide,
 }
 
 #[derive(Clone, Debug)]
@@ -403,7 +406,46 @@ impl Machine {
         };
         let router = Arc::new(GsiRouter::new(vm.clone()));
         let mut counters: Vec<(String, Arc<dyn Counters>)> = Vec::new();
-        if let Some(disk) = &cfg.disk {
+        if let Some(disk) = cfg.disk.as_ref().filter(|d| d.kind == DiskKind::Ide) {
+            let backend = crate::backend::open_disk(&disk.path, disk.options)?;
+            let line = |gsi| -> Arc<dyn IrqLine> {
+                Arc::new(KvmIrqLine {
+                    vm: vm.clone(),
+                    gsi,
+                })
+            };
+            let bm = bars.io(crate::devices::ide::BM_BAR_SIZE)?;
+            let piix = Piix::new(
+                mem.clone(),
+                Some(backend),
+                line(crate::devices::ide::PRIMARY_IRQ),
+                line(crate::devices::ide::SECONDARY_IRQ),
+                bm as u16,
+            );
+            counters.push(("ide".into(), piix.counters()));
+            let dev = Arc::new(Mutex::new(piix));
+            // The compatibility-mode ports are decoded by the device itself (it answers
+            // only with I/O decoding on), so they are registered once, here.
+            let id = exits.register("ide");
+            for (base, len) in crate::devices::ide::LEGACY_RANGES {
+                pio.insert(base, len, "ide", id, dev.clone())
+                    .map_err(|e| Error::Bus("ide", e))?;
+            }
+            let bdf = Bdf {
+                bus: 0,
+                dev: DISK_SLOT,
+                func: 0,
+            };
+            add_pci(
+                &mut pci.lock().unwrap_or_else(|e| e.into_inner()),
+                &mut mapper,
+                &exits,
+                bdf,
+                "ide",
+                dev,
+            );
+        }
+        if let Some(disk) = cfg.disk.as_ref().filter(|d| d.kind == DiskKind::Virtio) {
             // raw or qcow2, told apart by the file's contents.
             let backend = crate::backend::open_disk(&disk.path, disk.options)?;
             let blk = Block::new(backend, "vmbench-disk0");
