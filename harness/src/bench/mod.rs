@@ -384,18 +384,15 @@ impl Runner<'_> {
         }
         let disk = match p.disk {
             Disk::None => None,
-            Disk::Virtio => Some(DiskConfig {
-                kind: DiskKind::Virtio,
+            kind => Some(DiskConfig {
+                kind: if kind == Disk::Ide {
+                    DiskKind::Ide
+                } else {
+                    DiskKind::Virtio
+                },
                 path: self.disk_for(case).map_err(|e| (e, vec![]))?,
                 options: OpenOptions::default(),
             }),
-            Disk::Ide => {
-                return Err((
-                    "the IDE controller is not in vmbench's VMM yet (issue: emulated devices)"
-                        .into(),
-                    vec![],
-                ));
-            }
         };
         let nic = match p.nic {
             Nic::None => None,
