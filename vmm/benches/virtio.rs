@@ -115,7 +115,7 @@ fn blk(c: &mut Criterion) {
                         d(0x30_0000 + i, 1, 2, 0),
                     ]
                 });
-                let mut w = BlkWorker {
+                let w = BlkWorker {
                     mem: mem.clone(),
                     queue: q.create_queue::<Queue>().unwrap(),
                     notify: EventFd::new(0).unwrap(),
@@ -157,7 +157,7 @@ fn net(c: &mut Criterion) {
                     vec![d(0x20_0000 + u64::from(at) * 128, 12 + 64, 0, 0)]
                 });
                 let rx = MockSplitQueue::create(&mem, GuestAddress(0x80_0000), 16);
-                let mut w = NetWorker {
+                let w = NetWorker {
                     mem: mem.clone(),
                     rxq: rx.create_queue::<Queue>().unwrap(),
                     txq: tx.create_queue::<Queue>().unwrap(),
