@@ -115,7 +115,7 @@ fn blk(c: &mut Criterion) {
                         d(0x30_0000 + i, 1, 2, 0),
                     ]
                 });
-                let w = BlkWorker {
+                BlkWorker {
                     mem: mem.clone(),
                     queue: q.create_queue::<Queue>().unwrap(),
                     notify: EventFd::new(0).unwrap(),
@@ -126,8 +126,7 @@ fn blk(c: &mut Criterion) {
                     counters: Arc::new(BlkCounters::default()),
                     read_only: false,
                     buf: Vec::new(),
-                };
-                w
+                }
             },
             |mut w| {
                 w.process().unwrap();
@@ -157,7 +156,7 @@ fn net(c: &mut Criterion) {
                     vec![d(0x20_0000 + u64::from(at) * 128, 12 + 64, 0, 0)]
                 });
                 let rx = MockSplitQueue::create(&mem, GuestAddress(0x80_0000), 16);
-                let w = NetWorker {
+                NetWorker {
                     mem: mem.clone(),
                     rxq: rx.create_queue::<Queue>().unwrap(),
                     txq: tx.create_queue::<Queue>().unwrap(),
@@ -170,8 +169,7 @@ fn net(c: &mut Criterion) {
                     features: 0,
                     frame: vec![0u8; MAX_FRAME],
                     pending: None,
-                };
-                w
+                }
             },
             |mut w| {
                 w.process_tx().unwrap();
