@@ -483,6 +483,10 @@ impl Machine {
             let e = E1000::new(mem.clone(), backend, irq, nic.mac, bar0, bar1 as u16);
             let dev = Arc::new(Mutex::new(e));
             counters.push(("e1000".into(), Arc::new(E1000View(dev.clone()))));
+            counters.push((
+                backend_name(nic.backend).into(),
+                Arc::new(E1000BackendView(dev.clone())),
+            ));
             io_threads.push(
                 e1000_io_thread(dev.clone(), rx_fd)
                     .map_err(|e| Error::Device("e1000", Box::new(e)))?,
@@ -500,11 +504,7 @@ impl Machine {
             let backend = open_net(nic.backend, nic.mac)?;
             let net = Net::new(backend, nic.mac);
             counters.push(("virtio-net".into(), net.counters()));
-            let name = match nic.backend {
-                NetBackendKind::Peer => "peer",
-                NetBackendKind::Tap => "tap",
-            };
-            counters.push((name.into(), Arc::new(BackendCounters(net.backend()))));
+            counters.push((backend_name(nic.backend).into(), Arc::new(BackendCounters(net.backend()))));
             let bdf = Bdf {
                 bus: 0,
                 dev: NIC_SLOT,
@@ -765,6 +765,23 @@ impl Counters for E1000View {
             ("bad_ring", c.bad_ring),
             ("backend_errors", c.backend_errors),
         ]
+    }
+}
+
+/// The counters of the e1000's back-end (the device owns it), under the back-end's name.
+struct E1000BackendView(Arc<Mutex<E1000>>);
+
+impl Counters for E1000BackendView {
+    fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        crate::backend::net::backend_snapshot(self.0.lock().unwrap_or_else(|e| e.into_inner()).backend())
+    }
+}
+
+/// The name a NIC's back-end's counters go under.
+fn backend_name(kind: NetBackendKind) -> &'static str {
+    match kind {
+        NetBackendKind::Peer => "peer",
+        NetBackendKind::Tap => "tap",
     }
 }
 

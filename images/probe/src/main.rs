@@ -8,6 +8,7 @@ mod alloc;
 mod args;
 mod blk;
 mod calibrate;
+mod e1000;
 mod io;
 mod mem;
 mod net;
