@@ -213,8 +213,14 @@ fn qemu_img(args: &[&str]) -> std::process::Output {
     let out = std::process::Command::new("qemu-img")
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("qemu-img is needed for this test (apt-get install qemu-utils): {e}"));
-    assert!(out.status.success(), "qemu-img {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        .unwrap_or_else(|e| {
+            panic!("qemu-img is needed for this test (apt-get install qemu-utils): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -225,7 +231,11 @@ fn a_qcow2_disk_written_by_the_probe_checks_clean_and_holds_the_pattern() {
     let qs = q.to_str().unwrap();
     qemu_img(&["create", "-q", "-f", "qcow2", qs, "32M"]);
 
-    let out = boot(&q, OpenOptions::default(), "blk-pattern sectors=5000 seed=11");
+    let out = boot(
+        &q,
+        OpenOptions::default(),
+        "blk-pattern sectors=5000 seed=11",
+    );
 
     assert_eq!(result(&out, "blk-pattern").get_u64("mismatches"), Some(0));
     qemu_img(&["check", qs]);

@@ -504,7 +504,10 @@ impl Machine {
             let backend = open_net(nic.backend, nic.mac)?;
             let net = Net::new(backend, nic.mac);
             counters.push(("virtio-net".into(), net.counters()));
-            counters.push((backend_name(nic.backend).into(), Arc::new(BackendCounters(net.backend()))));
+            counters.push((
+                backend_name(nic.backend).into(),
+                Arc::new(BackendCounters(net.backend())),
+            ));
             let bdf = Bdf {
                 bus: 0,
                 dev: NIC_SLOT,
@@ -773,7 +776,9 @@ struct E1000BackendView(Arc<Mutex<E1000>>);
 
 impl Counters for E1000BackendView {
     fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        crate::backend::net::backend_snapshot(self.0.lock().unwrap_or_else(|e| e.into_inner()).backend())
+        crate::backend::net::backend_snapshot(
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).backend(),
+        )
     }
 }
 

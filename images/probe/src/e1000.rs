@@ -56,6 +56,9 @@ const MTA_WORDS: u64 = 128;
 const CTRL_ASDE: u32 = 1 << 5;
 const CTRL_SLU: u32 = 1 << 6;
 const CTRL_RST: u32 = 1 << 26;
+/// Flow control both ways, as Linux's e1000 sets for its default fc=full.
+const CTRL_RFCE: u32 = 1 << 27;
+const CTRL_TFCE: u32 = 1 << 28;
 const STATUS_LU: u32 = 1 << 1;
 const EERD_START: u32 = 1 << 0;
 const EERD_DONE: u32 = 1 << 4;
@@ -349,7 +352,7 @@ impl E1000 {
     /// Sets link up and waits for STATUS.LU (the PHY auto-negotiates), then turns on the
     /// interrupt causes Linux uses, if this profile is Linux's.
     fn link_up(&self) -> Result<(), Error> {
-        self.write(CTRL, self.read(CTRL) | CTRL_SLU | CTRL_ASDE);
+        self.write(CTRL, self.read(CTRL) | CTRL_SLU | CTRL_ASDE | CTRL_RFCE | CTRL_TFCE);
         let until = deadline_us(2_000_000);
         while self.read(STATUS) & STATUS_LU == 0 {
             if rdtsc() > until {

@@ -104,6 +104,9 @@ pub const CTRL_FD: u32 = 1 << 0;
 pub const CTRL_SLU: u32 = 1 << 6;
 pub const CTRL_SPD_1000: u32 = 2 << 8;
 pub const CTRL_RST: u32 = 1 << 26;
+/// Receive and transmit flow control (802.3x PAUSE) enabled.
+pub const CTRL_RFCE: u32 = 1 << 27;
+pub const CTRL_TFCE: u32 = 1 << 28;
 pub const CTRL_VME: u32 = 1 << 30;
 pub const CTRL_PHY_RST: u32 = 1 << 31;
 

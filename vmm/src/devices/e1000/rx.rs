@@ -186,7 +186,18 @@ impl E1000 {
         let mut stored = self.rx_drain();
         let mut buf = std::mem::take(&mut self.rx.recv);
         buf.resize(RECV_BUF, 0);
+        let capacity = ((self.reg(PBA) & 0x3f) as usize) * 1024;
         for _ in 0..RECV_BUDGET {
+            // With transmit flow control on (CTRL.TFCE, as Linux's default fc=full sets), a
+            // full receive FIFO sends XOFF and the link partner pauses: frames wait in the
+            // back-end (the in-process peer holds them; a TAP's queue drops what overflows).
+            // Without it the wire keeps sending and the FIFO drops (MPC), as below.
+            if self.reg(CTRL) & CTRL_TFCE != 0
+                && !self.rx.fifo.is_empty()
+                && self.rx.fifo_bytes + RECV_BUF > capacity
+            {
+                break;
+            }
             let (mut len, meta) = match self.backend.recv(&mut buf) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,

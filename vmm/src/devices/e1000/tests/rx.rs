@@ -442,3 +442,23 @@ fn no_bus_mastering_no_dma() {
     rig.dev.config_write(1, 0, &cmd.to_le_bytes());
     assert_eq!(rig.r(RDH), 1);
 }
+
+#[test]
+fn with_flow_control_a_full_fifo_leaves_frames_on_the_wire_instead_of_dropping() {
+    let mut rig = Rig::new();
+    setup(&mut rig, 8, 0); // seven buffers
+    let ctrl = rig.r(CTRL);
+    rig.w(CTRL, ctrl | CTRL_TFCE | CTRL_RFCE);
+    let frames: Vec<Vec<u8>> = (0..45).map(|_| frame_to(MAC, 1514)).collect();
+
+    assert_eq!(receive(&mut rig, &frames), 7);
+
+    // XOFF: nothing missed; the FIFO holds what fits and the rest waits in the back-end.
+    assert_eq!(rig.r(MPC), 0);
+    assert_eq!(rig.dev.counters().rx_missed, 0);
+    for i in 0..7 {
+        rig.put(RING + i * 16 + 12, &[0]);
+    }
+    rig.w(RDT, 6);
+    assert_eq!(rig.dev.counters().rx_frames, 14);
+}
