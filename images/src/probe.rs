@@ -138,6 +138,20 @@ pub fn build(progress: &mut dyn FnMut(&str)) -> Result<Manifest, Error> {
             return Ok(m);
         }
     }
+    // One build at a time across processes (parallel tests, two terminals): the others wait,
+    // then find the finished image.
+    let lock_err = |e| Error::Cache {
+        path: cache_dir().display().to_string(),
+        source: e,
+    };
+    std::fs::create_dir_all(cache_dir()).map_err(lock_err)?;
+    let lock = std::fs::File::create(cache_dir().join("probe.lock")).map_err(lock_err)?;
+    lock.lock().map_err(lock_err)?;
+    if let Some(m) = Manifest::load(&manifest_path) {
+        if m.input_hash == key && m.verify() {
+            return Ok(m);
+        }
+    }
     progress("building the probe guest (cargo, release)");
     let target_dir = cache_dir().join("probe-build");
     let out = Command::new(cargo())
