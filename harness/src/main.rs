@@ -30,12 +30,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ImagesCommand {
-    /// Build (or reuse from the cache) an image: `probe`.
+    /// Build (or reuse from the cache) an image: `probe` or a recipe in images/recipes/.
     Build {
         #[arg(default_value = "probe")]
         name: String,
     },
-    /// Show an image's manifest.
+    /// List the images vmbench builds, with their descriptions and whether they are built.
+    List,
+    /// Show an image's manifest (building it first if needed).
     Show {
         #[arg(default_value = "probe")]
         name: String,
@@ -43,20 +45,29 @@ enum ImagesCommand {
 }
 
 fn images(cmd: ImagesCommand) -> anyhow::Result<()> {
-    let name = match &cmd {
-        ImagesCommand::Build { name } | ImagesCommand::Show { name } => name.clone(),
-    };
-    if name != "probe" {
-        anyhow::bail!("unknown image '{name}': the images vmbench builds are: probe");
-    }
-    let m = images::probe::build(&mut |msg| eprintln!("{msg}"))?;
+    let mut progress = |msg: &str| eprintln!("{msg}");
     match cmd {
-        ImagesCommand::Build { .. } => {
-            for a in &m.artifacts {
+        ImagesCommand::Build { name } => {
+            for a in &images::build(&name, &mut progress)?.artifacts {
                 println!("{}  {}  {}", a.sha256, a.bytes, a.path.display());
             }
         }
-        ImagesCommand::Show { .. } => println!("{}", serde_json::to_string_pretty(&m)?),
+        ImagesCommand::Show { name } => {
+            let m = images::build(&name, &mut progress)?;
+            println!("{}", serde_json::to_string_pretty(&m)?);
+        }
+        ImagesCommand::List => {
+            let entries = images::list()?;
+            let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
+            for e in entries {
+                let status = match &e.status {
+                    images::Status::Built(_) => "built".to_string(),
+                    images::Status::NotBuilt => "not built".to_string(),
+                    images::Status::Broken(why) => format!("broken: {why}"),
+                };
+                println!("{:width$}  {:9}  {}", e.name, status, e.description);
+            }
+        }
     }
     Ok(())
 }

@@ -42,12 +42,7 @@ fn abi_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("probe-abi")
 }
 
-/// The image cache: `target/images` of the workspace, or `$VMBENCH_CACHE`.
-pub fn cache_dir() -> PathBuf {
-    std::env::var_os("VMBENCH_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/images"))
-}
+pub use crate::cache_dir;
 
 fn rustflags(linker_script: &Path) -> Vec<String> {
     vec![
@@ -123,20 +118,50 @@ fn input_hash(flags: &[String], rustc: &str) -> Result<String, Error> {
     Ok(hex(&h.finalize()))
 }
 
+/// The probe's cache key and where its build lives.
+struct Key {
+    flags: Vec<String>,
+    rustc: String,
+    hash: String,
+    dir: PathBuf,
+}
+
+fn key() -> Result<Key, Error> {
+    let flags = rustflags(&source_dir().join("probe.ld"));
+    let rustc = tool_version("rustc", "-V")?;
+    let hash = input_hash(&flags, &rustc)?;
+    let dir = cache_dir().join(format!("probe-{}", &hash[..16]));
+    Ok(Key {
+        flags,
+        rustc,
+        hash,
+        dir,
+    })
+}
+
+fn reuse(hash: &str, dir: &Path) -> Option<Manifest> {
+    Manifest::load(&dir.join("manifest.json")).filter(|m| m.input_hash == hash && m.verify())
+}
+
+/// The probe's manifest if the cache holds a build of the current sources, without building.
+pub fn cached() -> Result<Option<Manifest>, Error> {
+    let k = key()?;
+    Ok(reuse(&k.hash, &k.dir))
+}
+
 /// Builds the probe if its inputs changed; returns its manifest. `progress` hears about a
 /// build (which takes a while the first time).
 pub fn build(progress: &mut dyn FnMut(&str)) -> Result<Manifest, Error> {
     let src = source_dir();
-    let script = src.join("probe.ld");
-    let flags = rustflags(&script);
-    let rustc = tool_version("rustc", "-V")?;
-    let key = input_hash(&flags, &rustc)?;
-    let dir = cache_dir().join(format!("probe-{}", &key[..16]));
+    let Key {
+        flags,
+        rustc,
+        hash: key,
+        dir,
+    } = key()?;
     let manifest_path = dir.join("manifest.json");
-    if let Some(m) = Manifest::load(&manifest_path) {
-        if m.input_hash == key && m.verify() {
-            return Ok(m);
-        }
+    if let Some(m) = reuse(&key, &dir) {
+        return Ok(m);
     }
     // One build at a time across processes (parallel tests, two terminals): the others wait,
     // then find the finished image.
