@@ -219,7 +219,7 @@ impl VirtioIrq {
             data,
         );
         // An 8-byte write covers two fields; handle the second half too.
-        let hi = (data.len() == 8 && offset % 4 == 0)
+        let hi = (data.len() == 8 && offset.is_multiple_of(4))
             .then(|| u32::from_le_bytes([data[4], data[5], data[6], data[7]]));
         match field {
             0 => {

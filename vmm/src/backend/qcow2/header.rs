@@ -136,7 +136,7 @@ impl Header {
             h.refcount_order = be32(first, 96);
             h.header_length = be32(first, 100);
             if h.header_length < V3_HEADER_LEN
-                || h.header_length % 8 != 0
+                || !h.header_length.is_multiple_of(8)
                 || u64::from(h.header_length) > cluster_size
             {
                 return Err(Error::BadHeaderLength(h.header_length));
@@ -196,7 +196,7 @@ impl Header {
             });
         }
         if self.l1_size > 0 {
-            if self.l1_table_offset % cs != 0 {
+            if !self.l1_table_offset.is_multiple_of(cs) {
                 return Err(Error::Unaligned {
                     what: "l1 table",
                     offset: self.l1_table_offset,
@@ -224,7 +224,7 @@ impl Header {
         if self.refcount_table_clusters == 0 {
             return Err(Error::EmptyRefcountTable);
         }
-        if self.refcount_table_offset % cs != 0 || self.refcount_table_offset == 0 {
+        if !self.refcount_table_offset.is_multiple_of(cs) || self.refcount_table_offset == 0 {
             return Err(Error::Unaligned {
                 what: "refcount table",
                 offset: self.refcount_table_offset,

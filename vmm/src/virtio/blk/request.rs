@@ -94,14 +94,14 @@ impl Request {
         let kind = match h.kind {
             T_IN => {
                 let len = (writer.available_bytes() - 1) as u64;
-                if len % SECTOR != 0 {
+                if !len.is_multiple_of(SECTOR) {
                     return Err(Error::Unaligned(len));
                 }
                 Kind::Read { len }
             }
             T_OUT => {
                 let len = reader.available_bytes() as u64;
-                if len % SECTOR != 0 {
+                if !len.is_multiple_of(SECTOR) {
                     return Err(Error::Unaligned(len));
                 }
                 Kind::Write { len }

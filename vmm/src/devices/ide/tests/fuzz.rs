@@ -130,7 +130,7 @@ proptest! {
     #[test]
     fn prd_entries_decode_to_even_nonzero_lengths(raw in any::<[u8; 8]>()) {
         let p = Prd::parse(raw);
-        prop_assert!(p.len >= 2 && p.len <= 0x1_0000 && p.len % 2 == 0);
+        prop_assert!(p.len >= 2 && p.len <= 0x1_0000 && p.len.is_multiple_of(2));
         prop_assert_eq!(p.addr % 2, 0);
     }
 
