@@ -1,23 +1,14 @@
 //! End-to-end: the probe boots on vmbench's VMM under real KVM and reports what it sees; the
 //! failure paths (crash, hang, bad ELF, missing KVM, too little memory) give clear errors.
 
-use std::path::PathBuf;
+mod support;
+use support::*;
+
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use vmbench::session::{self, Ending, Limits, Outcome};
 use vmm::{Machine, MachineConfig};
-
-fn probe() -> PathBuf {
-    static PROBE: OnceLock<PathBuf> = OnceLock::new();
-    PROBE
-        .get_or_init(|| {
-            let m = images::probe::build(&mut |_| {}).expect("the probe builds");
-            m.artifacts[0].path.clone()
-        })
-        .clone()
-}
 
 fn boot(vcpus: usize, mem_mib: u64, exec: &str, limits: Limits) -> Outcome {
     let cfg = MachineConfig {

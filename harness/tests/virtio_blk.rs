@@ -1,41 +1,15 @@
 //! End-to-end: the probe drives vmbench's virtio-blk under real KVM; the host checks the
 //! backing file byte for byte.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::time::Duration;
+mod support;
+use support::*;
 
-use vmbench::record::Record;
-use vmbench::session::{self, Ending, Limits, Outcome};
+use std::path::{Path, PathBuf};
+
+use vmbench::session::{Ending, Outcome};
 use vmm::backend::block::OpenOptions;
 use vmm::machine::{DiskConfig, DiskKind};
-use vmm::{Machine, MachineConfig};
-
-fn probe() -> PathBuf {
-    static PROBE: OnceLock<PathBuf> = OnceLock::new();
-    PROBE
-        .get_or_init(|| {
-            images::probe::build(&mut |_| {}).unwrap().artifacts[0]
-                .path
-                .clone()
-        })
-        .clone()
-}
-
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("vmbench-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use vmm::MachineConfig;
 
 fn image(dir: &Path, bytes: u64) -> PathBuf {
     let p = dir.join("disk.raw");
@@ -57,19 +31,7 @@ fn boot(disk: &Path, options: OpenOptions, exec: &str) -> Outcome {
         }),
         nic: None,
     };
-    let mut m = Machine::new(&cfg).unwrap();
-    let limits = Limits {
-        ready: Duration::from_secs(10),
-        run: Duration::from_secs(60),
-    };
-    session::run(&mut m, &limits, |_| {}).unwrap()
-}
-
-fn result<'a>(out: &'a Outcome, name: &str) -> &'a Record {
-    out.records_of("result")
-        .map(|t| &t.record)
-        .find(|r| r.get("name") == Some(name))
-        .unwrap_or_else(|| panic!("no result {name} in {:?} {:?}", out.records, out.ending))
+    run(&cfg)
 }
 
 fn pattern_mismatches(file: &[u8], seed: u64, sectors: u64) -> usize {

@@ -2,25 +2,12 @@
 //! peer and against a TAP in a network namespace; guest figures are cross-checked with what
 //! the other side counted.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-use std::time::Duration;
+mod support;
+use support::*;
 
-use vmbench::record::Record;
-use vmbench::session::{self, Ending, Limits, Outcome};
+use vmbench::session::{Ending, Outcome};
 use vmm::machine::{NetBackendKind, NicConfig, NicKind, GUEST_MAC};
-use vmm::{Machine, MachineConfig};
-
-fn probe() -> PathBuf {
-    static PROBE: OnceLock<PathBuf> = OnceLock::new();
-    PROBE
-        .get_or_init(|| {
-            images::probe::build(&mut |_| {}).unwrap().artifacts[0]
-                .path
-                .clone()
-        })
-        .clone()
-}
+use vmm::MachineConfig;
 
 fn boot(backend: NetBackendKind, exec: &str) -> Outcome {
     let cfg = MachineConfig {
@@ -35,12 +22,7 @@ fn boot(backend: NetBackendKind, exec: &str) -> Outcome {
             mac: GUEST_MAC,
         }),
     };
-    let mut m = Machine::new(&cfg).unwrap_or_else(|e| panic!("machine with {backend:?}: {e}"));
-    let limits = Limits {
-        ready: Duration::from_secs(10),
-        run: Duration::from_secs(60),
-    };
-    let out = session::run(&mut m, &limits, |_| {}).unwrap();
+    let out = run(&cfg);
     assert!(
         matches!(out.ending, Ending::Exited { code: 0 }),
         "{:?} {:?}",
@@ -48,13 +30,6 @@ fn boot(backend: NetBackendKind, exec: &str) -> Outcome {
         out.records
     );
     out
-}
-
-fn result<'a>(out: &'a Outcome, name: &str) -> &'a Record {
-    out.records_of("result")
-        .map(|t| &t.record)
-        .find(|r| r.get("name") == Some(name))
-        .unwrap_or_else(|| panic!("no result {name} in {:?}", out.records))
 }
 
 fn counter(out: &Outcome, dev: &str, name: &str) -> u64 {
