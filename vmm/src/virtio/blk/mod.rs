@@ -155,12 +155,33 @@ impl VirtioDevice for Block {
             read_only: self.features & F_RO != 0,
             buf: Vec::new(),
         };
+        ThreadWorker::spawn("virtio-blk", kill, failed, move || w.run())
+    }
+}
+
+/// A worker thread with a kill eventfd (shared by the virtio devices).
+pub struct ThreadWorker {
+    pub kill: EventFd,
+    pub thread: Option<JoinHandle<()>>,
+    pub failed: Arc<AtomicBool>,
+}
+
+impl ThreadWorker {
+    /// Runs `work` on a thread named `name`; an error marks the device failed (needs-reset)
+    /// and is logged once, without taking the VMM down.
+    pub fn spawn<E: std::fmt::Display>(
+        name: &str,
+        kill: EventFd,
+        failed: Arc<AtomicBool>,
+        work: impl FnOnce() -> Result<(), E> + Send + 'static,
+    ) -> Result<Box<dyn Worker>, String> {
         let f = failed.clone();
+        let what = name.to_string();
         let thread = std::thread::Builder::new()
-            .name("virtio-blk".into())
+            .name(name.into())
             .spawn(move || {
-                if let Err(e) = w.run() {
-                    log::warn!("virtio-blk worker stopped: {e}");
+                if let Err(e) = work() {
+                    log::warn!("{what} worker stopped: {e}");
                     f.store(true, Ordering::SeqCst);
                 }
             })
@@ -171,13 +192,6 @@ impl VirtioDevice for Block {
             failed,
         }))
     }
-}
-
-/// A worker thread with a kill eventfd (shared by the virtio devices).
-pub struct ThreadWorker {
-    pub kill: EventFd,
-    pub thread: Option<JoinHandle<()>>,
-    pub failed: Arc<AtomicBool>,
 }
 
 impl Worker for ThreadWorker {

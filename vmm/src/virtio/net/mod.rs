@@ -167,21 +167,7 @@ impl VirtioDevice for Net {
             frame: vec![0u8; MAX_FRAME],
             pending: None,
         };
-        let f = failed.clone();
-        let thread = std::thread::Builder::new()
-            .name("virtio-net".into())
-            .spawn(move || {
-                if let Err(e) = w.run() {
-                    log::warn!("virtio-net worker stopped: {e}");
-                    f.store(true, Ordering::SeqCst);
-                }
-            })
-            .map_err(|e| e.to_string())?;
-        Ok(Box::new(ThreadWorker {
-            kill,
-            thread: Some(thread),
-            failed,
-        }))
+        ThreadWorker::spawn("virtio-net", kill, failed, move || w.run())
     }
 }
 
