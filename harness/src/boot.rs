@@ -33,10 +33,10 @@ pub struct Args {
     /// Seconds the workload may run after ready.
     #[arg(long, default_value_t = 120.0)]
     pub run_timeout: f64,
-    /// The disk controller: virtio (virtio-blk) or none.
+    /// The disk controller: virtio (virtio-blk), ide (PIIX3, emulated) or none.
     #[arg(long, value_enum, default_value_t = DiskArg::None)]
     pub disk: DiskArg,
-    /// The disk image (raw), required with --disk.
+    /// The disk image (raw or qcow2, told apart by its contents), required with --disk.
     #[arg(long)]
     pub disk_image: Option<PathBuf>,
     /// Serve the disk read-only.
@@ -87,6 +87,7 @@ pub fn nic_config(args: &Args) -> Option<NicConfig> {
 pub enum DiskArg {
     None,
     Virtio,
+    Ide,
 }
 
 /// The machine's disk from the command line, with errors that say what to pass.
@@ -99,6 +100,7 @@ pub fn disk_config(args: &Args) -> anyhow::Result<Option<DiskConfig>> {
             return Ok(None);
         }
         DiskArg::Virtio => DiskKind::Virtio,
+        DiskArg::Ide => DiskKind::Ide,
     };
     let Some(path) = args.disk_image.clone() else {
         bail!("--disk {:?} needs --disk-image FILE (a raw image; make one with `truncate -s 64M disk.img`)", args.disk);
@@ -183,6 +185,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             out.last_words()
         ))
         .into()),
+        Ending::Cancelled => bail!("interrupted"),
         Ending::TimedOut { phase, after } => {
             let what = if *phase == "ready" {
                 "did not report ready"

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod boot;
 pub mod exitcode;
 pub mod qemu;
+pub mod qemu_peer;
 pub mod record;
 pub mod results;
 pub mod scenario;

@@ -85,7 +85,12 @@ pub enum Ending {
         phase: &'static str,
         after: Duration,
     },
+    /// The user interrupted the run (Ctrl-C); the VM was stopped.
+    Cancelled,
 }
+
+/// Set from a signal handler to stop the session in progress promptly.
+pub static CANCEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 pub struct Outcome {
     pub ending: Ending,
@@ -160,7 +165,12 @@ pub fn run(
             };
             break Ending::TimedOut { phase, after };
         }
-        let ev = match m.events().recv_timeout(deadline - now) {
+        if CANCEL.load(std::sync::atomic::Ordering::SeqCst) {
+            break Ending::Cancelled;
+        }
+        // Wake up now and then to notice a cancellation.
+        let wait = (deadline - now).min(Duration::from_millis(100));
+        let ev = match m.events().recv_timeout(wait) {
             Ok(ev) => ev,
             Err(_) => continue,
         };

@@ -208,3 +208,30 @@ fn random_reads_at_depth_report_latencies_and_exits_per_request() {
     let w = end.since(&start).total();
     assert_eq!(w.by_device.get("virtio-blk"), None, "{w:?}");
 }
+
+fn qemu_img(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new("qemu-img")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("qemu-img is needed for this test (apt-get install qemu-utils): {e}"));
+    assert!(out.status.success(), "qemu-img {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+#[test]
+fn a_qcow2_disk_written_by_the_probe_checks_clean_and_holds_the_pattern() {
+    let dir = TempDir::new("blk-qcow2");
+    let q = dir.0.join("disk.img"); // the format comes from the header, not the name
+    let qs = q.to_str().unwrap();
+    qemu_img(&["create", "-q", "-f", "qcow2", qs, "32M"]);
+
+    let out = boot(&q, OpenOptions::default(), "blk-pattern sectors=5000 seed=11");
+
+    assert_eq!(result(&out, "blk-pattern").get_u64("mismatches"), Some(0));
+    qemu_img(&["check", qs]);
+    let raw = dir.0.join("back.raw");
+    qemu_img(&["convert", "-O", "raw", qs, raw.to_str().unwrap()]);
+    let bytes = std::fs::read(&raw).unwrap();
+    assert_eq!(pattern_mismatches(&bytes, 11, 5000), 0);
+    assert!(bytes[5000 * 512..].iter().all(|&b| b == 0));
+}

@@ -21,6 +21,7 @@ use crate::boot::{self, ProbeParams};
 use crate::bus::{Bus, SharedDevice};
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::e1000::E1000;
+use crate::devices::ide::Piix;
 use crate::devices::platform::{EntryMark, Mailbox, Null};
 use crate::devices::serial::SerialPort;
 use crate::devices::Counters;
@@ -143,6 +144,8 @@ fn open_net(kind: NetBackendKind, guest_mac: [u8; 6]) -> Result<Box<dyn NetBacke
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DiskKind {
     Virtio,
+    /// PIIX3 IDE, primary master, emulated.
+    Ide,
 }
 
 #[derive(Clone, Debug)]
@@ -403,7 +406,46 @@ impl Machine {
         };
         let router = Arc::new(GsiRouter::new(vm.clone()));
         let mut counters: Vec<(String, Arc<dyn Counters>)> = Vec::new();
-        if let Some(disk) = &cfg.disk {
+        if let Some(disk) = cfg.disk.as_ref().filter(|d| d.kind == DiskKind::Ide) {
+            let backend = crate::backend::open_disk(&disk.path, disk.options)?;
+            let line = |gsi| -> Arc<dyn IrqLine> {
+                Arc::new(KvmIrqLine {
+                    vm: vm.clone(),
+                    gsi,
+                })
+            };
+            let bm = bars.io(crate::devices::ide::BM_BAR_SIZE)?;
+            let piix = Piix::new(
+                mem.clone(),
+                Some(backend),
+                line(crate::devices::ide::PRIMARY_IRQ),
+                line(crate::devices::ide::SECONDARY_IRQ),
+                bm as u16,
+            );
+            counters.push(("ide".into(), piix.counters()));
+            let dev = Arc::new(Mutex::new(piix));
+            // The compatibility-mode ports are decoded by the device itself (it answers
+            // only with I/O decoding on), so they are registered once, here.
+            let id = exits.register("ide");
+            for (base, len) in crate::devices::ide::LEGACY_RANGES {
+                pio.insert(base, len, "ide", id, dev.clone())
+                    .map_err(|e| Error::Bus("ide", e))?;
+            }
+            let bdf = Bdf {
+                bus: 0,
+                dev: DISK_SLOT,
+                func: 0,
+            };
+            add_pci(
+                &mut pci.lock().unwrap_or_else(|e| e.into_inner()),
+                &mut mapper,
+                &exits,
+                bdf,
+                "ide",
+                dev,
+            );
+        }
+        if let Some(disk) = cfg.disk.as_ref().filter(|d| d.kind == DiskKind::Virtio) {
             // raw or qcow2, told apart by the file's contents.
             let backend = crate::backend::open_disk(&disk.path, disk.options)?;
             let blk = Block::new(backend, "vmbench-disk0");
@@ -441,6 +483,10 @@ impl Machine {
             let e = E1000::new(mem.clone(), backend, irq, nic.mac, bar0, bar1 as u16);
             let dev = Arc::new(Mutex::new(e));
             counters.push(("e1000".into(), Arc::new(E1000View(dev.clone()))));
+            counters.push((
+                backend_name(nic.backend).into(),
+                Arc::new(E1000BackendView(dev.clone())),
+            ));
             io_threads.push(
                 e1000_io_thread(dev.clone(), rx_fd)
                     .map_err(|e| Error::Device("e1000", Box::new(e)))?,
@@ -458,11 +504,7 @@ impl Machine {
             let backend = open_net(nic.backend, nic.mac)?;
             let net = Net::new(backend, nic.mac);
             counters.push(("virtio-net".into(), net.counters()));
-            let name = match nic.backend {
-                NetBackendKind::Peer => "peer",
-                NetBackendKind::Tap => "tap",
-            };
-            counters.push((name.into(), Arc::new(BackendCounters(net.backend()))));
+            counters.push((backend_name(nic.backend).into(), Arc::new(BackendCounters(net.backend()))));
             let bdf = Bdf {
                 bus: 0,
                 dev: NIC_SLOT,
@@ -723,6 +765,23 @@ impl Counters for E1000View {
             ("bad_ring", c.bad_ring),
             ("backend_errors", c.backend_errors),
         ]
+    }
+}
+
+/// The counters of the e1000's back-end (the device owns it), under the back-end's name.
+struct E1000BackendView(Arc<Mutex<E1000>>);
+
+impl Counters for E1000BackendView {
+    fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        crate::backend::net::backend_snapshot(self.0.lock().unwrap_or_else(|e| e.into_inner()).backend())
+    }
+}
+
+/// The name a NIC's back-end's counters go under.
+fn backend_name(kind: NetBackendKind) -> &'static str {
+    match kind {
+        NetBackendKind::Peer => "peer",
+        NetBackendKind::Tap => "tap",
     }
 }
 

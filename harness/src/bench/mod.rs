@@ -60,6 +60,7 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sigint(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
     INTERRUPTED.store(true, Ordering::SeqCst);
+    session::CANCEL.store(true, Ordering::SeqCst);
 }
 
 /// True once the user pressed Ctrl-C (or the process got SIGTERM).
@@ -144,7 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 runner.measured,
                 started.elapsed(),
             )?;
-            let _ = vmm::backend::netns::remove_all_owned();
+            vmm::backend::netns::remove_all_owned();
             return Err(Failed(format!(
                 "{e}; the finished cases are in {}",
                 dir.join(results::RESULTS_FILE).display()
@@ -383,18 +384,15 @@ impl Runner<'_> {
         }
         let disk = match p.disk {
             Disk::None => None,
-            Disk::Virtio => Some(DiskConfig {
-                kind: DiskKind::Virtio,
+            kind => Some(DiskConfig {
+                kind: if kind == Disk::Ide {
+                    DiskKind::Ide
+                } else {
+                    DiskKind::Virtio
+                },
                 path: self.disk_for(case).map_err(|e| (e, vec![]))?,
                 options: OpenOptions::default(),
             }),
-            Disk::Ide => {
-                return Err((
-                    "the IDE controller is not in vmbench's VMM yet (issue: emulated devices)"
-                        .into(),
-                    vec![],
-                ));
-            }
         };
         let nic = match p.nic {
             Nic::None => None,
@@ -470,6 +468,7 @@ impl Runner<'_> {
                 format!("the guest crashed on vCPU {vcpu} at rip={rip:#x}: {reason} ({registers})"),
                 tail(),
             )),
+            Ending::Cancelled => Err(("interrupted by Ctrl-C".into(), tail())),
             Ending::TimedOut { phase, after } => Err((
                 format!(
                     "the guest timed out after {:.1} s waiting for {phase}; the VM was killed; {}; {}",
@@ -538,20 +537,4 @@ fn progress(len: u64) -> ProgressBar {
     bar
 }
 
-mod qemu_engine {
-    use super::*;
-
-    /// Runs a case on QEMU's devices (the second engine), so our models are compared with
-    /// QEMU's in the same interleaved run.
-    pub fn repetition(
-        r: &mut Runner,
-        case: &Case,
-        index: u32,
-    ) -> Result<results::Repetition, (String, Vec<String>)> {
-        let _ = (r, case, index);
-        Err((
-            "the QEMU engine for bench cases lands with the QEMU device cross-checks".into(),
-            vec![],
-        ))
-    }
-}
+mod qemu_engine;

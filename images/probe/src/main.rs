@@ -10,6 +10,7 @@ mod ata;
 mod blk;
 mod calibrate;
 mod disk;
+mod e1000;
 mod ide;
 mod io;
 mod mem;

@@ -1,7 +1,11 @@
-//! Networking for the probe: a polling virtio-net driver (virtio 1.2, 5.1) behind a small
-//! NIC trait, real Ethernet/ARP/IPv4/UDP framing, and the network workloads: UDP frame
-//! streams guest→peer (to the discard port) and peer→guest (from the source port), and UDP
-//! request-response round trips (to the echo port), each TSC-timed.
+//! Networking for the probe: a polling virtio-net driver (virtio 1.2, 5.1) and the e1000
+//! driver of `e1000.rs` behind a small NIC trait, real Ethernet/ARP/IPv4/UDP framing, and the
+//! network workloads: UDP frame streams guest→peer (to the discard port) and peer→guest (from
+//! the source port), and UDP request-response round trips (to the echo port), each TSC-timed.
+//!
+//! Every workload takes `nic=auto|virtio|e1000` (auto: virtio-net if it is on the bus, else an
+//! e1000) and `profile=linux|batched`, the driver's register-access pattern (see [`Profile`]);
+//! both are reported in the result record.
 
 use core::str::SplitAsciiWhitespace;
 
@@ -9,6 +13,7 @@ use probe_abi::exit;
 
 use crate::alloc;
 use crate::args::Args;
+use crate::e1000::{self, E1000, MacSource};
 use crate::io::rdtsc;
 use crate::report::Record;
 use crate::virtio::{self, Device, Queue};
@@ -29,13 +34,47 @@ const NET_HDR: usize = 12;
 const F_MAC: u64 = 1 << 5;
 const F_MRG_RXBUF: u64 = 1 << 15;
 
+/// How a driver talks to its device per operation (issue 5, item 3): exits per operation are
+/// what make an emulated device expensive, and part of them is the driver's choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// The register traffic of Linux's driver for the device: for e1000, a TDT write per
+    /// packet, the interrupt handler's ICR read / IMC write / flush and NAPI's IMS write /
+    /// flush per completion batch, RDT written every 16 returned buffers.
+    Linux,
+    /// What a polling driver needs and no more: the tail written once per batch of
+    /// descriptors (TDT per `batch` frames, RDT per RX poll), no interrupt registers.
+    Batched,
+}
+
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Linux => "linux",
+            Profile::Batched => "batched",
+        }
+    }
+}
+
+/// Which NIC a workload drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NicChoice {
+    /// virtio-net if the bus has one, else an e1000.
+    Auto,
+    Virtio,
+    E1000,
+}
+
 /// What the workloads need from a NIC driver.
 pub trait Nic {
+    /// The `nic=` name of the driver.
+    fn name(&self) -> &'static str;
     fn mac(&self) -> [u8; 6];
     /// Copies a frame into a free TX buffer and queues it; false if the ring is full (the
     /// caller reclaims and retries).
     fn queue_tx(&mut self, frame: &[u8]) -> bool;
-    /// Makes queued frames visible to the device (one doorbell for the batch).
+    /// Makes queued frames visible to the device (one doorbell for the batch; nothing left
+    /// to do for a profile that rings it per frame).
     fn flush_tx(&mut self);
     /// Reclaims sent buffers; returns how many.
     fn reclaim_tx(&mut self) -> usize;
@@ -83,6 +122,10 @@ impl VirtioNet {
 }
 
 impl Nic for VirtioNet {
+    fn name(&self) -> &'static str {
+        "virtio"
+    }
+
     fn mac(&self) -> [u8; 6] {
         self.mac
     }
@@ -230,46 +273,115 @@ pub fn arp(env: &Env, nic: &mut dyn Nic, timeout_ms: u64) -> Option<[u8; 6]> {
     None
 }
 
-fn open(env: &Env, name: &str) -> Option<(VirtioNet, [u8; 6])> {
-    let mut nic = match VirtioNet::open() {
-        Ok(n) => n,
-        Err(e) => {
-            Record::new("error").text(format_args!("{name}: virtio-net: {e}")).send(env);
-            return None;
+/// Opens the NIC the arguments choose, resolves the peer's MAC and runs `run` with both;
+/// returns its exit code, or FAILED after an error record.
+fn with_nic(env: &Env, name: &str, c: &Common, run: impl FnOnce(&mut dyn Nic, [u8; 6]) -> u32) -> u32 {
+    let choice = match c.nic {
+        NicChoice::Auto if crate::pci::find(virtio::VENDOR, 0x1041).is_some() => NicChoice::Virtio,
+        NicChoice::Auto if e1000::find().is_some() => NicChoice::E1000,
+        NicChoice::Auto => {
+            Record::new("error")
+                .text(format_args!("{name}: no NIC on bus 0: neither virtio-net (1af4:1041) nor e1000 (8086:100e/100f/1004)"))
+                .send(env);
+            return exit::FAILED;
         }
+        other => other,
     };
-    let Some(peer) = arp(env, &mut nic, 3000) else {
+    match choice {
+        NicChoice::E1000 => match E1000::open(c.profile) {
+            Ok(mut nic) => {
+                let f = nic.function;
+                let source = match nic.mac_source {
+                    MacSource::Eeprom { checksum_ok: true } => "eeprom",
+                    MacSource::Eeprom { checksum_ok: false } => "eeprom-bad-checksum",
+                    MacSource::Rar => "ral-rah",
+                };
+                Record::new("log")
+                    .text(format_args!(
+                        "{name}: e1000 {:04x}:{:04x} at {:02x}:{:02x}.{} mac {} from {source}, link up, profile {}",
+                        f.vendor,
+                        f.device,
+                        f.bus,
+                        f.dev,
+                        f.func,
+                        Mac(nic.mac()),
+                        c.profile.name()
+                    ))
+                    .send(env);
+                match resolve_peer(env, name, &mut nic) {
+                    Some(peer) => run(&mut nic, peer),
+                    None => exit::FAILED,
+                }
+            }
+            Err(e) => {
+                Record::new("error").text(format_args!("{name}: e1000: {e}")).send(env);
+                exit::FAILED
+            }
+        },
+        _ => match VirtioNet::open() {
+            Ok(mut nic) => match resolve_peer(env, name, &mut nic) {
+                Some(peer) => run(&mut nic, peer),
+                None => exit::FAILED,
+            },
+            Err(e) => {
+                Record::new("error").text(format_args!("{name}: virtio-net: {e}")).send(env);
+                exit::FAILED
+            }
+        },
+    }
+}
+
+fn resolve_peer(env: &Env, name: &str, nic: &mut dyn Nic) -> Option<[u8; 6]> {
+    let peer = arp(env, nic, 3000);
+    if peer.is_none() {
         Record::new("error").text(format_args!("{name}: no ARP reply from the peer 10.0.2.2")).send(env);
-        return None;
-    };
-    Some((nic, peer))
+    }
+    peer
+}
+
+struct Mac([u8; 6]);
+
+impl core::fmt::Display for Mac {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
 }
 
 struct Common {
     size: usize,
-    /// The driver's register access pattern (`linux` or `batched`); virtio-net has one
-    /// pattern, so it is only recorded.
-    profile: &'static str,
     duration_ms: u64,
     warmup_ms: u64,
     raw: bool,
+    nic: NicChoice,
+    profile: Profile,
 }
 
 fn common(a: &mut Args, size_default: u64) -> Common {
+    let nic = match a.str("nic", "auto") {
+        "auto" => NicChoice::Auto,
+        "virtio" => NicChoice::Virtio,
+        "e1000" => NicChoice::E1000,
+        other => {
+            a.bad("nic", other, "auto, virtio or e1000");
+            NicChoice::Auto
+        }
+    };
     let profile = match a.str("profile", "linux") {
-        "linux" => "linux",
-        "batched" => "batched",
+        "linux" => Profile::Linux,
+        "batched" => Profile::Batched,
         other => {
             a.bad("profile", other, "linux or batched");
-            "linux"
+            Profile::Linux
         }
     };
     Common {
-        profile,
         size: a.u64("size", size_default) as usize,
         duration_ms: a.u64("duration_ms", 1000),
         warmup_ms: a.u64("warmup_ms", 200),
         raw: a.u64("raw", 0) != 0,
+        nic,
+        profile,
     }
 }
 
@@ -281,7 +393,11 @@ fn check_size(env: &Env, name: &str, size: usize) -> bool {
     true
 }
 
-/// `net-tx size=S batch=B`: UDP frames to the peer's discard port, B per doorbell.
+/// `net-tx size=S batch=B [nic=auto|virtio|e1000] [profile=linux|batched] [duration_ms=]
+/// [warmup_ms=]`: UDP frames of S bytes to the peer's discard port, B queued per doorbell. With
+/// `profile=linux` an e1000 gets a TDT write per frame (as Linux's e1000_xmit_frame) and the
+/// interrupt handler's register traffic per completion batch; with `batched` one TDT write
+/// per B frames and none. virtio-net rings its doorbell once per B frames in both.
 pub fn tx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
     let mut a = Args::new(env, "net-tx", args);
     let c = common(&mut a, 64);
@@ -289,7 +405,10 @@ pub fn tx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
     if !a.finish() || !check_size(env, "net-tx", c.size) {
         return exit::BAD_EXEC;
     }
-    let Some((mut nic, peer)) = open(env, "net-tx") else { return exit::FAILED };
+    with_nic(env, "net-tx", &c, |nic, peer| tx_run(env, &c, batch, nic, peer))
+}
+
+fn tx_run(env: &Env, c: &Common, batch: usize, nic: &mut dyn Nic, peer: [u8; 6]) -> u32 {
     let mut frame = [0u8; 1514];
     udp_frame(&mut frame, c.size, nic.mac(), peer, GUEST_PORT, PORT_DISCARD);
     let khz = u64::from(env.tsc_khz);
@@ -332,7 +451,6 @@ pub fn tx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
     }
     Record::new("result")
         .kv("name", "net-tx")
-        .kv("profile", c.profile)
         .kv("ops", sent)
         .kv("frames", sent)
         .kv("frames_total", total)
@@ -340,6 +458,8 @@ pub fn tx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
         .kv("window_ns", window_ns)
         .kv("size", c.size)
         .kv("batch", batch)
+        .kv("nic", nic.name())
+        .kv("profile", c.profile.name())
         .send(env);
     let _ = c.raw;
     exit::OK
@@ -370,18 +490,24 @@ fn source_command(nic: &mut dyn Nic, peer: [u8; 6], text: &str) {
     }
 }
 
-/// `net-rx size=S`: asks the peer's source port for an endless stream of S-byte frames and
-/// counts what arrives in the window.
+/// `net-rx size=S [nic=auto|virtio|e1000] [profile=linux|batched] [duration_ms=]
+/// [warmup_ms=]`: asks the peer's source port for an endless stream of S-byte frames and
+/// counts what arrives in the window. With `profile=linux` an e1000 polls at most 64 frames
+/// per batch (NAPI's weight) with the interrupt handler's register traffic around each, and
+/// returns buffers with an RDT write every 16; with `batched` one RDT write per poll.
 pub fn rx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
     let mut a = Args::new(env, "net-rx", args);
     let c = common(&mut a, 64);
     if !a.finish() || !check_size(env, "net-rx", c.size) {
         return exit::BAD_EXEC;
     }
-    let Some((mut nic, peer)) = open(env, "net-rx") else { return exit::FAILED };
+    with_nic(env, "net-rx", &c, |nic, peer| rx_run(env, &c, nic, peer))
+}
+
+fn rx_run(env: &Env, c: &Common, nic: &mut dyn Nic, peer: [u8; 6]) -> u32 {
     let mut cmd = [0u8; 48];
     let text = fmt_into(&mut cmd, format_args!("count=0 size={}", c.size));
-    source_command(&mut nic, peer, text);
+    source_command(nic, peer, text);
     let khz = u64::from(env.tsc_khz);
     let warm_end = rdtsc() + c.warmup_ms * khz;
     let end = warm_end + c.duration_ms * khz;
@@ -412,29 +538,36 @@ pub fn rx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
     }
     let window_ns = env.ns(rdtsc() - start);
     Record::new("window-end").kv("ops", frames).send(env);
-    source_command(&mut nic, peer, "stop");
+    source_command(nic, peer, "stop");
     Record::new("result")
         .kv("name", "net-rx")
-        .kv("profile", c.profile)
         .kv("ops", frames)
         .kv("frames", frames)
         .kv("frames_total", total)
         .kv("bytes", bytes)
         .kv("window_ns", window_ns)
         .kv("size", c.size)
+        .kv("nic", nic.name())
+        .kv("profile", c.profile.name())
         .send(env);
     exit::OK
 }
 
-/// `net-rr size=S`: UDP round trips to the peer's echo port, one at a time; each reply's
-/// payload must match what was sent.
+/// `net-rr size=S [nic=auto|virtio|e1000] [profile=linux|batched] [duration_ms=] [warmup_ms=]
+/// [raw=1]`: UDP round trips to the peer's echo port, one at a time; each reply's payload must
+/// match what was sent. With `profile=linux` an e1000 round trip costs what it costs Linux: a
+/// TDT write, the interrupt handler's traffic for the TX completion and again for the reply,
+/// and an RDT write.
 pub fn rr(env: &Env, args: SplitAsciiWhitespace) -> u32 {
     let mut a = Args::new(env, "net-rr", args);
     let c = common(&mut a, 64);
     if !a.finish() || !check_size(env, "net-rr", c.size) {
         return exit::BAD_EXEC;
     }
-    let Some((mut nic, peer)) = open(env, "net-rr") else { return exit::FAILED };
+    with_nic(env, "net-rr", &c, |nic, peer| rr_run(env, &c, nic, peer))
+}
+
+fn rr_run(env: &Env, c: &Common, nic: &mut dyn Nic, peer: [u8; 6]) -> u32 {
     let mut frame = [0u8; 1514];
     udp_frame(&mut frame, c.size, nic.mac(), peer, GUEST_PORT, PORT_ECHO);
     for (i, b) in frame[HEADERS..c.size].iter_mut().enumerate() {
@@ -497,12 +630,13 @@ pub fn rr(env: &Env, args: SplitAsciiWhitespace) -> u32 {
     lat.report(env, "net-rr", "latency", c.raw);
     Record::new("result")
         .kv("name", "net-rr")
-        .kv("profile", c.profile)
         .kv("ops", ops)
         .kv("window_ns", window_ns)
         .kv("mismatches", mismatches)
         .kv("lost", lost)
         .kv("size", c.size)
+        .kv("nic", nic.name())
+        .kv("profile", c.profile.name())
         .send(env);
     exit::OK
 }

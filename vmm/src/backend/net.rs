@@ -81,26 +81,30 @@ pub struct BackendCounters(pub std::sync::Arc<std::sync::Mutex<Box<dyn NetBacken
 
 impl crate::devices::Counters for BackendCounters {
     fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        let b = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let c = b.counters();
-        let mut v = vec![
-            ("tx_frames", c.tx_frames),
-            ("tx_bytes", c.tx_bytes),
-            ("rx_frames", c.rx_frames),
-            ("rx_bytes", c.rx_bytes),
-        ];
-        if let Some(s) = b.service_counters() {
-            v.extend([
-                ("echoed_frames", s.echoed_frames),
-                ("echoed_bytes", s.echoed_bytes),
-                ("sunk_frames", s.sunk_frames),
-                ("sunk_bytes", s.sunk_bytes),
-                ("sourced_frames", s.sourced_frames),
-                ("sourced_bytes", s.sourced_bytes),
-                ("source_commands", s.source_commands),
-                ("bad_commands", s.bad_commands),
-            ]);
-        }
-        v
+        backend_snapshot(&**self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
+}
+
+/// A back-end's counters and its services' (for a device that owns its back-end).
+pub fn backend_snapshot(b: &dyn NetBackend) -> Vec<(&'static str, u64)> {
+    let c = b.counters();
+    let mut v = vec![
+        ("tx_frames", c.tx_frames),
+        ("tx_bytes", c.tx_bytes),
+        ("rx_frames", c.rx_frames),
+        ("rx_bytes", c.rx_bytes),
+    ];
+    if let Some(s) = b.service_counters() {
+        v.extend([
+            ("echoed_frames", s.echoed_frames),
+            ("echoed_bytes", s.echoed_bytes),
+            ("sunk_frames", s.sunk_frames),
+            ("sunk_bytes", s.sunk_bytes),
+            ("sourced_frames", s.sourced_frames),
+            ("sourced_bytes", s.sourced_bytes),
+            ("source_commands", s.source_commands),
+            ("bad_commands", s.bad_commands),
+        ]);
+    }
+    v
 }

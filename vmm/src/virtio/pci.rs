@@ -66,6 +66,9 @@ pub struct VirtioPci {
     irq: Arc<VirtioIrq>,
     mem: GuestMemoryMmap,
     queues: Vec<Queue>,
+    /// The driver wrote a size virtio-queue could not take (zero, above the maximum, not a
+    /// power of two): the queue must not start with a size the driver does not expect.
+    bad_size: Vec<bool>,
     notify: Vec<EventFd>,
     status: u8,
     device_feature_select: u32,
@@ -148,6 +151,7 @@ impl VirtioPci {
             device,
             irq,
             mem,
+            bad_size: vec![false; queues.len()],
             queues,
             notify,
             status: 0,
@@ -176,6 +180,7 @@ impl VirtioPci {
         for q in &mut self.queues {
             q.reset();
         }
+        self.bad_size.iter_mut().for_each(|b| *b = false);
         for fd in &self.notify {
             let _ = fd.read(); // drop notifications that belonged to the old rings
         }
@@ -214,10 +219,14 @@ impl VirtioPci {
     fn activate(&mut self) {
         let event_idx = self.driver_features & features::RING_EVENT_IDX != 0;
         let mut queues = Vec::new();
-        for (q, fd) in self.queues.iter_mut().zip(&self.notify) {
+        for (i, (q, fd)) in self.queues.iter_mut().zip(&self.notify).enumerate() {
             q.set_event_idx(event_idx);
             if !q.ready() {
                 continue;
+            }
+            if self.bad_size[i] {
+                self.fail("a queue was given a size that is not a power of two up to its maximum");
+                return;
             }
             // Guest-chosen ring addresses and sizes: refuse what does not fit in memory.
             if !q.is_valid(&self.mem) {
@@ -341,10 +350,14 @@ impl VirtioPci {
             0x14 => self.set_status(v as u8),
             0x16 => self.queue_select = v as u16,
             0x18 if self.queue_writable() => {
-                // An invalid size (not a power of two, above the maximum) is ignored by
-                // virtio-queue; the queue then fails validation at DRIVER_OK.
+                // virtio-queue ignores an invalid size (not a power of two, above the
+                // maximum); remember it so the queue fails at DRIVER_OK.
+
+                let size = v as u16;
                 if let Some(q) = self.queue() {
-                    q.set_size(v as u16);
+                    let ok = size.is_power_of_two() && size <= q.max_size();
+                    q.set_size(size);
+                    self.bad_size[sel] = !ok;
                 }
             }
             0x1a if sel < self.queues.len() => {
@@ -498,3 +511,6 @@ impl Drop for VirtioPci {
 
 /// The MSI-X table entry size, re-exported for tests that program vectors.
 pub const MSIX_ENTRY: u64 = ENTRY_SIZE;
+
+#[cfg(test)]
+mod tests;

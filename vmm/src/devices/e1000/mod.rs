@@ -173,6 +173,11 @@ impl E1000 {
         self.counters
     }
 
+    /// The back-end the device sends to and receives from (for its counters).
+    pub fn backend(&self) -> &dyn NetBackend {
+        &*self.backend
+    }
+
     /// The level the device drives on INTA#.
     pub fn irq_level(&self) -> bool {
         self.level

@@ -198,7 +198,9 @@ enum Token {
     Kill = 2,
 }
 
-pub(crate) struct BlkWorker {
+/// The device worker's state; public for the benchmarks in vmm/benches.
+#[doc(hidden)]
+pub struct BlkWorker {
     pub mem: GuestMemoryMmap,
     pub queue: Queue,
     pub notify: EventFd,
@@ -212,7 +214,7 @@ pub(crate) struct BlkWorker {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum WorkerError {
+pub enum WorkerError {
     #[error("epoll failed")]
     Epoll(#[source] std::io::Error),
     #[error("the queue's rings are broken: {0}")]
@@ -256,7 +258,7 @@ impl BlkWorker {
 
     /// Serves every available request, then re-enables notifications (and serves what
     /// raced in), interrupting the driver if it asked to be.
-    pub(crate) fn process(&mut self) -> Result<(), WorkerError> {
+    pub fn process(&mut self) -> Result<(), WorkerError> {
         let q = |e: virtio_queue::Error| WorkerError::Queue(e.to_string());
         let mem = self.mem.clone();
         loop {

@@ -202,7 +202,7 @@ impl Token {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum WorkerError {
+pub enum WorkerError {
     #[error("epoll failed")]
     Epoll(#[source] std::io::Error),
     #[error("the {0} queue's rings are broken: {1}")]
@@ -211,7 +211,9 @@ pub(crate) enum WorkerError {
     Backend(#[source] std::io::Error),
 }
 
-pub(crate) struct NetWorker {
+/// The device worker's state; public for the benchmarks in vmm/benches.
+#[doc(hidden)]
+pub struct NetWorker {
     pub mem: GuestMemoryMmap,
     pub rxq: Queue,
     pub txq: Queue,
@@ -298,7 +300,7 @@ impl NetWorker {
     }
 
     /// Sends every frame the driver queued.
-    pub(crate) fn process_tx(&mut self) -> Result<(), WorkerError> {
+    pub fn process_tx(&mut self) -> Result<(), WorkerError> {
         let q = |e: virtio_queue::Error| WorkerError::Queue("TX", e.to_string());
         let mem = self.mem.clone();
         let mut sent_any = false;
@@ -376,7 +378,7 @@ impl NetWorker {
     }
 
     /// Delivers received frames while the driver has buffers for them.
-    pub(crate) fn process_rx(&mut self) -> Result<(), WorkerError> {
+    pub fn process_rx(&mut self) -> Result<(), WorkerError> {
         let q = |e: virtio_queue::Error| WorkerError::Queue("RX", e.to_string());
         let mem = self.mem.clone();
         let mut delivered = false;
