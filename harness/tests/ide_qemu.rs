@@ -223,7 +223,10 @@ fn qcow2_pattern(test: &str, seed: u64, sectors: u64, args: &str, mode: &str) {
     // Named like a raw image on purpose: the format comes from the header.
     let img = dir.path("disk.img");
     qcow2_image(&img);
-    assert_eq!(QemuDisk::open(DiskKind::Ide, &img).unwrap().format, DiskFormat::Qcow2);
+    assert_eq!(
+        QemuDisk::open(DiskKind::Ide, &img).unwrap().format,
+        DiskFormat::Qcow2
+    );
 
     let o = boot(
         &format!("blk-pattern sectors={sectors} seed={seed} {args}"),
@@ -251,7 +254,14 @@ fn dma_pattern_reaches_a_raw_image() {
 
 #[test]
 fn dma_pattern_in_the_batched_profile_with_lba48_commands() {
-    raw_pattern("dma-batched-ext", 4, DMA_SECTORS, "profile=batched ext=1", "dma", "batched");
+    raw_pattern(
+        "dma-batched-ext",
+        4,
+        DMA_SECTORS,
+        "profile=batched ext=1",
+        "dma",
+        "batched",
+    );
 }
 
 #[test]
@@ -322,7 +332,10 @@ fn random_4k_reads_in_both_modes_and_both_profiles() {
         let (all, polls) = (decimal(r, "pio_accesses"), decimal(r, "pio_polls"));
         assert_eq!(decimal(r, "pio_data"), data, "{r}");
         assert_eq!(decimal(r, "ata_cmds"), 1.0, "{r}");
-        assert!((all - polls - data - protocol).abs() < 0.005, "{mode}/{profile}: {r}");
+        assert!(
+            (all - polls - data - protocol).abs() < 0.005,
+            "{mode}/{profile}: {r}"
+        );
         let lat = o
             .records_of("latency")
             .find(|l| l.get("workload") == Some("blk-read"))
@@ -344,7 +357,11 @@ fn refused_commands_come_back_as_errors_and_the_disk_stays_usable() {
         assert_eq!(r.get("last_sector"), Some("ok"), "{r}");
         // One sector past the end: IDNF from a real drive, ABRT from QEMU's.
         assert_eq!(r.get("past_end"), Some("refused"), "{r}");
-        let err = u8::from_str_radix(r.get("past_end_error").unwrap().trim_start_matches("0x"), 16).unwrap();
+        let err = u8::from_str_radix(
+            r.get("past_end_error").unwrap().trim_start_matches("0x"),
+            16,
+        )
+        .unwrap();
         assert!(err & 0x14 != 0, "neither IDNF nor ABRT: {r}");
         assert_eq!(r.get("nop"), Some("refused"), "{r}");
         assert_eq!(r.get("nop_error"), Some("0x04"), "{r}");
@@ -365,6 +382,9 @@ fn a_queue_depth_above_one_on_ide_is_a_clear_error() {
         .records_of("error")
         .next()
         .unwrap_or_else(|| panic!("no error record in {:#?}", o.records));
-    assert!(e.text.contains("qd=4") && e.text.contains("one command at a time"), "{e}");
+    assert!(
+        e.text.contains("qd=4") && e.text.contains("one command at a time"),
+        "{e}"
+    );
     assert_eq!(o.guest_status, Some(probe_abi::exit::BAD_EXEC));
 }

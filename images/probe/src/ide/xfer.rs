@@ -18,7 +18,10 @@
 
 use core::sync::atomic::{fence, Ordering};
 
-use super::{Error, Ide, Mode, Profile, BM_CMD, BM_ERROR, BM_INTR, BM_PRD, BM_START, BM_STATUS, BM_TO_MEMORY, COMMAND, DATA, DEVICE, ERROR, FEATURE, PRD_EOT, PRD_ENTRIES, STATUS};
+use super::{
+    Error, Ide, Mode, Profile, BM_CMD, BM_ERROR, BM_INTR, BM_PRD, BM_START, BM_STATUS, BM_TO_MEMORY, COMMAND, DATA,
+    DEVICE, ERROR, FEATURE, PRD_ENTRIES, PRD_EOT, STATUS,
+};
 use crate::alloc;
 use crate::ata::{self, Taskfile, Xfer, BSY, DF, DRDY, DRQ, ERR};
 use crate::io::{insl, insw, outl, outsl, outsw};
