@@ -56,8 +56,24 @@ pub enum Xfer {
     Dma,
 }
 
+/// Which way data moves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Dir {
+    /// Device to memory.
+    Read,
+    Write,
+}
+
+/// Which addressing a command uses.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Addressing {
+    Lba28,
+    Lba48,
+}
+
 /// The read or write command for a transfer kind and addressing.
-pub fn rw_command(xfer: Xfer, write: bool, lba48: bool) -> u8 {
+pub fn rw_command(xfer: Xfer, dir: Dir, addr: Addressing) -> u8 {
+    let (write, lba48) = (dir == Dir::Write, addr == Addressing::Lba48);
     match (xfer, write, lba48) {
         (Xfer::PioSingle, false, false) => READ_SECTORS,
         (Xfer::PioSingle, false, true) => READ_SECTORS_EXT,

@@ -167,6 +167,14 @@ impl fmt::Display for Error {
     }
 }
 
+/// How the first read of a wait counts: the driver's own (it needs the value), or a poll that
+/// stands in for the interrupt the probe cannot take.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FirstRead {
+    Own,
+    Poll,
+}
+
 #[derive(Clone, Copy)]
 struct Ports {
     cmd: u16,
@@ -329,18 +337,19 @@ impl Ide {
         self.wr(self.p.bm + reg, v);
     }
 
-    /// Reads `port` until `done`; the first read is the driver's own unless `poll_first`
-    /// (an interrupt stand-in), every repeat is a poll.
-    fn wait(&mut self, port: u16, poll_first: bool, phase: &'static str, done: impl Fn(u8) -> bool) -> Result<u8, Error> {
+    /// Reads `port` until `done`; every repeat is a poll, and so is the first read when it
+    /// stands in for an interrupt.
+    fn wait(&mut self, port: u16, first: FirstRead, phase: &'static str, done: impl Fn(u8) -> bool) -> Result<u8, Error> {
+        let poll_first = first == FirstRead::Poll;
         let deadline = rdtsc() + self.timeout_ticks;
-        let mut first = true;
+        let mut first_read = true;
         loop {
             let v = inb(port);
             self.n.accesses += 1;
-            if poll_first || !first {
+            if poll_first || !first_read {
                 self.n.polls += 1;
             }
-            first = false;
+            first_read = false;
             if done(v) {
                 return Ok(v);
             }
@@ -353,20 +362,20 @@ impl Ide {
 
     /// Status until BSY and DRQ are clear (libata's ata_wait_idle).
     fn wait_idle(&mut self, phase: &'static str) -> Result<u8, Error> {
-        self.wait(self.p.cmd + STATUS, false, phase, |s| s & (BSY | DRQ) == 0)
+        self.wait(self.p.cmd + STATUS, FirstRead::Own, phase, |s| s & (BSY | DRQ) == 0)
     }
 
     /// Status until BSY is clear.
     fn wait_not_busy(&mut self, phase: &'static str) -> Result<u8, Error> {
-        self.wait(self.p.cmd + STATUS, false, phase, |s| s & BSY == 0)
+        self.wait(self.p.cmd + STATUS, FirstRead::Own, phase, |s| s & BSY == 0)
     }
 
     /// The `linux` profile's stand-in for INTRQ: the bus-master Interrupt bit.
     fn wait_intr(&mut self, phase: &'static str) -> Result<u8, Error> {
         if self.p.bm == 0 {
-            return self.wait(self.p.ctl, true, phase, |s| s & BSY == 0);
+            return self.wait(self.p.ctl, FirstRead::Poll, phase, |s| s & BSY == 0);
         }
-        self.wait(self.p.bm + BM_STATUS, true, phase, |s| s & BM_INTR != 0)
+        self.wait(self.p.bm + BM_STATUS, FirstRead::Poll, phase, |s| s & BM_INTR != 0)
     }
 
     fn delay_us(&self, us: u64) {
@@ -401,7 +410,7 @@ impl Ide {
         self.wr(self.p.ctl, ata::CTL_OBS);
         // At least 2 ms before the status means anything.
         self.delay_us(2_000);
-        let s = self.wait(self.p.cmd + STATUS, false, "reset", |s| s & BSY == 0 || s == 0xff)?;
+        let s = self.wait(self.p.cmd + STATUS, FirstRead::Own, "reset", |s| s & BSY == 0 || s == 0xff)?;
         if s == 0xff {
             return Err(Error::NoDevice(s));
         }
@@ -411,7 +420,7 @@ impl Ide {
         }
         self.tf_wr(DEVICE, ata::DEV_OBS);
         self.altstatus();
-        self.wait(self.p.cmd + STATUS, false, "ready", |s| s & (BSY | DRDY) == DRDY)?;
+        self.wait(self.p.cmd + STATUS, FirstRead::Own, "ready", |s| s & (BSY | DRDY) == DRDY)?;
         self.feat_cur = None;
         self.feat_prev = None;
         self.prd_loaded = false;

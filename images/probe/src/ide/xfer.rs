@@ -19,12 +19,21 @@
 use core::sync::atomic::{fence, Ordering};
 
 use super::{
-    Error, Ide, Mode, Profile, BM_CMD, BM_ERROR, BM_INTR, BM_PRD, BM_START, BM_STATUS, BM_TO_MEMORY, COMMAND, DATA,
+    Error, FirstRead, Ide, Mode, Profile, BM_CMD, BM_ERROR, BM_INTR, BM_PRD, BM_START, BM_STATUS, BM_TO_MEMORY, COMMAND, DATA,
     DEVICE, ERROR, FEATURE, PRD_ENTRIES, PRD_EOT, STATUS,
 };
 use crate::alloc;
-use crate::ata::{self, Taskfile, Xfer, BSY, DF, DRDY, DRQ, ERR};
+use crate::ata::{self, Addressing, Dir, Taskfile, Xfer, BSY, DF, DRDY, DRQ, ERR};
 use crate::io::{insl, insw, outl, outsl, outsw};
+
+/// How PIO data is cut into string instructions.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Strings {
+    /// One per sector, as libata's ata_pio_sector.
+    PerSector,
+    /// One per DRQ block.
+    PerBlock,
+}
 
 /// A clean completion: DRDY alone among BSY, DRDY, DF, DRQ, ERR (libata's ata_ok).
 fn ok_status(s: u8) -> bool {
@@ -34,12 +43,12 @@ fn ok_status(s: u8) -> bool {
 impl Ide {
     /// Reads `sectors` from `lba` into the start of the data buffer.
     pub fn read(&mut self, lba: u64, sectors: u64) -> Result<(), Error> {
-        self.rw(false, lba, sectors)
+        self.rw(Dir::Read, lba, sectors)
     }
 
     /// Writes `sectors` at `lba` from the start of the data buffer.
     pub fn write(&mut self, lba: u64, sectors: u64) -> Result<(), Error> {
-        self.rw(true, lba, sectors)
+        self.rw(Dir::Write, lba, sectors)
     }
 
     /// FLUSH CACHE, or FLUSH CACHE EXT where the disk has it (as libata chooses).
@@ -87,7 +96,7 @@ impl Ide {
 
     /// Splits a request into commands the way libata builds them: LBA28 when the request fits
     /// (ata_build_rw_tf's lba_28_ok), else LBA48.
-    fn rw(&mut self, write: bool, lba: u64, sectors: u64) -> Result<(), Error> {
+    fn rw(&mut self, dir: Dir, lba: u64, sectors: u64) -> Result<(), Error> {
         if self.dead {
             return Err(Error::Dead);
         }
@@ -110,7 +119,7 @@ impl Ide {
                 return Err(Error::Range { lba: at, sectors: n });
             }
             let tf = Taskfile {
-                command: ata::rw_command(xfer, write, lba48),
+                command: ata::rw_command(xfer, dir, if lba48 { Addressing::Lba48 } else { Addressing::Lba28 }),
                 feature: 0,
                 count: n as u32,
                 lba: at,
@@ -119,8 +128,8 @@ impl Ide {
             };
             self.n.commands += 1;
             let r = match xfer {
-                Xfer::Dma => self.dma(&tf, write, done * 512),
-                _ => self.pio(&tf, write, xfer, done * 512),
+                Xfer::Dma => self.dma(&tf, dir, done * 512),
+                _ => self.pio(&tf, dir, xfer, done * 512),
             };
             r.map_err(|e| self.failed(e))?;
             done += n;
@@ -162,7 +171,7 @@ impl Ide {
     /// ata_sff_irq_status: altstatus (busy: not our interrupt yet), then status.
     fn linux_irq_status(&mut self) -> Result<u8, Error> {
         if self.altstatus() & BSY != 0 {
-            self.wait(self.p.ctl, true, "interrupt", |s| s & BSY == 0)?;
+            self.wait(self.p.ctl, FirstRead::Poll, "interrupt", |s| s & BSY == 0)?;
         }
         Ok(self.tf_rd(STATUS))
     }
@@ -251,15 +260,15 @@ impl Ide {
         }
     }
 
-    fn dma(&mut self, tf: &Taskfile, write: bool, off: u64) -> Result<(), Error> {
+    fn dma(&mut self, tf: &Taskfile, dir: Dir, off: u64) -> Result<(), Error> {
         if self.p.bm == 0 {
             return Err(Error::NoBusMaster);
         }
         self.fill_prd(off, u64::from(tf.count) * 512);
-        let dir = if write { 0 } else { BM_TO_MEMORY };
+        let bm_dir = if dir == Dir::Write { 0 } else { BM_TO_MEMORY };
         let r = match self.opts.profile {
-            Profile::Linux => self.dma_linux(tf, dir),
-            Profile::Batched => self.dma_batched(tf, dir),
+            Profile::Linux => self.dma_linux(tf, bm_dir),
+            Profile::Batched => self.dma_batched(tf, bm_dir),
         };
         // What the device wrote is in memory before anyone reads the buffer.
         fence(Ordering::SeqCst);
@@ -315,7 +324,7 @@ impl Ide {
         self.bm_wr(BM_CMD, dir | BM_START);
         self.bm_cmd = Some(dir | BM_START);
         // Interrupt set means the device finished and all its data is in memory.
-        let host = self.wait(self.p.bm + BM_STATUS, false, "DMA completion", |s| s & BM_INTR != 0)?;
+        let host = self.wait(self.p.bm + BM_STATUS, FirstRead::Own, "DMA completion", |s| s & BM_INTR != 0)?;
         let st = self.wait_not_busy("DMA status")?;
         self.bm_wr(BM_STATUS, host);
         self.bm_wr(BM_CMD, dir);
@@ -328,15 +337,15 @@ impl Ide {
 
     // ---- PIO ----
 
-    fn pio(&mut self, tf: &Taskfile, write: bool, xfer: Xfer, off: u64) -> Result<(), Error> {
+    fn pio(&mut self, tf: &Taskfile, dir: Dir, xfer: Xfer, off: u64) -> Result<(), Error> {
         let per_block = if xfer == Xfer::PioMultiple { u32::from(self.multiple) } else { 1 };
-        if write {
+        if dir == Dir::Write {
             fence(Ordering::SeqCst);
         }
-        let r = match self.opts.profile {
-            Profile::Linux if write => self.pio_out_linux(tf, per_block, off),
-            Profile::Linux => self.pio_in_linux(tf, per_block, off),
-            Profile::Batched => self.pio_batched(tf, write, per_block, off),
+        let r = match (self.opts.profile, dir) {
+            (Profile::Linux, Dir::Write) => self.pio_out_linux(tf, per_block, off),
+            (Profile::Linux, Dir::Read) => self.pio_in_linux(tf, per_block, off),
+            (Profile::Batched, _) => self.pio_batched(tf, dir, per_block, off),
         };
         fence(Ordering::SeqCst);
         r
@@ -354,7 +363,7 @@ impl Ide {
             self.linux_irq_clear();
             self.expect_drq(tf.command, st)?;
             let n = left.min(per_block);
-            self.data(at, n, false, true);
+            self.data(at, n, Dir::Read, Strings::PerSector);
             self.altstatus();
             left -= n;
             at += u64::from(n) * 512;
@@ -375,7 +384,7 @@ impl Ide {
         let (mut left, mut at) = (tf.count, off);
         loop {
             let n = left.min(per_block);
-            self.data(at, n, true, true);
+            self.data(at, n, Dir::Write, Strings::PerSector);
             self.altstatus();
             left -= n;
             at += u64::from(n) * 512;
@@ -391,7 +400,7 @@ impl Ide {
 
     /// Either direction: per DRQ block one status wait and one string instruction; a last
     /// status wait to see the command complete.
-    fn pio_batched(&mut self, tf: &Taskfile, write: bool, per_block: u32, off: u64) -> Result<(), Error> {
+    fn pio_batched(&mut self, tf: &Taskfile, dir: Dir, per_block: u32, off: u64) -> Result<(), Error> {
         self.batched_load(tf);
         self.tf_wr(COMMAND, tf.command);
         self.intr_dirty = true;
@@ -403,7 +412,7 @@ impl Ide {
             }
             self.expect_drq(tf.command, st)?;
             let n = left.min(per_block);
-            self.data(at, n, write, false);
+            self.data(at, n, dir, Strings::PerBlock);
             left -= n;
             at += u64::from(n) * 512;
         }
@@ -411,9 +420,10 @@ impl Ide {
 
     /// Moves `sectors` through the data port at buffer offset `at`: one string instruction
     /// per sector (libata's ata_pio_sector) or one for them all.
-    fn data(&mut self, at: u64, sectors: u32, write: bool, per_sector: bool) {
+    fn data(&mut self, at: u64, sectors: u32, dir: Dir, strings: Strings) {
         let port = self.p.cmd + DATA;
-        let step = if per_sector { 1 } else { sectors };
+        let write = dir == Dir::Write;
+        let step = if strings == Strings::PerSector { 1 } else { sectors };
         let mut s = 0;
         while s < sectors {
             let n = step.min(sectors - s) as usize;
