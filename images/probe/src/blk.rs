@@ -1,6 +1,7 @@
 //! The virtio-blk driver (virtio 1.2, 5.2) and the block workloads: a pattern write and
 //! read-back that the host verifies byte for byte, and timed sequential or random reads and
-//! writes at a queue depth, every latency measured with the TSC.
+//! writes at a queue depth, every latency measured with the TSC. The workloads drive
+//! virtio-blk or the PIIX IDE disk (disk.rs chooses).
 
 use core::str::SplitAsciiWhitespace;
 
@@ -8,15 +9,16 @@ use probe_abi::exit;
 
 use crate::alloc;
 use crate::args::Args;
+use crate::disk::{self, Disk, Selection, Which};
 use crate::io::rdtsc;
 use crate::report::Record;
 use crate::virtio::{self, Device, Queue};
 use crate::Env;
 
-const T_IN: u32 = 0;
-const T_OUT: u32 = 1;
-const T_FLUSH: u32 = 4;
-const SECTOR: u64 = 512;
+pub const T_IN: u32 = 0;
+pub const T_OUT: u32 = 1;
+pub const T_FLUSH: u32 = 4;
+pub const SECTOR: u64 = 512;
 const F_RO: u64 = 1 << 5;
 const F_FLUSH: u64 = 1 << 9;
 
@@ -126,7 +128,7 @@ impl Blk {
     }
 
     /// One synchronous request; returns its status.
-    fn sync(&mut self, kind: u32, sector: u64, data: Option<&[u8]>, out: Option<&mut [u8]>, len: u64) -> Result<u8, virtio::Error> {
+    pub fn sync(&mut self, kind: u32, sector: u64, data: Option<&[u8]>, out: Option<&mut [u8]>, len: u64) -> Result<u8, virtio::Error> {
         let head = self.submit(kind, sector, len)?;
         let s = self.slots[usize::from(head) % 256].ok_or(virtio::Error::NoMemory)?;
         if let Some(d) = data {
@@ -143,28 +145,31 @@ impl Blk {
     }
 }
 
-fn fail(env: &Env, what: &str, e: virtio::Error) -> u32 {
+
+fn fail(env: &Env, what: &str, e: impl core::fmt::Display) -> u32 {
     Record::new("error").text(format_args!("{what}: {e}")).send(env);
     exit::FAILED
 }
 
-/// `blk-pattern sectors=N seed=S`: writes the pattern, flushes, reads it back and compares.
+/// `blk-pattern sectors=N seed=S [start=N]` plus the disk selection (disk.rs): writes the
+/// pattern, flushes, reads it back and compares.
 pub fn pattern(env: &Env, args: SplitAsciiWhitespace) -> u32 {
     let mut a = Args::new(env, "blk-pattern", args);
     let sectors = a.u64("sectors", 2048);
     let seed = a.u64("seed", 1);
     let start = a.u64("start", 0);
+    let sel = Selection::parse(&mut a);
     if !a.finish() {
         return exit::BAD_EXEC;
     }
-    let mut blk = match Blk::open(env, 64) {
-        Ok(b) => b,
-        Err(e) => return fail(env, "virtio-blk", e),
-    };
     let chunk = 128u64; // sectors per request: 64 KiB
+    let mut d = match Disk::open(env, "blk-pattern", &sel, chunk * SECTOR, 64) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
     let mut buf = [0u8; 65536];
     let (mut write_errors, mut read_errors, mut mismatches) = (0u64, 0u64, 0u64);
-    let end = (start + sectors).min(blk.capacity_sectors);
+    let end = (start + sectors).min(d.capacity());
     let mut s = start;
     while s < end {
         let n = chunk.min(end - s);
@@ -172,14 +177,14 @@ pub fn pattern(env: &Env, args: SplitAsciiWhitespace) -> u32 {
         for (i, b) in buf[..len].iter_mut().enumerate() {
             *b = probe_abi::pattern_byte(seed, s * SECTOR + i as u64);
         }
-        match blk.sync(T_OUT, s, Some(&buf[..len]), None, len as u64) {
-            Ok(0) => {}
-            Ok(_) => write_errors += 1,
+        match d.write(s, &buf[..len]) {
+            Ok(true) => {}
+            Ok(false) => write_errors += 1,
             Err(e) => return fail(env, "write", e),
         }
         s += n;
     }
-    let flush = match blk.sync(T_FLUSH, 0, None, None, 0) {
+    let flush = match d.flush() {
         Ok(st) => st,
         Err(e) => return fail(env, "flush", e),
     };
@@ -187,33 +192,86 @@ pub fn pattern(env: &Env, args: SplitAsciiWhitespace) -> u32 {
     while s < end {
         let n = chunk.min(end - s);
         let len = (n * SECTOR) as usize;
-        match blk.sync(T_IN, s, None, Some(&mut buf[..len]), len as u64) {
-            Ok(0) => {
+        match d.read(s, &mut buf[..len]) {
+            Ok(true) => {
                 for (i, &b) in buf[..len].iter().enumerate() {
                     if b != probe_abi::pattern_byte(seed, s * SECTOR + i as u64) {
                         mismatches += 1;
                     }
                 }
             }
-            Ok(_) => read_errors += 1,
+            Ok(false) => read_errors += 1,
             Err(e) => return fail(env, "read", e),
         }
         s += n;
     }
-    Record::new("result")
+    let r = Record::new("result")
         .kv("name", "blk-pattern")
         .kv("sectors", end.saturating_sub(start))
-        .kv("capacity_sectors", blk.capacity_sectors)
-        .kv("read_only", u8::from(blk.read_only))
+        .kv("capacity_sectors", d.capacity())
+        .kv("read_only", u8::from(d.read_only()))
         .kv("write_errors", write_errors)
         .kv("read_errors", read_errors)
         .kv("flush_status", flush)
-        .kv("mismatches", mismatches)
-        .send(env);
+        .kv("mismatches", mismatches);
+    d.describe(r).send(env);
     exit::OK
 }
 
-/// `blk-read|blk-write pattern=seq|rand bs=BYTES qd=N duration_ms=D warmup_ms=W`.
+/// A timed stream's parameters.
+pub struct Stream {
+    pub name: &'static str,
+    pub write: bool,
+    pub random: bool,
+    pub bs: u64,
+    pub qd: usize,
+    pub duration_ms: u64,
+    pub warmup_ms: u64,
+    pub raw: bool,
+    pub seed: u64,
+}
+
+/// The sectors a stream visits: random `bs`-aligned offsets, or sequential with wrap-around.
+pub struct Picker {
+    random: bool,
+    rng: u64,
+    span: u64,
+    step: u64,
+    capacity: u64,
+    next_seq: u64,
+}
+
+impl Picker {
+    /// None if the disk is smaller than one request.
+    pub fn new(s: &Stream, capacity: u64) -> Option<Picker> {
+        let step = s.bs / SECTOR;
+        let span = capacity.checked_sub(step).filter(|&x| x > 0)?;
+        Some(Picker {
+            random: s.random,
+            rng: s.seed.max(1),
+            span,
+            step,
+            capacity,
+            next_seq: 0,
+        })
+    }
+
+    pub fn next_sector(&mut self) -> u64 {
+        if self.random {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            (self.rng % (self.span + 1)) / self.step * self.step
+        } else {
+            let s = self.next_seq;
+            self.next_seq = if s + 2 * self.step > self.capacity { 0 } else { s + self.step };
+            s
+        }
+    }
+}
+
+/// `blk-read|blk-write pattern=seq|rand bs=BYTES qd=N duration_ms=D warmup_ms=W` plus the
+/// disk selection (disk.rs).
 pub fn stream(env: &Env, write: bool, args: SplitAsciiWhitespace) -> u32 {
     let name = if write { "blk-write" } else { "blk-read" };
     let mut a = Args::new(env, name, args);
@@ -225,58 +283,51 @@ pub fn stream(env: &Env, write: bool, args: SplitAsciiWhitespace) -> u32 {
             false
         }
     };
-    let bs = a.u64("bs", 4096);
-    let qd = a.u64("qd", 1).clamp(1, 128) as usize;
-    let duration_ms = a.u64("duration_ms", 1000);
-    let warmup_ms = a.u64("warmup_ms", 200);
-    let a_raw = a.u64("raw", 0) != 0;
-    // One virtio-blk access pattern; the profile is recorded for the IDE comparison.
-    let profile = match a.str("profile", "linux") {
-        "linux" => "linux",
-        "batched" => "batched",
-        other => {
-            a.bad("profile", other, "linux or batched");
-            "linux"
-        }
+    let s = Stream {
+        name,
+        write,
+        random,
+        bs: a.u64("bs", 4096),
+        qd: a.u64("qd", 1).clamp(1, 128) as usize,
+        duration_ms: a.u64("duration_ms", 1000),
+        warmup_ms: a.u64("warmup_ms", 200),
+        raw: a.u64("raw", 0) != 0,
+        seed: a.u64("seed", 0x2545_F491_4F6C_DD1D),
     };
-    let seed = a.u64("seed", 0x2545_F491_4F6C_DD1D);
+    let sel = Selection::parse(&mut a);
     if !a.finish() {
         return exit::BAD_EXEC;
     }
-    if bs == 0 || !bs.is_multiple_of(SECTOR) || bs > (4 << 20) {
+    if s.bs == 0 || !s.bs.is_multiple_of(SECTOR) || s.bs > (4 << 20) {
         Record::new("error").text(format_args!("{name}: bs must be a multiple of 512 up to 4 MiB")).send(env);
         return exit::BAD_EXEC;
+    }
+    match sel.resolve() {
+        Which::Ide => disk::stream_ide(env, &s, &sel),
+        _ => stream_virtio(env, &s, &sel),
+    }
+}
+
+fn stream_virtio(env: &Env, st: &Stream, sel: &Selection) -> u32 {
+    let name = st.name;
+    if let Err(code) = sel.check_virtio(env, name) {
+        return code;
     }
     let mut blk = match Blk::open(env, 256) {
         Ok(b) => b,
         Err(e) => return fail(env, name, e),
     };
-    let span = blk.capacity_sectors.saturating_sub(bs / SECTOR);
-    if span == 0 {
-        Record::new("error").text(format_args!("{name}: the disk is smaller than one {bs}-byte request")).send(env);
+    let Some(mut pick) = Picker::new(st, blk.capacity_sectors) else {
+        Record::new("error").text(format_args!("{name}: the disk is smaller than one {}-byte request", st.bs)).send(env);
         return exit::BAD_EXEC;
-    }
-    let kind = if write { T_OUT } else { T_IN };
-    let mut rng = seed.max(1);
-    let mut next_seq = 0u64;
-    let mut next_sector = || {
-        if random {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (rng % (span + 1)) / (bs / SECTOR) * (bs / SECTOR)
-        } else {
-            let s = next_seq;
-            next_seq = if next_seq + 2 * (bs / SECTOR) > blk_span_end(span, bs) { 0 } else { next_seq + bs / SECTOR };
-            s
-        }
     };
-    let raw = a_raw;
+    let (bs, qd) = (st.bs, st.qd);
+    let kind = if st.write { T_OUT } else { T_IN };
     let mut lat = crate::samples::Samples::new(1 << 20);
     let ticks_ms = u64::from(env.tsc_khz);
     let t0 = rdtsc();
-    let warm_end = t0 + warmup_ms * ticks_ms;
-    let end = warm_end + duration_ms * ticks_ms;
+    let warm_end = t0 + st.warmup_ms * ticks_ms;
+    let end = warm_end + st.duration_ms * ticks_ms;
     let mut in_flight = 0usize;
     let (mut ops, mut errors) = (0u64, 0u64);
     let mut measuring = false;
@@ -291,7 +342,7 @@ pub fn stream(env: &Env, write: bool, args: SplitAsciiWhitespace) -> u32 {
         let done = now >= end;
         let mut queued = false;
         while !done && in_flight < qd && blk.q.free() >= 3 {
-            if let Err(e) = blk.submit(kind, next_sector(), bs) {
+            if let Err(e) = blk.submit(kind, pick.next_sector(), bs) {
                 return fail(env, name, e);
             }
             in_flight += 1;
@@ -305,11 +356,11 @@ pub fn stream(env: &Env, write: bool, args: SplitAsciiWhitespace) -> u32 {
             break;
         }
         match blk.complete() {
-            Ok((_, st, ticks)) => {
+            Ok((_, status, ticks)) => {
                 in_flight -= 1;
                 if measuring && !done {
                     ops += 1;
-                    if st != 0 {
+                    if status != 0 {
                         errors += 1;
                     }
                     lat.push(env.ns(ticks));
@@ -320,7 +371,7 @@ pub fn stream(env: &Env, write: bool, args: SplitAsciiWhitespace) -> u32 {
     }
     let window_ns = env.ns(rdtsc().min(end) - window_start);
     Record::new("window-end").kv("ops", ops).send(env);
-    lat.report(env, name, "latency", raw);
+    lat.report(env, name, "latency", st.raw);
     Record::new("result")
         .kv("name", name)
         .kv("ops", ops)
@@ -329,11 +380,9 @@ pub fn stream(env: &Env, write: bool, args: SplitAsciiWhitespace) -> u32 {
         .kv("window_ns", window_ns)
         .kv("qd", qd)
         .kv("bs", bs)
-        .kv("profile", profile)
+        .kv("profile", sel.profile_name())
+        .kv("disk", "virtio")
+        .kv("mode", "virtqueue")
         .send(env);
     exit::OK
-}
-
-fn blk_span_end(span: u64, bs: u64) -> u64 {
-    span + bs / SECTOR
 }

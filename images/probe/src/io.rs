@@ -31,6 +31,47 @@ pub fn inl(port: u16) -> u32 {
     v
 }
 
+/// `rep insw`: fills `buf` from a 16-bit data port (one I/O access per element).
+#[inline(always)]
+pub fn insw(port: u16, buf: &mut [u16]) {
+    // SAFETY: writes exactly `buf.len()` elements at `buf` (DF is clear by the ABI); the
+    // port read itself has no other memory effect.
+    unsafe {
+        asm!("rep insw", in("dx") port, inout("rdi") buf.as_mut_ptr() => _,
+             inout("rcx") buf.len() => _, options(nostack, preserves_flags))
+    }
+}
+
+/// `rep insd`: fills `buf` from a 32-bit data port.
+#[inline(always)]
+pub fn insl(port: u16, buf: &mut [u32]) {
+    // SAFETY: as for `insw`.
+    unsafe {
+        asm!("rep insd", in("dx") port, inout("rdi") buf.as_mut_ptr() => _,
+             inout("rcx") buf.len() => _, options(nostack, preserves_flags))
+    }
+}
+
+/// `rep outsw`: sends `buf` to a 16-bit data port.
+#[inline(always)]
+pub fn outsw(port: u16, buf: &[u16]) {
+    // SAFETY: reads exactly `buf.len()` elements at `buf` (DF is clear by the ABI).
+    unsafe {
+        asm!("rep outsw", in("dx") port, inout("rsi") buf.as_ptr() => _,
+             inout("rcx") buf.len() => _, options(nostack, preserves_flags, readonly))
+    }
+}
+
+/// `rep outsd`: sends `buf` to a 32-bit data port.
+#[inline(always)]
+pub fn outsl(port: u16, buf: &[u32]) {
+    // SAFETY: as for `outsw`.
+    unsafe {
+        asm!("rep outsd", in("dx") port, inout("rsi") buf.as_ptr() => _,
+             inout("rcx") buf.len() => _, options(nostack, preserves_flags, readonly))
+    }
+}
+
 /// Reads a device register at guest-physical (= virtual) address `addr`.
 #[inline(always)]
 pub fn mmio_read32(addr: u64) -> u32 {

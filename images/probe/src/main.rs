@@ -6,9 +6,12 @@
 
 mod alloc;
 mod args;
+mod ata;
 mod blk;
 mod calibrate;
+mod disk;
 mod e1000;
+mod ide;
 mod io;
 mod mem;
 mod net;
@@ -139,6 +142,7 @@ fn run(env: &Env) -> u32 {
         "blk-pattern" => blk::pattern(env, words),
         "blk-read" => blk::stream(env, false, words),
         "blk-write" => blk::stream(env, true, words),
+        "ide-check" => disk::check(env, words),
         "net-tx" => net::tx(env, words),
         "net-rx" => net::rx(env, words),
         "net-rr" => net::rr(env, words),
@@ -152,7 +156,7 @@ fn run(env: &Env) -> u32 {
         }
         other => {
             Record::new("error")
-                .text(format_args!("unknown workload '{other}'; known: hello, calibrate, blk-pattern, blk-read, blk-write, net-tx, net-rx, net-rr, crash, hang"))
+                .text(format_args!("unknown workload '{other}'; known: hello, calibrate, blk-pattern, blk-read, blk-write, ide-check, net-tx, net-rx, net-rr, crash, hang"))
                 .send(env);
             exit::BAD_EXEC
         }

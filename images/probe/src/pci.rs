@@ -113,6 +113,29 @@ impl Function {
         Some((base, false))
     }
 
+    /// The port base of I/O BAR `i`; assigns one from the probe's own port window if firmware
+    /// left it at zero (qboot assigns none). None if the BAR is not an I/O BAR.
+    pub fn io_bar(&self, i: u8) -> Option<u16> {
+        let reg = 0x10 + i * 4;
+        let lo = self.read(reg);
+        if lo & 1 == 0 {
+            return None;
+        }
+        let base = lo & 0xfffc;
+        if base != 0 {
+            return Some(base as u16);
+        }
+        self.write(reg, u32::MAX);
+        let mask = self.read(reg) & 0xfffc;
+        if mask == 0 {
+            return None;
+        }
+        let size = (!mask & 0xffff).wrapping_add(1) as u16;
+        let base = next_io_window(size)?;
+        self.write(reg, u32::from(base) | 1);
+        Some(base)
+    }
+
     /// Turns on memory and I/O decoding and bus mastering (DMA), as a driver must.
     pub fn enable(&self) {
         let cmd = self.read(0x04) & 0xffff;
@@ -146,6 +169,20 @@ fn next_window(size: u64) -> Option<u64> {
     }
     NEXT.store(base + size, Ordering::Relaxed);
     Some(base)
+}
+
+/// Port window for I/O BARs firmware left unassigned: above vmbench's placements (from 0xc000)
+/// and below the end of the 64 KiB port space.
+fn next_io_window(size: u16) -> Option<u16> {
+    use core::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0xE000);
+    let size = u32::from(size.max(4));
+    let base = NEXT.load(Ordering::Relaxed).next_multiple_of(size);
+    if base + size > 0xF000 {
+        return None;
+    }
+    NEXT.store(base + size, Ordering::Relaxed);
+    Some(base as u16)
 }
 
 /// The first function with this vendor and device ID.

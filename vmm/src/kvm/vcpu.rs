@@ -211,14 +211,16 @@ pub fn run(mut vcpu: VcpuFd, ctx: Context) -> End {
             return End::Stopped;
         }
         let exit = vcpu.run();
-        let (reason, addr, hit) = match exit {
-            Ok(VcpuExit::IoIn(port, data)) => {
-                let hit = ctx.pio.read(u64::from(port), id, data);
-                (Reason::PioIn, u64::from(port), hit)
+        // Port I/O is dispatched after the match, from kvm_run, which says the element size.
+        let mut port_io = false;
+        let (reason, addr, mut hit) = match exit {
+            Ok(VcpuExit::IoIn(port, _)) => {
+                port_io = true;
+                (Reason::PioIn, u64::from(port), None)
             }
-            Ok(VcpuExit::IoOut(port, data)) => {
-                let hit = ctx.pio.write(u64::from(port), id, data);
-                (Reason::PioOut, u64::from(port), hit)
+            Ok(VcpuExit::IoOut(port, _)) => {
+                port_io = true;
+                (Reason::PioOut, u64::from(port), None)
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
                 let hit = ctx.mmio.read(addr, id, data);
@@ -264,6 +266,40 @@ pub fn run(mut vcpu: VcpuFd, ctx: Context) -> End {
                 return crash(&vcpu, format!("KVM_RUN failed: {e}"));
             }
         };
+        if port_io {
+            hit = dispatch_port_io(&mut vcpu, &ctx.pio, id);
+        }
         ctx.exits.record(id, reason, addr, hit);
     }
+}
+
+/// Dispatches a KVM_EXIT_IO as one bus access of the element size per element: a string
+/// instruction (`rep insw`, `rep outsd`, as Linux's ata_piix moves IDE data) exits once for
+/// up to a page of elements, which kvm-ioctls hands out as one slice of `size * count` bytes.
+fn dispatch_port_io(vcpu: &mut VcpuFd, pio: &Bus, id: usize) -> crate::bus::Hit {
+    let run = vcpu.get_kvm_run();
+    // SAFETY: the last exit was KVM_EXIT_IO (the caller matched it), so KVM filled the `io`
+    // member of the exit union; it is plain integers.
+    let io = unsafe { run.__bindgen_anon_1.io };
+    let size = usize::from(io.size).max(1);
+    let len = size * io.count as usize;
+    // SAFETY: KVM put `count` elements of `size` bytes at `data_offset` inside this vCPU's
+    // kvm_run mapping (the slice kvm-ioctls returns for the exit, which is no longer alive);
+    // nothing else touches it before the next KVM_RUN.
+    let data = unsafe {
+        std::slice::from_raw_parts_mut(
+            (run as *mut kvm_bindings::kvm_run as *mut u8).add(io.data_offset as usize),
+            len,
+        )
+    };
+    let port = u64::from(io.port);
+    let mut hit = None;
+    for element in data.chunks_mut(size) {
+        hit = if u32::from(io.direction) == kvm_bindings::KVM_EXIT_IO_IN {
+            pio.read(port, id, element)
+        } else {
+            pio.write(port, id, element)
+        };
+    }
+    hit
 }

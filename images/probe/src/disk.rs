@@ -1,0 +1,435 @@
+//! The disk a block workload drives: `disk=auto|virtio|ide` (auto: virtio-blk 1af4:1042 if
+//! present, else the PIIX IDE primary master), the IDE driver's options (`mode=dma|pio`,
+//! `multi=1|0` for READ/WRITE MULTIPLE, `ext=0|1` to force LBA48 commands, `width=32|16` for
+//! the data port) and `profile=linux|batched`; both disks behind one synchronous interface
+//! for the pattern workload, and the IDE stream loop (one command in flight, as the hardware
+//! has it).
+
+use core::fmt;
+
+use probe_abi::exit;
+
+use crate::args::Args;
+use crate::blk::{self, Blk, Picker, Stream, SECTOR};
+use crate::ide::{self, Counts, Ide, Mode, Profile};
+use crate::io::rdtsc;
+use crate::report::Record;
+use crate::{pci, virtio, Env};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Which {
+    Auto,
+    Virtio,
+    Ide,
+}
+
+/// The disk arguments of a block workload.
+pub struct Selection {
+    pub which: Which,
+    pub profile: Profile,
+    pub mode: Mode,
+    pub multiple: bool,
+    pub lba48: bool,
+    pub pio32: bool,
+    /// The first IDE-only argument given, which a virtio disk refuses.
+    ide_arg: Option<&'static str>,
+}
+
+impl Selection {
+    pub fn parse(a: &mut Args) -> Selection {
+        let which = match a.str("disk", "auto") {
+            "auto" => Which::Auto,
+            "virtio" => Which::Virtio,
+            "ide" => Which::Ide,
+            other => {
+                a.bad("disk", other, "auto, virtio or ide");
+                Which::Auto
+            }
+        };
+        let profile = match a.str("profile", "linux") {
+            "linux" => Profile::Linux,
+            "batched" => Profile::Batched,
+            other => {
+                a.bad("profile", other, "linux or batched");
+                Profile::Linux
+            }
+        };
+        let mut ide_arg = None;
+        let mut note = |key: &'static str, given: bool| {
+            if given && ide_arg.is_none() {
+                ide_arg = Some(key);
+            }
+        };
+        let mode_s = a.str("mode", "");
+        note("mode", !mode_s.is_empty());
+        let mode = match mode_s {
+            "" | "dma" => Mode::Dma,
+            "pio" => Mode::Pio,
+            other => {
+                a.bad("mode", other, "dma or pio");
+                Mode::Dma
+            }
+        };
+        let mut flag = |a: &mut Args, key: &'static str, default: bool| {
+            let v = a.str(key, "");
+            note(key, !v.is_empty());
+            match v {
+                "" => default,
+                "1" => true,
+                "0" => false,
+                other => {
+                    a.bad(key, other, "0 or 1");
+                    default
+                }
+            }
+        };
+        let multiple = flag(a, "multi", true);
+        let lba48 = flag(a, "ext", false);
+        let width = a.str("width", "");
+        note("width", !width.is_empty());
+        let pio32 = match width {
+            "" | "32" => true,
+            "16" => false,
+            other => {
+                a.bad("width", other, "32 or 16");
+                true
+            }
+        };
+        Selection {
+            which,
+            profile,
+            mode,
+            multiple,
+            lba48,
+            pio32,
+            ide_arg,
+        }
+    }
+
+    /// `auto` made concrete: virtio-blk when the bus has one, else IDE.
+    pub fn resolve(&self) -> Which {
+        match self.which {
+            Which::Auto if pci::find(virtio::VENDOR, 0x1042).is_some() => Which::Virtio,
+            Which::Auto => Which::Ide,
+            w => w,
+        }
+    }
+
+    pub fn profile_name(&self) -> &'static str {
+        match self.profile {
+            Profile::Linux => "linux",
+            Profile::Batched => "batched",
+        }
+    }
+
+    /// An error record if IDE-only arguments were given for a virtio disk.
+    pub fn check_virtio(&self, env: &Env, workload: &str) -> Result<(), u32> {
+        match self.ide_arg {
+            Some(k) => {
+                Record::new("error")
+                    .text(format_args!("{workload}: {k}= applies to IDE disks; this run drives virtio-blk"))
+                    .send(env);
+                Err(exit::BAD_EXEC)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn ide_options(&self, buffer: u64) -> ide::Options {
+        ide::Options {
+            mode: self.mode,
+            profile: self.profile,
+            multiple: self.multiple,
+            lba48: self.lba48,
+            pio32: self.pio32,
+            buffer,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum DiskError {
+    Virtio(virtio::Error),
+    Ide(ide::Error),
+}
+
+impl fmt::Display for DiskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiskError::Virtio(e) => write!(f, "virtio-blk: {e}"),
+            DiskError::Ide(e) => write!(f, "ide: {e}"),
+        }
+    }
+}
+
+/// Either disk, one synchronous request at a time.
+// One lives on the stack per workload, and the probe has no heap to box the large one in.
+#[allow(clippy::large_enum_variant)]
+pub enum Disk {
+    Virtio(Blk, &'static str),
+    Ide(Ide),
+}
+
+impl Disk {
+    /// Opens the selected disk for requests of up to `max_bytes`; on failure the error record
+    /// is sent and the exit status returned.
+    pub fn open(env: &Env, workload: &str, sel: &Selection, max_bytes: u64, queue: u16) -> Result<Disk, u32> {
+        match sel.resolve() {
+            Which::Ide => open_ide(env, workload, sel, max_bytes).map(Disk::Ide),
+            _ => {
+                sel.check_virtio(env, workload)?;
+                match Blk::open(env, queue) {
+                    Ok(b) => Ok(Disk::Virtio(b, sel.profile_name())),
+                    Err(e) => Err(failed(env, workload, DiskError::Virtio(e))),
+                }
+            }
+        }
+    }
+
+    pub fn capacity(&self) -> u64 {
+        match self {
+            Disk::Virtio(b, _) => b.capacity_sectors,
+            Disk::Ide(i) => i.capacity(),
+        }
+    }
+
+    pub fn read_only(&self) -> bool {
+        match self {
+            Disk::Virtio(b, _) => b.read_only,
+            Disk::Ide(_) => false,
+        }
+    }
+
+    /// Writes `data` at `sector`: Ok(false) when the disk refused the request.
+    pub fn write(&mut self, sector: u64, data: &[u8]) -> Result<bool, DiskError> {
+        match self {
+            Disk::Virtio(b, _) => b
+                .sync(blk::T_OUT, sector, Some(data), None, data.len() as u64)
+                .map(|st| st == 0)
+                .map_err(DiskError::Virtio),
+            Disk::Ide(i) => {
+                i.buffer()[..data.len()].copy_from_slice(data);
+                request(i.write(sector, data.len() as u64 / SECTOR))
+            }
+        }
+    }
+
+    /// Reads into `out` from `sector`: Ok(false) when the disk refused the request.
+    pub fn read(&mut self, sector: u64, out: &mut [u8]) -> Result<bool, DiskError> {
+        match self {
+            Disk::Virtio(b, _) => {
+                let len = out.len() as u64;
+                b.sync(blk::T_IN, sector, None, Some(out), len)
+                    .map(|st| st == 0)
+                    .map_err(DiskError::Virtio)
+            }
+            Disk::Ide(i) => {
+                let ok = request(i.read(sector, out.len() as u64 / SECTOR))?;
+                out.copy_from_slice(&i.buffer()[..out.len()]);
+                Ok(ok)
+            }
+        }
+    }
+
+    /// The flush's status: 0 done, non-zero refused.
+    pub fn flush(&mut self) -> Result<u8, DiskError> {
+        match self {
+            Disk::Virtio(b, _) => b.sync(blk::T_FLUSH, 0, None, None, 0).map_err(DiskError::Virtio),
+            Disk::Ide(i) => request(i.flush()).map(|ok| u8::from(!ok)),
+        }
+    }
+
+    /// Adds `disk=`, `mode=` and `profile=` to a result record.
+    pub fn describe(&self, r: Record) -> Record {
+        match self {
+            Disk::Virtio(_, profile) => r.kv("disk", "virtio").kv("mode", "virtqueue").kv("profile", profile),
+            Disk::Ide(i) => describe_ide(i, r),
+        }
+    }
+}
+
+/// A request's outcome: refused (counted by the caller) unless the disk is gone.
+fn request(r: Result<(), ide::Error>) -> Result<bool, DiskError> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_fatal() => Err(DiskError::Ide(e)),
+        Err(_) => Ok(false),
+    }
+}
+
+fn failed(env: &Env, workload: &str, e: DiskError) -> u32 {
+    Record::new("error").text(format_args!("{workload}: {e}")).send(env);
+    exit::FAILED
+}
+
+fn describe_ide(i: &Ide, r: Record) -> Record {
+    let profile = match i.opts.profile {
+        Profile::Linux => "linux",
+        Profile::Batched => "batched",
+    };
+    r.kv("disk", "ide").kv("mode", i.opts.mode.name()).kv("profile", profile)
+}
+
+/// Opens the IDE disk and reports what it found in an `ide` record.
+fn open_ide(env: &Env, workload: &str, sel: &Selection, buffer: u64) -> Result<Ide, u32> {
+    let i = Ide::open(env, sel.ide_options(buffer)).map_err(|e| failed(env, workload, DiskError::Ide(e)))?;
+    Record::new("ide")
+        .kv("controller", format_args!("8086:{:04x}", i.device_id))
+        .kv("model", Word(i.id.model()))
+        .kv("serial", Word(i.id.serial()))
+        .kv("firmware", Word(i.id.firmware()))
+        .kv("sectors", i.capacity())
+        .kv("lba28_sectors", i.id.lba28_sectors)
+        .kv("lba48", u8::from(i.id.lba48))
+        .kv("pio", format_args!("pio{}", i.pio_mode))
+        .kv("dma", format_args!("{}{}", i.dma_mode.0, i.dma_mode.1))
+        .kv("multiple", i.multiple)
+        .send(env);
+    Ok(i)
+}
+
+/// A string as one record word: spaces become underscores.
+struct Word<'a>(&'a str);
+
+impl fmt::Display for Word<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            fmt::Write::write_char(f, if c == ' ' { '_' } else { c })?;
+        }
+        Ok(())
+    }
+}
+
+/// `mean` with two decimals.
+struct Mean(u64, u64);
+
+impl fmt::Display for Mean {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hundredths = (self.0 * 100 + self.1 / 2).checked_div(self.1).unwrap_or(0);
+        write!(f, "{}.{:02}", hundredths / 100, hundredths % 100)
+    }
+}
+
+/// The stream on IDE: one request at a time, each a synchronous command sequence, with the
+/// port accesses of the requests inside the window counted.
+pub fn stream_ide(env: &Env, st: &Stream, sel: &Selection) -> u32 {
+    let name = st.name;
+    if st.qd > 1 {
+        Record::new("error")
+            .text(format_args!(
+                "{name}: qd={} on IDE: an ATA channel runs one command at a time; use qd=1",
+                st.qd
+            ))
+            .send(env);
+        return exit::BAD_EXEC;
+    }
+    let mut ide = match open_ide(env, name, sel, st.bs) {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let Some(mut pick) = Picker::new(st, ide.capacity()) else {
+        Record::new("error").text(format_args!("{name}: the disk is smaller than one {}-byte request", st.bs)).send(env);
+        return exit::BAD_EXEC;
+    };
+    let sectors = st.bs / SECTOR;
+    let mut lat = crate::samples::Samples::new(1 << 20);
+    let ticks_ms = u64::from(env.tsc_khz);
+    let warm_end = rdtsc() + st.warmup_ms * ticks_ms;
+    let end = warm_end + st.duration_ms * ticks_ms;
+    let (mut ops, mut errors) = (0u64, 0u64);
+    let mut counted = Counts::default();
+    let mut measuring = false;
+    let mut window_start = 0;
+    let mut first_error = None;
+    loop {
+        let now = rdtsc();
+        if !measuring && now >= warm_end {
+            measuring = true;
+            window_start = now;
+            Record::new("window-start").send(env);
+        }
+        if now >= end {
+            break;
+        }
+        let sector = pick.next_sector();
+        let before = ide.n;
+        let t = rdtsc();
+        let r = if st.write { ide.write(sector, sectors) } else { ide.read(sector, sectors) };
+        let ticks = rdtsc() - t;
+        if let Err(e) = r {
+            if e.is_fatal() {
+                return failed(env, name, DiskError::Ide(e));
+            }
+            first_error.get_or_insert(e);
+        }
+        if measuring && rdtsc() < end {
+            ops += 1;
+            errors += u64::from(r.is_err());
+            lat.push(env.ns(ticks));
+            counted.add(&ide.n.since(&before));
+        }
+    }
+    let window_ns = env.ns(end.min(rdtsc()) - window_start);
+    Record::new("window-end").kv("ops", ops).send(env);
+    if let Some(e) = first_error {
+        Record::new("log").text(format_args!("{name}: first failed request: {e}")).send(env);
+    }
+    lat.report(env, name, "latency", st.raw);
+    let r = Record::new("result")
+        .kv("name", name)
+        .kv("ops", ops)
+        .kv("bytes", ops * st.bs)
+        .kv("errors", errors)
+        .kv("window_ns", window_ns)
+        .kv("qd", 1)
+        .kv("bs", st.bs);
+    describe_ide(&ide, r)
+        .kv("pio_accesses", Mean(counted.accesses, ops))
+        .kv("pio_polls", Mean(counted.polls, ops))
+        .kv("pio_data", Mean(counted.data, ops))
+        .kv("ata_cmds", Mean(counted.commands, ops))
+        .send(env);
+    exit::OK
+}
+
+/// `ide-check` plus the IDE options: the driver's error paths against the disk. Reads the
+/// last sector, one past the end (the disk must refuse it: IDNF or ABRT), issues NOP (00h,
+/// which ATA-6 says always aborts), then reads sector 0 again: each refusal must come back as
+/// an error for that request, never a hang, and the disk must stay usable.
+pub fn check(env: &Env, args: core::str::SplitAsciiWhitespace) -> u32 {
+    let mut a = Args::new(env, "ide-check", args);
+    let sel = Selection::parse(&mut a);
+    if !a.finish() {
+        return exit::BAD_EXEC;
+    }
+    if sel.which == Which::Virtio {
+        Record::new("error").text(format_args!("ide-check: disk=virtio: this workload checks the IDE driver")).send(env);
+        return exit::BAD_EXEC;
+    }
+    let mut ide = match open_ide(env, "ide-check", &sel, SECTOR) {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let last = ide.capacity() - 1;
+    let outcome = |r: Result<(), ide::Error>| match r {
+        Ok(()) => (0u8, 0u8, "ok"),
+        Err(ide::Error::Device { status, error, .. }) => (status, error, "refused"),
+        Err(ide::Error::Timeout { .. }) => (0, 0, "timeout"),
+        Err(_) => (0, 0, "failed"),
+    };
+    let r_last = outcome(ide.read(last, 1));
+    let r_past = outcome(ide.read(last + 1, 1));
+    let r_nop = outcome(ide.nodata(0x00));
+    let r_after = outcome(ide.read(0, 1));
+    let r = Record::new("result")
+        .kv("name", "ide-check")
+        .kv("last_sector", r_last.2)
+        .kv("past_end", r_past.2)
+        .kv("past_end_status", format_args!("{:#04x}", r_past.0))
+        .kv("past_end_error", format_args!("{:#04x}", r_past.1))
+        .kv("nop", r_nop.2)
+        .kv("nop_error", format_args!("{:#04x}", r_nop.1))
+        .kv("after", r_after.2);
+    describe_ide(&ide, r).send(env);
+    exit::OK
+}
