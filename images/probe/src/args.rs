@@ -86,3 +86,56 @@ impl<'a> Args<'a> {
         ok
     }
 }
+
+/// How a driver talks to its device per operation (issue 5, item 3): exits per operation are
+/// what make an emulated device expensive, and part of them is the driver's choice. What each
+/// profile does per device is documented with its driver (e1000.rs, ide.rs) and in
+/// docs/probe.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// The register traffic of Linux's driver for the device.
+    Linux,
+    /// What a polling driver needs and no more.
+    Batched,
+}
+
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Linux => "linux",
+            Profile::Batched => "batched",
+        }
+    }
+}
+
+impl<'a> Args<'a> {
+    /// `key=` one of `options` (by name), `default` when absent; an error record otherwise.
+    pub fn choice<T: Copy>(&mut self, key: &str, default: T, options: &[(&str, T)]) -> T {
+        let Some(v) = self.get(key) else {
+            return default;
+        };
+        match options.iter().find(|(n, _)| *n == v) {
+            Some(&(_, t)) => t,
+            None => {
+                let mut want = [0u8; 64];
+                let mut n = 0;
+                for (i, (name, _)) in options.iter().enumerate() {
+                    for &b in if i == 0 { &b""[..] } else { &b" or "[..] }.iter().chain(name.as_bytes()) {
+                        if n < want.len() {
+                            want[n] = b;
+                            n += 1;
+                        }
+                    }
+                }
+                let want = core::str::from_utf8(&want[..n]).unwrap_or("");
+                self.bad(key, v, want);
+                default
+            }
+        }
+    }
+
+    /// `profile=linux|batched` (default linux).
+    pub fn profile(&mut self) -> Profile {
+        self.choice("profile", Profile::Linux, &[("linux", Profile::Linux), ("batched", Profile::Batched)])
+    }
+}

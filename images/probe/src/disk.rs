@@ -37,23 +37,12 @@ pub struct Selection {
 
 impl Selection {
     pub fn parse(a: &mut Args) -> Selection {
-        let which = match a.str("disk", "auto") {
-            "auto" => Which::Auto,
-            "virtio" => Which::Virtio,
-            "ide" => Which::Ide,
-            other => {
-                a.bad("disk", other, "auto, virtio or ide");
-                Which::Auto
-            }
-        };
-        let profile = match a.str("profile", "linux") {
-            "linux" => Profile::Linux,
-            "batched" => Profile::Batched,
-            other => {
-                a.bad("profile", other, "linux or batched");
-                Profile::Linux
-            }
-        };
+        let which = a.choice(
+            "disk",
+            Which::Auto,
+            &[("auto", Which::Auto), ("virtio", Which::Virtio), ("ide", Which::Ide)],
+        );
+        let profile = a.profile();
         let mut ide_arg = None;
         let mut note = |key: &'static str, given: bool| {
             if given && ide_arg.is_none() {
@@ -116,10 +105,7 @@ impl Selection {
     }
 
     pub fn profile_name(&self) -> &'static str {
-        match self.profile {
-            Profile::Linux => "linux",
-            Profile::Batched => "batched",
-        }
+        self.profile.name()
     }
 
     /// An error record if IDE-only arguments were given for a virtio disk.
@@ -263,10 +249,7 @@ fn failed(env: &Env, workload: &str, e: DiskError) -> u32 {
 }
 
 fn describe_ide(i: &Ide, r: Record) -> Record {
-    let profile = match i.opts.profile {
-        Profile::Linux => "linux",
-        Profile::Batched => "batched",
-    };
+    let profile = i.opts.profile.name();
     r.kv("disk", "ide").kv("mode", i.opts.mode.name()).kv("profile", profile)
 }
 

@@ -15,7 +15,8 @@ use core::sync::atomic::{fence, Ordering};
 
 use crate::alloc;
 use crate::io::{mmio_read32, mmio_write32, pause, rdtsc, tsc_khz_hint};
-use crate::net::{Nic, Profile};
+use crate::args::Profile;
+use crate::net::Nic;
 use crate::pci;
 
 const VENDOR: u16 = 0x8086;

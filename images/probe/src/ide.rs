@@ -61,11 +61,7 @@ impl Mode {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Profile {
-    Linux,
-    Batched,
-}
+pub use crate::args::Profile;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {

@@ -12,7 +12,7 @@ use core::str::SplitAsciiWhitespace;
 use probe_abi::exit;
 
 use crate::alloc;
-use crate::args::Args;
+use crate::args::{Args, Profile};
 use crate::e1000::{self, E1000, MacSource};
 use crate::io::rdtsc;
 use crate::report::Record;
@@ -33,28 +33,6 @@ const BUF: u64 = 2048;
 const NET_HDR: usize = 12;
 const F_MAC: u64 = 1 << 5;
 const F_MRG_RXBUF: u64 = 1 << 15;
-
-/// How a driver talks to its device per operation (issue 5, item 3): exits per operation are
-/// what make an emulated device expensive, and part of them is the driver's choice.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Profile {
-    /// The register traffic of Linux's driver for the device: for e1000, a TDT write per
-    /// packet, the interrupt handler's ICR read / IMC write / flush and NAPI's IMS write /
-    /// flush per completion batch, RDT written every 16 returned buffers.
-    Linux,
-    /// What a polling driver needs and no more: the tail written once per batch of
-    /// descriptors (TDT per `batch` frames, RDT per RX poll), no interrupt registers.
-    Batched,
-}
-
-impl Profile {
-    pub fn name(self) -> &'static str {
-        match self {
-            Profile::Linux => "linux",
-            Profile::Batched => "batched",
-        }
-    }
-}
 
 /// Which NIC a workload drives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -358,23 +336,12 @@ struct Common {
 }
 
 fn common(a: &mut Args, size_default: u64) -> Common {
-    let nic = match a.str("nic", "auto") {
-        "auto" => NicChoice::Auto,
-        "virtio" => NicChoice::Virtio,
-        "e1000" => NicChoice::E1000,
-        other => {
-            a.bad("nic", other, "auto, virtio or e1000");
-            NicChoice::Auto
-        }
-    };
-    let profile = match a.str("profile", "linux") {
-        "linux" => Profile::Linux,
-        "batched" => Profile::Batched,
-        other => {
-            a.bad("profile", other, "linux or batched");
-            Profile::Linux
-        }
-    };
+    let nic = a.choice(
+        "nic",
+        NicChoice::Auto,
+        &[("auto", NicChoice::Auto), ("virtio", NicChoice::Virtio), ("e1000", NicChoice::E1000)],
+    );
+    let profile = a.profile();
     Common {
         size: a.u64("size", size_default) as usize,
         duration_ms: a.u64("duration_ms", 1000),
