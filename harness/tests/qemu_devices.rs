@@ -373,8 +373,15 @@ fn e1000_and_ide_boot_at_their_slots() {
 // through a loopback UDP pair: our driver checked against a device we did not write.
 
 fn with_peer(exec: &str) -> (QemuOutcome, std::collections::BTreeMap<String, u64>) {
+    with_peer_on(NicKind::Virtio, exec)
+}
+
+fn with_peer_on(
+    kind: NicKind,
+    exec: &str,
+) -> (QemuOutcome, std::collections::BTreeMap<String, u64>) {
     let bridge = vmbench::qemu_peer::PeerBridge::start().expect("loopback peer");
-    let mut nic = QemuNic::new(NicKind::Virtio, bridge.netdev());
+    let mut nic = QemuNic::new(kind, bridge.netdev());
     nic.mac = vmm::machine::GUEST_MAC;
     let o = boot(exec, None, Some(nic));
     let c = bridge.counters();
@@ -403,4 +410,24 @@ fn virtio_net_frames_sent_through_qemu_reach_the_peer() {
     // UDP on loopback may drop when its buffer fills; most frames arrive.
     let sunk = peer["sunk_frames"];
     assert!(sunk > 0 && sunk <= total, "peer saw {sunk} of {total}");
+}
+
+// The probe's e1000 driver against QEMU's e1000, in both driver profiles.
+
+#[test]
+fn e1000_round_trips_through_qemu_in_both_profiles() {
+    for profile in ["linux", "batched"] {
+        let (o, peer) = with_peer_on(
+            NicKind::E1000,
+            &format!("net-rr size=100 profile={profile} duration_ms=300 warmup_ms=50"),
+        );
+        assert_finished_ok(&o);
+        let r = result(&o, "net-rr");
+        let ops = field(r, "ops");
+        assert!(ops > 5, "{profile}: {r}");
+        assert_eq!(r.get("nic"), Some("e1000"));
+        assert_eq!(field(r, "mismatches"), 0);
+        assert_eq!(field(r, "lost"), 0);
+        assert!(peer["echoed_frames"] >= ops, "{peer:?}");
+    }
 }

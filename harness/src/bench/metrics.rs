@@ -176,9 +176,13 @@ fn cross_check(
             let total = r.get_u64("frames_total").unwrap_or(0);
             metrics.insert("peer_frames".into(), get("sunk_frames") as f64);
             metrics.insert("guest_frames_total".into(), total as f64);
-            metrics.insert("link_lost_frames".into(), total.saturating_sub(get("sunk_frames")) as f64);
+            metrics.insert(
+                "link_lost_frames".into(),
+                total.saturating_sub(get("sunk_frames")) as f64,
+            );
             // The in-process peer sees every frame; a TAP's host socket may drop some.
-            if in_process && out.device_counters.contains_key("peer") && get("sunk_frames") != total {
+            if in_process && out.device_counters.contains_key("peer") && get("sunk_frames") != total
+            {
                 return Err(format!(
                     "the guest sent {total} frames but the peer received {}",
                     get("sunk_frames")
