@@ -152,6 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         disk: disk_config(&args)?,
         nic: nic_config(&args),
     };
+    session::cancel_on_signals().context("cannot install the Ctrl-C handler")?;
     let mut m = Machine::new(&cfg)?;
     println!(
         "probe {} (sha256 {}), {} vCPU(s), {} MiB, exec '{}'",
@@ -185,7 +186,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             out.last_words()
         ))
         .into()),
-        Ending::Cancelled => bail!("interrupted"),
+        Ending::Cancelled => Err(Failed("interrupted; the VM was stopped".into()).into()),
         Ending::TimedOut { phase, after } => {
             let what = if *phase == "ready" {
                 "did not report ready"

@@ -92,6 +92,19 @@ pub enum Ending {
 /// Set from a signal handler to stop the session in progress promptly.
 pub static CANCEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+extern "C" fn on_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    CANCEL.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Ctrl-C and SIGTERM cancel the session in progress instead of killing the process, so the
+/// VM is stopped and dropped properly (a TAP's network namespace removed with it).
+pub fn cancel_on_signals() -> Result<(), vmm_sys_util::errno::Error> {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        vmm_sys_util::signal::register_signal_handler(sig, on_signal)?;
+    }
+    Ok(())
+}
+
 pub struct Outcome {
     pub ending: Ending,
     pub records: Vec<Timed>,

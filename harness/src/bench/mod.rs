@@ -9,7 +9,7 @@ mod summary;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -56,16 +56,9 @@ pub struct Args {
     pub json: bool,
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-    session::CANCEL.store(true, Ordering::SeqCst);
-}
-
 /// True once the user pressed Ctrl-C (or the process got SIGTERM).
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    session::CANCEL.load(Ordering::SeqCst)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -90,10 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for w in &scenario.warnings {
         eprintln!("warning: {w}");
     }
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        vmm_sys_util::signal::register_signal_handler(sig, on_sigint)
-            .context("cannot install the Ctrl-C handler")?;
-    }
+    session::cancel_on_signals().context("cannot install the Ctrl-C handler")?;
 
     let manifest =
         images::probe::build(&mut |m| eprintln!("{m}")).context("cannot build the probe guest")?;
