@@ -67,7 +67,10 @@ impl<'a> Args<'a> {
 
     pub fn bad(&mut self, key: &str, value: &str, want: &str) {
         Record::new("error")
-            .text(format_args!("{}: {key}={value} is not valid; want {want}", self.workload))
+            .text(format_args!(
+                "{}: {key}={value} is not valid; want {want}",
+                self.workload
+            ))
             .send(self.env);
         self.ok = false;
     }
@@ -78,7 +81,10 @@ impl<'a> Args<'a> {
         for i in 0..self.n {
             if !self.used[i] {
                 Record::new("error")
-                    .text(format_args!("{}: unknown argument '{}'", self.workload, self.words[i].0))
+                    .text(format_args!(
+                        "{}: unknown argument '{}'",
+                        self.workload, self.words[i].0
+                    ))
                     .send(self.env);
                 ok = false;
             }
@@ -120,7 +126,10 @@ impl<'a> Args<'a> {
                 let mut want = [0u8; 64];
                 let mut n = 0;
                 for (i, (name, _)) in options.iter().enumerate() {
-                    for &b in if i == 0 { &b""[..] } else { &b" or "[..] }.iter().chain(name.as_bytes()) {
+                    for &b in if i == 0 { &b""[..] } else { &b" or "[..] }
+                        .iter()
+                        .chain(name.as_bytes())
+                    {
                         if n < want.len() {
                             want[n] = b;
                             n += 1;
@@ -136,6 +145,10 @@ impl<'a> Args<'a> {
 
     /// `profile=linux|batched` (default linux).
     pub fn profile(&mut self) -> Profile {
-        self.choice("profile", Profile::Linux, &[("linux", Profile::Linux), ("batched", Profile::Batched)])
+        self.choice(
+            "profile",
+            Profile::Linux,
+            &[("linux", Profile::Linux), ("batched", Profile::Batched)],
+        )
     }
 }

@@ -171,7 +171,11 @@ impl Identify {
         } else {
             0
         };
-        let advanced_pio = if w53 & 0x2 != 0 { (w[64] & 0x3) as u8 } else { 0 };
+        let advanced_pio = if w53 & 0x2 != 0 {
+            (w[64] & 0x3) as u8
+        } else {
+            0
+        };
         Identify {
             model,
             serial,
@@ -185,7 +189,11 @@ impl Identify {
             max_multiple: (w[47] & 0xff) as u8,
             pio_modes: 0x07 | (advanced_pio << 3),
             mwdma_modes: (w[63] & 0x07) as u8,
-            udma_modes: if w53 & 0x4 != 0 { (w[88] & 0x7f) as u8 } else { 0 },
+            udma_modes: if w53 & 0x4 != 0 {
+                (w[88] & 0x7f) as u8
+            } else {
+                0
+            },
         }
     }
 
@@ -235,7 +243,10 @@ fn ata_string(words: &[u16], out: &mut [u8]) {
 
 /// Printable ASCII without the padding, or "?" for anything else.
 fn trimmed(s: &[u8]) -> &str {
-    let end = s.iter().rposition(|&b| b != b' ' && b != 0).map_or(0, |i| i + 1);
+    let end = s
+        .iter()
+        .rposition(|&b| b != b' ' && b != 0)
+        .map_or(0, |i| i + 1);
     let start = s[..end].iter().position(|&b| b != b' ').unwrap_or(end);
     let t = &s[start..end];
     if t.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {

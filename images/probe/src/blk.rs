@@ -98,7 +98,10 @@ impl Blk {
             2
         };
         s.started = rdtsc();
-        let head = self.q.push(&bufs[..n]).ok_or(virtio::Error::QueueUnavailable(0))?;
+        let head = self
+            .q
+            .push(&bufs[..n])
+            .ok_or(virtio::Error::QueueUnavailable(0))?;
         self.slots[usize::from(head) % 256] = Some(s);
         Ok(head)
     }
@@ -111,7 +114,8 @@ impl Blk {
         loop {
             if let Some((head, _)) = self.q.pop_used() {
                 let now = rdtsc();
-                let s = self.slots[usize::from(head) % 256].ok_or(virtio::Error::QueueUnavailable(0))?;
+                let s = self.slots[usize::from(head) % 256]
+                    .ok_or(virtio::Error::QueueUnavailable(0))?;
                 // SAFETY: the status byte is this driver's allocation, written by the device.
                 let st = unsafe { core::ptr::read_volatile(s.status as *const u8) };
                 return Ok((s, st, now - s.started));
@@ -128,7 +132,14 @@ impl Blk {
     }
 
     /// One synchronous request; returns its status.
-    pub fn sync(&mut self, kind: u32, sector: u64, data: Option<&[u8]>, out: Option<&mut [u8]>, len: u64) -> Result<u8, virtio::Error> {
+    pub fn sync(
+        &mut self,
+        kind: u32,
+        sector: u64,
+        data: Option<&[u8]>,
+        out: Option<&mut [u8]>,
+        len: u64,
+    ) -> Result<u8, virtio::Error> {
         let head = self.submit(kind, sector, len)?;
         let s = self.slots[usize::from(head) % 256].ok_or(virtio::Error::NoMemory)?;
         if let Some(d) = data {
@@ -145,9 +156,10 @@ impl Blk {
     }
 }
 
-
 fn fail(env: &Env, what: &str, e: impl core::fmt::Display) -> u32 {
-    Record::new("error").text(format_args!("{what}: {e}")).send(env);
+    Record::new("error")
+        .text(format_args!("{what}: {e}"))
+        .send(env);
     exit::FAILED
 }
 
@@ -264,7 +276,11 @@ impl Picker {
             (self.rng % (self.span + 1)) / self.step * self.step
         } else {
             let s = self.next_seq;
-            self.next_seq = if s + 2 * self.step > self.capacity { 0 } else { s + self.step };
+            self.next_seq = if s + 2 * self.step > self.capacity {
+                0
+            } else {
+                s + self.step
+            };
             s
         }
     }
@@ -299,7 +315,11 @@ pub fn stream(env: &Env, write: bool, args: SplitAsciiWhitespace) -> u32 {
         return exit::BAD_EXEC;
     }
     if s.bs == 0 || !s.bs.is_multiple_of(SECTOR) || s.bs > (4 << 20) {
-        Record::new("error").text(format_args!("{name}: bs must be a multiple of 512 up to 4 MiB")).send(env);
+        Record::new("error")
+            .text(format_args!(
+                "{name}: bs must be a multiple of 512 up to 4 MiB"
+            ))
+            .send(env);
         return exit::BAD_EXEC;
     }
     match sel.resolve() {
@@ -318,7 +338,12 @@ fn stream_virtio(env: &Env, st: &Stream, sel: &Selection) -> u32 {
         Err(e) => return fail(env, name, e),
     };
     let Some(mut pick) = Picker::new(st, blk.capacity_sectors) else {
-        Record::new("error").text(format_args!("{name}: the disk is smaller than one {}-byte request", st.bs)).send(env);
+        Record::new("error")
+            .text(format_args!(
+                "{name}: the disk is smaller than one {}-byte request",
+                st.bs
+            ))
+            .send(env);
         return exit::BAD_EXEC;
     };
     let (bs, qd) = (st.bs, st.qd);

@@ -55,12 +55,18 @@ pub fn run(env: &Env, args: SplitAsciiWhitespace) -> u32 {
             Some(("n", v)) => match v.parse::<usize>() {
                 Ok(v) if (1..=MAX_N).contains(&v) => n = v,
                 _ => {
-                    Record::new("error").text(format_args!("calibrate: n must be 1..={MAX_N}, got '{v}'")).send(env);
+                    Record::new("error")
+                        .text(format_args!("calibrate: n must be 1..={MAX_N}, got '{v}'"))
+                        .send(env);
                     return exit::BAD_EXEC;
                 }
             },
             _ => {
-                Record::new("error").text(format_args!("calibrate: unknown argument '{a}' (known: n=N)")).send(env);
+                Record::new("error")
+                    .text(format_args!(
+                        "calibrate: unknown argument '{a}' (known: n=N)"
+                    ))
+                    .send(env);
                 return exit::BAD_EXEC;
             }
         }
@@ -77,14 +83,21 @@ pub fn run(env: &Env, args: SplitAsciiWhitespace) -> u32 {
         measure(env, "pio_exit", n, || outb(PORT_80, 0));
     }
     // Under other VMMs this address is unassigned, which also exits to user space.
-    let mmio = if b.calib_mmio != 0 { b.calib_mmio } else { layout::PLATFORM_MMIO };
+    let mmio = if b.calib_mmio != 0 {
+        b.calib_mmio
+    } else {
+        layout::PLATFORM_MMIO
+    };
     measure(env, "mmio_exit", n, || {
         let _ = mmio_read32(mmio);
     });
     if b.flags & flags::IOEVENTFD != 0 {
         let addr = b.calib_ioeventfd;
         measure(env, "ioeventfd_write", n, || mmio_write32(addr, 1));
-        Record::new("count").kv("name", "ioeventfd_writes").kv("n", n + WARMUP).send(env);
+        Record::new("count")
+            .kv("name", "ioeventfd_writes")
+            .kv("n", n + WARMUP)
+            .send(env);
     }
     exit::OK
 }

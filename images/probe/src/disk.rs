@@ -40,7 +40,11 @@ impl Selection {
         let which = a.choice(
             "disk",
             Which::Auto,
-            &[("auto", Which::Auto), ("virtio", Which::Virtio), ("ide", Which::Ide)],
+            &[
+                ("auto", Which::Auto),
+                ("virtio", Which::Virtio),
+                ("ide", Which::Ide),
+            ],
         );
         let profile = a.profile();
         let mut ide_arg = None;
@@ -113,7 +117,9 @@ impl Selection {
         match self.ide_arg {
             Some(k) => {
                 Record::new("error")
-                    .text(format_args!("{workload}: {k}= applies to IDE disks; this run drives virtio-blk"))
+                    .text(format_args!(
+                        "{workload}: {k}= applies to IDE disks; this run drives virtio-blk"
+                    ))
                     .send(env);
                 Err(exit::BAD_EXEC)
             }
@@ -159,7 +165,13 @@ pub enum Disk {
 impl Disk {
     /// Opens the selected disk for requests of up to `max_bytes`; on failure the error record
     /// is sent and the exit status returned.
-    pub fn open(env: &Env, workload: &str, sel: &Selection, max_bytes: u64, queue: u16) -> Result<Disk, u32> {
+    pub fn open(
+        env: &Env,
+        workload: &str,
+        sel: &Selection,
+        max_bytes: u64,
+        queue: u16,
+    ) -> Result<Disk, u32> {
         match sel.resolve() {
             Which::Ide => open_ide(env, workload, sel, max_bytes).map(Disk::Ide),
             _ => {
@@ -220,7 +232,9 @@ impl Disk {
     /// The flush's status: 0 done, non-zero refused.
     pub fn flush(&mut self) -> Result<u8, DiskError> {
         match self {
-            Disk::Virtio(b, _) => b.sync(blk::T_FLUSH, 0, None, None, 0).map_err(DiskError::Virtio),
+            Disk::Virtio(b, _) => b
+                .sync(blk::T_FLUSH, 0, None, None, 0)
+                .map_err(DiskError::Virtio),
             Disk::Ide(i) => request(i.flush()).map(|ok| u8::from(!ok)),
         }
     }
@@ -228,7 +242,10 @@ impl Disk {
     /// Adds `disk=`, `mode=` and `profile=` to a result record.
     pub fn describe(&self, r: Record) -> Record {
         match self {
-            Disk::Virtio(_, profile) => r.kv("disk", "virtio").kv("mode", "virtqueue").kv("profile", profile),
+            Disk::Virtio(_, profile) => r
+                .kv("disk", "virtio")
+                .kv("mode", "virtqueue")
+                .kv("profile", profile),
             Disk::Ide(i) => describe_ide(i, r),
         }
     }
@@ -244,18 +261,23 @@ fn request(r: Result<(), ide::Error>) -> Result<bool, DiskError> {
 }
 
 fn failed(env: &Env, workload: &str, e: DiskError) -> u32 {
-    Record::new("error").text(format_args!("{workload}: {e}")).send(env);
+    Record::new("error")
+        .text(format_args!("{workload}: {e}"))
+        .send(env);
     exit::FAILED
 }
 
 fn describe_ide(i: &Ide, r: Record) -> Record {
     let profile = i.opts.profile.name();
-    r.kv("disk", "ide").kv("mode", i.opts.mode.name()).kv("profile", profile)
+    r.kv("disk", "ide")
+        .kv("mode", i.opts.mode.name())
+        .kv("profile", profile)
 }
 
 /// Opens the IDE disk and reports what it found in an `ide` record.
 fn open_ide(env: &Env, workload: &str, sel: &Selection, buffer: u64) -> Result<Ide, u32> {
-    let i = Ide::open(env, sel.ide_options(buffer)).map_err(|e| failed(env, workload, DiskError::Ide(e)))?;
+    let i = Ide::open(env, sel.ide_options(buffer))
+        .map_err(|e| failed(env, workload, DiskError::Ide(e)))?;
     Record::new("ide")
         .kv("controller", format_args!("8086:{:04x}", i.device_id))
         .kv("model", Word(i.id.model()))
@@ -311,7 +333,12 @@ pub fn stream_ide(env: &Env, st: &Stream, sel: &Selection) -> u32 {
         Err(code) => return code,
     };
     let Some(mut pick) = Picker::new(st, ide.capacity()) else {
-        Record::new("error").text(format_args!("{name}: the disk is smaller than one {}-byte request", st.bs)).send(env);
+        Record::new("error")
+            .text(format_args!(
+                "{name}: the disk is smaller than one {}-byte request",
+                st.bs
+            ))
+            .send(env);
         return exit::BAD_EXEC;
     };
     let sectors = st.bs / SECTOR;
@@ -337,7 +364,11 @@ pub fn stream_ide(env: &Env, st: &Stream, sel: &Selection) -> u32 {
         let sector = pick.next_sector();
         let before = ide.n;
         let t = rdtsc();
-        let r = if st.write { ide.write(sector, sectors) } else { ide.read(sector, sectors) };
+        let r = if st.write {
+            ide.write(sector, sectors)
+        } else {
+            ide.read(sector, sectors)
+        };
         let ticks = rdtsc() - t;
         if let Err(e) = r {
             if e.is_fatal() {
@@ -355,7 +386,9 @@ pub fn stream_ide(env: &Env, st: &Stream, sel: &Selection) -> u32 {
     let window_ns = env.ns(end.min(rdtsc()) - window_start);
     Record::new("window-end").kv("ops", ops).send(env);
     if let Some(e) = first_error {
-        Record::new("log").text(format_args!("{name}: first failed request: {e}")).send(env);
+        Record::new("log")
+            .text(format_args!("{name}: first failed request: {e}"))
+            .send(env);
     }
     lat.report(env, name, "latency", st.raw);
     let r = Record::new("result")
@@ -386,7 +419,11 @@ pub fn check(env: &Env, args: core::str::SplitAsciiWhitespace) -> u32 {
         return exit::BAD_EXEC;
     }
     if sel.which == Which::Virtio {
-        Record::new("error").text(format_args!("ide-check: disk=virtio: this workload checks the IDE driver")).send(env);
+        Record::new("error")
+            .text(format_args!(
+                "ide-check: disk=virtio: this workload checks the IDE driver"
+            ))
+            .send(env);
         return exit::BAD_EXEC;
     }
     let mut ide = match open_ide(env, "ide-check", &sel, SECTOR) {

@@ -14,8 +14,8 @@
 use core::sync::atomic::{fence, Ordering};
 
 use crate::alloc;
-use crate::io::{mmio_read32, mmio_write32, pause, rdtsc, tsc_khz_hint};
 use crate::args::Profile;
+use crate::io::{mmio_read32, mmio_write32, pause, rdtsc, tsc_khz_hint};
 use crate::net::Nic;
 use crate::pci;
 
@@ -283,7 +283,12 @@ impl E1000 {
             for (i, w) in words.iter().enumerate() {
                 mac[2 * i..2 * i + 2].copy_from_slice(&w.to_le_bytes());
             }
-            return (mac, MacSource::Eeprom { checksum_ok: sum == EEPROM_SUM });
+            return (
+                mac,
+                MacSource::Eeprom {
+                    checksum_ok: sum == EEPROM_SUM,
+                },
+            );
         }
         let (lo, hi) = (self.read(RAL0), self.read(RAH0));
         let mut mac = [0u8; 6];
@@ -353,7 +358,10 @@ impl E1000 {
     /// Sets link up and waits for STATUS.LU (the PHY auto-negotiates), then turns on the
     /// interrupt causes Linux uses, if this profile is Linux's.
     fn link_up(&self) -> Result<(), Error> {
-        self.write(CTRL, self.read(CTRL) | CTRL_SLU | CTRL_ASDE | CTRL_RFCE | CTRL_TFCE);
+        self.write(
+            CTRL,
+            self.read(CTRL) | CTRL_SLU | CTRL_ASDE | CTRL_RFCE | CTRL_TFCE,
+        );
         let until = deadline_us(2_000_000);
         while self.read(STATUS) & STATUS_LU == 0 {
             if rdtsc() > until {
@@ -524,7 +532,12 @@ impl Nic for E1000 {
             let len = usize::from(len).min(BUF as usize);
             if status & RXD_STAT_EOP != 0 && errors == 0 && len > 0 {
                 // SAFETY: as above: `len` bytes of buffer `i` were written by the device.
-                let data = unsafe { core::slice::from_raw_parts((self.rx_bufs + u64::from(i) * BUF) as *const u8, len) };
+                let data = unsafe {
+                    core::slice::from_raw_parts(
+                        (self.rx_bufs + u64::from(i) * BUF) as *const u8,
+                        len,
+                    )
+                };
                 f(data);
             }
             // SAFETY: descriptor `i` is the driver's until RDT passes it; clear its status so
@@ -547,4 +560,3 @@ impl Nic for E1000 {
         n
     }
 }
-

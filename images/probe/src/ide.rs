@@ -118,12 +118,30 @@ pub enum Error {
     NoLba,
     NoLba48,
     NoMemory,
-    Timeout { phase: &'static str, last: u8 },
-    Device { command: u8, status: u8, error: u8 },
-    Protocol { command: u8, status: u8 },
-    Bus { command: u8, bm_status: u8 },
-    Range { lba: u64, sectors: u64 },
-    TooLarge { sectors: u64 },
+    Timeout {
+        phase: &'static str,
+        last: u8,
+    },
+    Device {
+        command: u8,
+        status: u8,
+        error: u8,
+    },
+    Protocol {
+        command: u8,
+        status: u8,
+    },
+    Bus {
+        command: u8,
+        bm_status: u8,
+    },
+    Range {
+        lba: u64,
+        sectors: u64,
+    },
+    TooLarge {
+        sectors: u64,
+    },
     /// A reset after an earlier failure did not bring the device back.
     Dead,
 }
@@ -237,7 +255,11 @@ impl Ide {
         if f.read(IDETIM) & IDETIM_DECODE == 0 {
             return Err(Error::ChannelDisabled);
         }
-        let bm = if progif & 0x80 != 0 { f.io_bar(4) } else { None };
+        let bm = if progif & 0x80 != 0 {
+            f.io_bar(4)
+        } else {
+            None
+        };
         let bm = match (bm, opts.mode) {
             (Some(b), _) => b,
             (None, Mode::Dma) => return Err(Error::NoBusMaster),
@@ -245,7 +267,9 @@ impl Ide {
         };
         let prd = alloc::alloc(PRD_ENTRIES as u64 * 8, 4096).ok_or(Error::NoMemory)?;
         let buf = alloc::alloc(opts.buffer.max(512), 1 << 16).ok_or(Error::NoMemory)?;
-        if prd + PRD_ENTRIES as u64 * 8 > u64::from(u32::MAX) || buf + opts.buffer > u64::from(u32::MAX) {
+        if prd + PRD_ENTRIES as u64 * 8 > u64::from(u32::MAX)
+            || buf + opts.buffer > u64::from(u32::MAX)
+        {
             return Err(Error::NoMemory);
         }
         let mut ide = Ide {
@@ -335,7 +359,13 @@ impl Ide {
 
     /// Reads `port` until `done`; every repeat is a poll, and so is the first read when it
     /// stands in for an interrupt.
-    fn wait(&mut self, port: u16, first: FirstRead, phase: &'static str, done: impl Fn(u8) -> bool) -> Result<u8, Error> {
+    fn wait(
+        &mut self,
+        port: u16,
+        first: FirstRead,
+        phase: &'static str,
+        done: impl Fn(u8) -> bool,
+    ) -> Result<u8, Error> {
         let poll_first = first == FirstRead::Poll;
         let deadline = rdtsc() + self.timeout_ticks;
         let mut first_read = true;
@@ -358,7 +388,9 @@ impl Ide {
 
     /// Status until BSY and DRQ are clear (libata's ata_wait_idle).
     fn wait_idle(&mut self, phase: &'static str) -> Result<u8, Error> {
-        self.wait(self.p.cmd + STATUS, FirstRead::Own, phase, |s| s & (BSY | DRQ) == 0)
+        self.wait(self.p.cmd + STATUS, FirstRead::Own, phase, |s| {
+            s & (BSY | DRQ) == 0
+        })
     }
 
     /// Status until BSY is clear.
@@ -371,7 +403,9 @@ impl Ide {
         if self.p.bm == 0 {
             return self.wait(self.p.ctl, FirstRead::Poll, phase, |s| s & BSY == 0);
         }
-        self.wait(self.p.bm + BM_STATUS, FirstRead::Poll, phase, |s| s & BM_INTR != 0)
+        self.wait(self.p.bm + BM_STATUS, FirstRead::Poll, phase, |s| {
+            s & BM_INTR != 0
+        })
     }
 
     fn delay_us(&self, us: u64) {
@@ -406,17 +440,26 @@ impl Ide {
         self.wr(self.p.ctl, ata::CTL_OBS);
         // At least 2 ms before the status means anything.
         self.delay_us(2_000);
-        let s = self.wait(self.p.cmd + STATUS, FirstRead::Own, "reset", |s| s & BSY == 0 || s == 0xff)?;
+        let s = self.wait(self.p.cmd + STATUS, FirstRead::Own, "reset", |s| {
+            s & BSY == 0 || s == 0xff
+        })?;
         if s == 0xff {
             return Err(Error::NoDevice(s));
         }
-        let sig = [self.tf_rd(NSECT), self.tf_rd(LBAL), self.tf_rd(LBAL + 1), self.tf_rd(LBAL + 2)];
+        let sig = [
+            self.tf_rd(NSECT),
+            self.tf_rd(LBAL),
+            self.tf_rd(LBAL + 1),
+            self.tf_rd(LBAL + 2),
+        ];
         if sig != [1, 1, 0, 0] {
             return Err(Error::NotAta(sig));
         }
         self.tf_wr(DEVICE, ata::DEV_OBS);
         self.altstatus();
-        self.wait(self.p.cmd + STATUS, FirstRead::Own, "ready", |s| s & (BSY | DRDY) == DRDY)?;
+        self.wait(self.p.cmd + STATUS, FirstRead::Own, "ready", |s| {
+            s & (BSY | DRDY) == DRDY
+        })?;
         self.feat_cur = None;
         self.feat_prev = None;
         self.prd_loaded = false;
@@ -432,7 +475,11 @@ impl Ide {
         let s = self.wait_not_busy("identify")?;
         if s & (ERR | DF) != 0 || s & DRQ == 0 {
             let error = self.tf_rd(ERROR);
-            return Err(Error::Device { command: ata::IDENTIFY, status: s, error });
+            return Err(Error::Device {
+                command: ata::IDENTIFY,
+                status: s,
+                error,
+            });
         }
         let mut w = [0u16; 256];
         insw(self.p.cmd + DATA, &mut w);
@@ -445,8 +492,16 @@ impl Ide {
     /// SET MULTIPLE MODE; finally a clean bus-master status.
     fn setup(&mut self, f: &pci::Function) -> Result<(), Error> {
         self.pio_mode = ata::highest(self.id.pio_modes).unwrap_or(0);
-        self.simple(Taskfile::control(ata::SET_FEATURES, ata::SF_XFER_MODE, 0x08 | self.pio_mode))?;
-        let udma = if self.device_id == PIIX4 { ata::highest(self.id.udma_modes & 0x07) } else { None };
+        self.simple(Taskfile::control(
+            ata::SET_FEATURES,
+            ata::SF_XFER_MODE,
+            0x08 | self.pio_mode,
+        ))?;
+        let udma = if self.device_id == PIIX4 {
+            ata::highest(self.id.udma_modes & 0x07)
+        } else {
+            None
+        };
         let mwdma = ata::highest(self.id.mwdma_modes);
         self.dma_mode = match (udma, mwdma) {
             (Some(u), _) => ("udma", u),
@@ -454,8 +509,16 @@ impl Ide {
             (None, None) => ("none", 0),
         };
         match self.dma_mode {
-            ("udma", u) => self.simple(Taskfile::control(ata::SET_FEATURES, ata::SF_XFER_MODE, 0x40 | u))?,
-            ("mwdma", m) => self.simple(Taskfile::control(ata::SET_FEATURES, ata::SF_XFER_MODE, 0x20 | m))?,
+            ("udma", u) => self.simple(Taskfile::control(
+                ata::SET_FEATURES,
+                ata::SF_XFER_MODE,
+                0x40 | u,
+            ))?,
+            ("mwdma", m) => self.simple(Taskfile::control(
+                ata::SET_FEATURES,
+                ata::SF_XFER_MODE,
+                0x20 | m,
+            ))?,
             _ if self.opts.mode == Mode::Dma => return Err(Error::NoBusMaster),
             _ => {}
         }
@@ -495,7 +558,11 @@ impl Ide {
         let s = self.wait_not_busy("setup")?;
         if s & (ERR | DF | DRQ) != 0 {
             let error = self.tf_rd(ERROR);
-            return Err(Error::Device { command: tf.command, status: s, error });
+            return Err(Error::Device {
+                command: tf.command,
+                status: s,
+                error,
+            });
         }
         Ok(())
     }

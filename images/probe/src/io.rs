@@ -6,28 +6,36 @@ use core::arch::asm;
 #[inline(always)]
 pub fn outb(port: u16, v: u8) {
     // SAFETY: port I/O has no memory effects in the guest; IOPL=3 permits it at CPL3.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags))
+    }
 }
 
 #[inline(always)]
 pub fn inb(port: u16) -> u8 {
     let v: u8;
     // SAFETY: as for `outb`.
-    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags))
+    }
     v
 }
 
 #[inline(always)]
 pub fn outl(port: u16, v: u32) {
     // SAFETY: as for `outb`.
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags))
+    }
 }
 
 #[inline(always)]
 pub fn inl(port: u16) -> u32 {
     let v: u32;
     // SAFETY: as for `outb`.
-    unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags))
+    }
     v
 }
 
@@ -93,7 +101,9 @@ pub fn rdtsc() -> u64 {
     let lo: u32;
     let hi: u32;
     // SAFETY: RDTSC at CPL3 is allowed unless CR4.TSD is set, which no VMM we run under does.
-    unsafe { asm!("lfence", "rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("lfence", "rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    }
     (u64::from(hi) << 32) | u64::from(lo)
 }
 

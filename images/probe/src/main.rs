@@ -75,7 +75,8 @@ extern "C" fn probe_main(info: u64, arg: u64) -> ! {
     let entry_tsc = io::rdtsc();
     // SAFETY: a non-zero `info` is the boot information block the VMM placed at
     // layout::BOOT_INFO in identity-mapped RAM; it is read once, by value.
-    let vmm_info = (info != 0).then(|| unsafe { core::ptr::read_volatile(info as *const BootInfo) });
+    let vmm_info =
+        (info != 0).then(|| unsafe { core::ptr::read_volatile(info as *const BootInfo) });
     let (boot, vcpu) = match vmm_info {
         Some(b) if b.magic == BOOT_MAGIC => (b, arg as u32),
         // Started by the PVH stub: `arg` is the PVH start-info address.
@@ -116,7 +117,9 @@ extern "C" fn probe_main(info: u64, arg: u64) -> ! {
     }
     wait_for_aps(&env);
     let code = run(&env);
-    Record::new("done").kv("status", if code == exit::OK { "ok" } else { "failed" }).send(&env);
+    Record::new("done")
+        .kv("status", if code == exit::OK { "ok" } else { "failed" })
+        .send(&env);
     finish(code)
 }
 
@@ -178,26 +181,38 @@ extern "C" {
 /// Faults on purpose: the VMM must report a crash at exactly this RIP.
 fn crash(env: &Env) -> ! {
     let rip = probe_crash_ud2 as *const () as usize;
-    Record::new("crashing").kv("rip", format_args!("{rip:#x}")).send(env);
+    Record::new("crashing")
+        .kv("rip", format_args!("{rip:#x}"))
+        .send(env);
     // SAFETY: deliberately raises #UD; with no IDT the VM triple-faults, which is the point.
     unsafe { probe_crash_ud2() }
 }
 
 fn hello(env: &Env) {
-    let engine = if env.boot.flags & flags::VMBENCH != 0 { "vmbench" } else { "other" };
+    let engine = if env.boot.flags & flags::VMBENCH != 0 {
+        "vmbench"
+    } else {
+        "other"
+    };
     Record::new("info")
         .kv("engine", engine)
         .kv("mem", env.boot.mem_size)
         .kv("vcpus", env.boot.vcpus)
         .kv("vcpus_ready", APS_READY.load(Ordering::Acquire) + 1)
         .kv("tsc_khz", env.tsc_khz)
-        .kv("tsc_source", if env.boot.tsc_khz != 0 { "vmm" } else { "pit" })
+        .kv(
+            "tsc_source",
+            if env.boot.tsc_khz != 0 { "vmm" } else { "pit" },
+        )
         .send(env);
     let mut count = 0;
     pci::scan(|f| {
         count += 1;
         Record::new("pci")
-            .kv("bdf", format_args!("{:02x}:{:02x}.{}", f.bus, f.dev, f.func))
+            .kv(
+                "bdf",
+                format_args!("{:02x}:{:02x}.{}", f.bus, f.dev, f.func),
+            )
             .kv("id", format_args!("{:04x}:{:04x}", f.vendor, f.device))
             .kv("class", format_args!("{:06x}", f.class))
             .kv("rev", f.revision)

@@ -13,7 +13,7 @@ use probe_abi::exit;
 
 use crate::alloc;
 use crate::args::{Args, Profile};
-use crate::e1000::{self, E1000, MacSource};
+use crate::e1000::{self, MacSource, E1000};
 use crate::io::rdtsc;
 use crate::report::Record;
 use crate::virtio::{self, Device, Queue};
@@ -84,9 +84,20 @@ impl VirtioNet {
                 *m = unsafe { core::ptr::read_volatile((dev.device_cfg + i as u64) as *const u8) };
             }
         }
-        let rx_base = alloc::alloc(BUF * u64::from(rx.size), 4096).ok_or(virtio::Error::NoMemory)?;
-        let tx_base = alloc::alloc(BUF * u64::from(tx.size), 4096).ok_or(virtio::Error::NoMemory)?;
-        let mut n = VirtioNet { dev, rx, tx, mac, rx_base, tx_base, rx_posted: 0, tx_pending: false };
+        let rx_base =
+            alloc::alloc(BUF * u64::from(rx.size), 4096).ok_or(virtio::Error::NoMemory)?;
+        let tx_base =
+            alloc::alloc(BUF * u64::from(tx.size), 4096).ok_or(virtio::Error::NoMemory)?;
+        let mut n = VirtioNet {
+            dev,
+            rx,
+            tx,
+            mac,
+            rx_base,
+            tx_base,
+            rx_posted: 0,
+            tx_pending: false,
+        };
         n.dev.driver_ok()?;
         // Fill the RX ring: a buffer per descriptor, keyed by its index.
         while n.rx.free() > 0 {
@@ -117,9 +128,14 @@ impl Nic for VirtioNet {
         // SAFETY: TX buffer `i` belongs to this driver and is free (its descriptor is free).
         unsafe {
             core::ptr::write_bytes(buf as *mut u8, 0, NET_HDR);
-            core::ptr::copy_nonoverlapping(frame.as_ptr(), (buf + NET_HDR as u64) as *mut u8, frame.len());
+            core::ptr::copy_nonoverlapping(
+                frame.as_ptr(),
+                (buf + NET_HDR as u64) as *mut u8,
+                frame.len(),
+            );
         }
-        self.tx.push(&[(buf, (NET_HDR + frame.len()) as u32, false)]);
+        self.tx
+            .push(&[(buf, (NET_HDR + frame.len()) as u32, false)]);
         self.tx_pending = true;
         true
     }
@@ -142,16 +158,21 @@ impl Nic for VirtioNet {
     fn poll_rx(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
         let mut n = 0;
         while n < max {
-            let Some((head, len)) = self.rx.pop_used() else { break };
+            let Some((head, len)) = self.rx.pop_used() else {
+                break;
+            };
             let buf = self.rx_base + u64::from(head) * BUF;
             let len = (len as usize).min(BUF as usize);
             if len > NET_HDR {
                 // SAFETY: RX buffer `head` was filled by the device with `len` bytes.
-                let data = unsafe { core::slice::from_raw_parts((buf + NET_HDR as u64) as *const u8, len - NET_HDR) };
+                let data = unsafe {
+                    core::slice::from_raw_parts((buf + NET_HDR as u64) as *const u8, len - NET_HDR)
+                };
                 f(data);
             }
             let i = self.rx.peek_head();
-            self.rx.push(&[(self.rx_base + u64::from(i) * BUF, BUF as u32, true)]);
+            self.rx
+                .push(&[(self.rx_base + u64::from(i) * BUF, BUF as u32, true)]);
             n += 1;
         }
         if n > 0 {
@@ -179,7 +200,14 @@ pub fn checksum(data: &[u8], initial: u32) -> u16 {
 }
 
 /// Writes Ethernet + IPv4 + UDP headers for a frame of `len` bytes into `f[..HEADERS]`.
-pub fn udp_frame(f: &mut [u8], len: usize, src_mac: [u8; 6], dst_mac: [u8; 6], sport: u16, dport: u16) {
+pub fn udp_frame(
+    f: &mut [u8],
+    len: usize,
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    sport: u16,
+    dport: u16,
+) {
     f[0..6].copy_from_slice(&dst_mac);
     f[6..12].copy_from_slice(&src_mac);
     f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
@@ -237,7 +265,11 @@ pub fn arp(env: &Env, nic: &mut dyn Nic, timeout_ms: u64) -> Option<[u8; 6]> {
         while mac.is_none() && rdtsc() < until {
             nic.reclaim_tx();
             nic.poll_rx(64, &mut |f| {
-                if f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2] && f[28..32] == PEER_IP {
+                if f.len() >= 42
+                    && f[12..14] == [0x08, 0x06]
+                    && f[20..22] == [0, 2]
+                    && f[28..32] == PEER_IP
+                {
                     let mut m = [0u8; 6];
                     m.copy_from_slice(&f[22..28]);
                     mac = Some(m);
@@ -253,7 +285,12 @@ pub fn arp(env: &Env, nic: &mut dyn Nic, timeout_ms: u64) -> Option<[u8; 6]> {
 
 /// Opens the NIC the arguments choose, resolves the peer's MAC and runs `run` with both;
 /// returns its exit code, or FAILED after an error record.
-fn with_nic(env: &Env, name: &str, c: &Common, run: impl FnOnce(&mut dyn Nic, [u8; 6]) -> u32) -> u32 {
+fn with_nic(
+    env: &Env,
+    name: &str,
+    c: &Common,
+    run: impl FnOnce(&mut dyn Nic, [u8; 6]) -> u32,
+) -> u32 {
     let choice = match c.nic {
         NicChoice::Auto if crate::pci::find(virtio::VENDOR, 0x1041).is_some() => NicChoice::Virtio,
         NicChoice::Auto if e1000::find().is_some() => NicChoice::E1000,
@@ -292,7 +329,9 @@ fn with_nic(env: &Env, name: &str, c: &Common, run: impl FnOnce(&mut dyn Nic, [u
                 }
             }
             Err(e) => {
-                Record::new("error").text(format_args!("{name}: e1000: {e}")).send(env);
+                Record::new("error")
+                    .text(format_args!("{name}: e1000: {e}"))
+                    .send(env);
                 exit::FAILED
             }
         },
@@ -302,7 +341,9 @@ fn with_nic(env: &Env, name: &str, c: &Common, run: impl FnOnce(&mut dyn Nic, [u
                 None => exit::FAILED,
             },
             Err(e) => {
-                Record::new("error").text(format_args!("{name}: virtio-net: {e}")).send(env);
+                Record::new("error")
+                    .text(format_args!("{name}: virtio-net: {e}"))
+                    .send(env);
                 exit::FAILED
             }
         },
@@ -312,7 +353,9 @@ fn with_nic(env: &Env, name: &str, c: &Common, run: impl FnOnce(&mut dyn Nic, [u
 fn resolve_peer(env: &Env, name: &str, nic: &mut dyn Nic) -> Option<[u8; 6]> {
     let peer = arp(env, nic, 3000);
     if peer.is_none() {
-        Record::new("error").text(format_args!("{name}: no ARP reply from the peer 10.0.2.2")).send(env);
+        Record::new("error")
+            .text(format_args!("{name}: no ARP reply from the peer 10.0.2.2"))
+            .send(env);
     }
     peer
 }
@@ -322,7 +365,11 @@ struct Mac([u8; 6]);
 impl core::fmt::Display for Mac {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -339,7 +386,11 @@ fn common(a: &mut Args, size_default: u64) -> Common {
     let nic = a.choice(
         "nic",
         NicChoice::Auto,
-        &[("auto", NicChoice::Auto), ("virtio", NicChoice::Virtio), ("e1000", NicChoice::E1000)],
+        &[
+            ("auto", NicChoice::Auto),
+            ("virtio", NicChoice::Virtio),
+            ("e1000", NicChoice::E1000),
+        ],
     );
     let profile = a.profile();
     Common {
@@ -354,7 +405,11 @@ fn common(a: &mut Args, size_default: u64) -> Common {
 
 fn check_size(env: &Env, name: &str, size: usize) -> bool {
     if !(60..=1514).contains(&size) {
-        Record::new("error").text(format_args!("{name}: size must be 60..=1514 bytes (a frame without FCS), got {size}")).send(env);
+        Record::new("error")
+            .text(format_args!(
+                "{name}: size must be 60..=1514 bytes (a frame without FCS), got {size}"
+            ))
+            .send(env);
         return false;
     }
     true
@@ -372,12 +427,21 @@ pub fn tx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
     if !a.finish() || !check_size(env, "net-tx", c.size) {
         return exit::BAD_EXEC;
     }
-    with_nic(env, "net-tx", &c, |nic, peer| tx_run(env, &c, batch, nic, peer))
+    with_nic(env, "net-tx", &c, |nic, peer| {
+        tx_run(env, &c, batch, nic, peer)
+    })
 }
 
 fn tx_run(env: &Env, c: &Common, batch: usize, nic: &mut dyn Nic, peer: [u8; 6]) -> u32 {
     let mut frame = [0u8; 1514];
-    udp_frame(&mut frame, c.size, nic.mac(), peer, GUEST_PORT, PORT_DISCARD);
+    udp_frame(
+        &mut frame,
+        c.size,
+        nic.mac(),
+        peer,
+        GUEST_PORT,
+        PORT_DISCARD,
+    );
     let khz = u64::from(env.tsc_khz);
     let warm_end = rdtsc() + c.warmup_ms * khz;
     let end = warm_end + c.duration_ms * khz;
@@ -478,7 +542,8 @@ fn rx_run(env: &Env, c: &Common, nic: &mut dyn Nic, peer: [u8; 6]) -> u32 {
     let khz = u64::from(env.tsc_khz);
     let warm_end = rdtsc() + c.warmup_ms * khz;
     let end = warm_end + c.duration_ms * khz;
-    let (mut frames, mut bytes, mut total, mut measuring, mut start) = (0u64, 0u64, 0u64, false, 0u64);
+    let (mut frames, mut bytes, mut total, mut measuring, mut start) =
+        (0u64, 0u64, 0u64, false, 0u64);
     loop {
         let now = rdtsc();
         if !measuring && now >= warm_end {

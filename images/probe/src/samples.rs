@@ -18,7 +18,11 @@ impl Samples {
             Some(a) => unsafe { crate::alloc::slice::<u64>(a, cap) },
             None => &mut [],
         };
-        Samples { buf, n: 0, dropped: 0 }
+        Samples {
+            buf,
+            n: 0,
+            dropped: 0,
+        }
     }
 
     pub fn push(&mut self, v: u64) {
@@ -44,7 +48,11 @@ impl Samples {
         s.sort_unstable();
         let n = s.len();
         let pct = |p: usize| if n == 0 { 0 } else { s[(n - 1) * p / 1000] };
-        let mean = if n == 0 { 0 } else { s.iter().sum::<u64>() / n as u64 };
+        let mean = if n == 0 {
+            0
+        } else {
+            s.iter().sum::<u64>() / n as u64
+        };
         Record::new("latency")
             .kv("workload", workload)
             .kv("name", name)

@@ -19,8 +19,8 @@
 use core::sync::atomic::{fence, Ordering};
 
 use super::{
-    Error, FirstRead, Ide, Mode, Profile, BM_CMD, BM_ERROR, BM_INTR, BM_PRD, BM_START, BM_STATUS, BM_TO_MEMORY, COMMAND, DATA,
-    DEVICE, ERROR, FEATURE, PRD_ENTRIES, PRD_EOT, STATUS,
+    Error, FirstRead, Ide, Mode, Profile, BM_CMD, BM_ERROR, BM_INTR, BM_PRD, BM_START, BM_STATUS,
+    BM_TO_MEMORY, COMMAND, DATA, DEVICE, ERROR, FEATURE, PRD_ENTRIES, PRD_EOT, STATUS,
 };
 use crate::alloc;
 use crate::ata::{self, Addressing, Dir, Taskfile, Xfer, BSY, DF, DRDY, DRQ, ERR};
@@ -53,7 +53,11 @@ impl Ide {
 
     /// FLUSH CACHE, or FLUSH CACHE EXT where the disk has it (as libata chooses).
     pub fn flush(&mut self) -> Result<(), Error> {
-        let cmd = if self.id.flush_ext { ata::FLUSH_CACHE_EXT } else { ata::FLUSH_CACHE };
+        let cmd = if self.id.flush_ext {
+            ata::FLUSH_CACHE_EXT
+        } else {
+            ata::FLUSH_CACHE
+        };
         self.nodata(cmd)
     }
 
@@ -103,7 +107,11 @@ impl Ide {
         if sectors * 512 > self.opts.buffer {
             return Err(Error::TooLarge { sectors });
         }
-        let max = u64::from(if self.id.lba48 { ata::MAX_LBA48_SECTORS } else { ata::MAX_LBA28_SECTORS });
+        let max = u64::from(if self.id.lba48 {
+            ata::MAX_LBA48_SECTORS
+        } else {
+            ata::MAX_LBA28_SECTORS
+        });
         let xfer = match self.opts.mode {
             Mode::Dma => Xfer::Dma,
             Mode::Pio if self.multiple > 0 => Xfer::PioMultiple,
@@ -116,10 +124,21 @@ impl Ide {
             let lba28_ok = at + n < 1 << 28 && n <= u64::from(ata::MAX_LBA28_SECTORS);
             let lba48 = self.opts.lba48 || !lba28_ok;
             if (lba48 && !self.id.lba48) || at + n > 1 << 48 {
-                return Err(Error::Range { lba: at, sectors: n });
+                return Err(Error::Range {
+                    lba: at,
+                    sectors: n,
+                });
             }
             let tf = Taskfile {
-                command: ata::rw_command(xfer, dir, if lba48 { Addressing::Lba48 } else { Addressing::Lba28 }),
+                command: ata::rw_command(
+                    xfer,
+                    dir,
+                    if lba48 {
+                        Addressing::Lba48
+                    } else {
+                        Addressing::Lba28
+                    },
+                ),
                 feature: 0,
                 count: n as u32,
                 lba: at,
@@ -221,19 +240,33 @@ impl Ide {
         }
         if st & (ERR | DF) != 0 {
             let error = self.tf_rd(ERROR);
-            return Err(Error::Device { command, status: st, error });
+            return Err(Error::Device {
+                command,
+                status: st,
+                error,
+            });
         }
-        Err(Error::Protocol { command, status: st })
+        Err(Error::Protocol {
+            command,
+            status: st,
+        })
     }
 
     /// Status at a DRQ block: data wanted and no error.
     fn expect_drq(&mut self, command: u8, st: u8) -> Result<(), Error> {
         if st & (ERR | DF) != 0 {
             let error = self.tf_rd(ERROR);
-            return Err(Error::Device { command, status: st, error });
+            return Err(Error::Device {
+                command,
+                status: st,
+                error,
+            });
         }
         if st & DRQ == 0 {
-            return Err(Error::Protocol { command, status: st });
+            return Err(Error::Protocol {
+                command,
+                status: st,
+            });
         }
         Ok(())
     }
@@ -300,7 +333,10 @@ impl Ide {
         let st = self.linux_irq_status()?;
         self.linux_irq_clear();
         if host & BM_ERROR != 0 {
-            return Err(Error::Bus { command: tf.command, bm_status: host });
+            return Err(Error::Bus {
+                command: tf.command,
+                bm_status: host,
+            });
         }
         self.check_done(tf.command, st)
     }
@@ -324,13 +360,21 @@ impl Ide {
         self.bm_wr(BM_CMD, dir | BM_START);
         self.bm_cmd = Some(dir | BM_START);
         // Interrupt set means the device finished and all its data is in memory.
-        let host = self.wait(self.p.bm + BM_STATUS, FirstRead::Own, "DMA completion", |s| s & BM_INTR != 0)?;
+        let host = self.wait(
+            self.p.bm + BM_STATUS,
+            FirstRead::Own,
+            "DMA completion",
+            |s| s & BM_INTR != 0,
+        )?;
         let st = self.wait_not_busy("DMA status")?;
         self.bm_wr(BM_STATUS, host);
         self.bm_wr(BM_CMD, dir);
         self.bm_cmd = Some(dir);
         if host & BM_ERROR != 0 {
-            return Err(Error::Bus { command: tf.command, bm_status: host });
+            return Err(Error::Bus {
+                command: tf.command,
+                bm_status: host,
+            });
         }
         self.check_done(tf.command, st)
     }
@@ -338,7 +382,11 @@ impl Ide {
     // ---- PIO ----
 
     fn pio(&mut self, tf: &Taskfile, dir: Dir, xfer: Xfer, off: u64) -> Result<(), Error> {
-        let per_block = if xfer == Xfer::PioMultiple { u32::from(self.multiple) } else { 1 };
+        let per_block = if xfer == Xfer::PioMultiple {
+            u32::from(self.multiple)
+        } else {
+            1
+        };
         if dir == Dir::Write {
             fence(Ordering::SeqCst);
         }
@@ -400,7 +448,13 @@ impl Ide {
 
     /// Either direction: per DRQ block one status wait and one string instruction; a last
     /// status wait to see the command complete.
-    fn pio_batched(&mut self, tf: &Taskfile, dir: Dir, per_block: u32, off: u64) -> Result<(), Error> {
+    fn pio_batched(
+        &mut self,
+        tf: &Taskfile,
+        dir: Dir,
+        per_block: u32,
+        off: u64,
+    ) -> Result<(), Error> {
         self.batched_load(tf);
         self.tf_wr(COMMAND, tf.command);
         self.intr_dirty = true;
@@ -423,7 +477,11 @@ impl Ide {
     fn data(&mut self, at: u64, sectors: u32, dir: Dir, strings: Strings) {
         let port = self.p.cmd + DATA;
         let write = dir == Dir::Write;
-        let step = if strings == Strings::PerSector { 1 } else { sectors };
+        let step = if strings == Strings::PerSector {
+            1
+        } else {
+            sectors
+        };
         let mut s = 0;
         while s < sectors {
             let n = step.min(sectors - s) as usize;
