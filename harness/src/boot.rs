@@ -321,6 +321,14 @@ fn print_exits(out: &Outcome) {
             m.cpu.sys_ns as f64 / 1e3 / m.ops.max(1) as f64,
             m.cpu.guest_ns as f64 / 1e6,
         );
+        if let Some(n) = m.kvm.get("exits") {
+            println!(
+                "  KVM's own count: {:.3} exits/op of every kind (io_exits {}, mmio_exits {}, ioeventfd and in-kernel exits included)",
+                *n as f64 / m.ops.max(1) as f64,
+                m.kvm.get("io_exits").copied().unwrap_or(0),
+                m.kvm.get("mmio_exits").copied().unwrap_or(0),
+            );
+        }
     }
     if out.ioeventfd_writes > 0 {
         println!(
@@ -335,6 +343,8 @@ pub struct Window {
     pub ops: u64,
     pub exits: VcpuExits,
     pub cpu: vmm::event::CpuTime,
+    /// KVM's own counters over the window (empty where the host has no binary stats).
+    pub kvm: std::collections::BTreeMap<String, u64>,
 }
 
 ///
@@ -351,10 +361,21 @@ pub fn window(out: &Outcome) -> Option<Window> {
         }
         exits.by_reason.retain(|_, v| *v > 0);
     }
+    let kvm = match (&start.kvm, &end.kvm) {
+        (Some(a), Some(b)) => b
+            .iter()
+            .filter_map(|(k, v)| {
+                let d = v.saturating_sub(a.get(k).copied().unwrap_or(0));
+                (d > 0).then(|| (k.clone(), d))
+            })
+            .collect(),
+        _ => Default::default(),
+    };
     Some(Window {
         ops: end.record.get_u64("ops").unwrap_or(0),
         exits,
         cpu: end.cpu?.since(&start.cpu?),
+        kvm,
     })
 }
 

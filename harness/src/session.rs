@@ -30,6 +30,8 @@ pub struct Timed {
     pub exits: Option<ExitSnapshot>,
     /// CPU time of the VMM process when the record arrived (mailbox records only).
     pub cpu: Option<vmm::event::CpuTime>,
+    /// KVM's own cumulative counters then (mailbox records on hosts that offer them).
+    pub kvm: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -196,6 +198,7 @@ pub fn run(
                         at,
                         exits: None,
                         cpu: None,
+                        kvm: None,
                     };
                     note_ready(&mut timeline, &t);
                     on_record(&t);
@@ -213,6 +216,7 @@ pub fn run(
                 at,
                 exits,
                 cpu,
+                kvm,
             } => {
                 if let Some(record) = Record::parse(&text) {
                     let t = Timed {
@@ -221,6 +225,7 @@ pub fn run(
                         at,
                         exits: Some(exits),
                         cpu: Some(cpu),
+                        kvm: (!kvm.is_empty()).then_some(kvm),
                     };
                     note_ready(&mut timeline, &t);
                     on_record(&t);

@@ -18,6 +18,9 @@ pub enum Event {
         exits: ExitSnapshot,
         /// CPU time of the whole VMM process (every thread) at the doorbell.
         cpu: CpuTime,
+        /// KVM's own cumulative counters, all vCPUs summed (empty where the host's KVM has
+        /// no binary stats).
+        kvm: std::collections::BTreeMap<String, u64>,
     },
     /// vCPU `vcpu` executed its first instruction (its write to the entry-mark port).
     Entry { vcpu: usize, at: Instant },

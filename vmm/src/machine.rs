@@ -356,9 +356,11 @@ impl Machine {
             "entry-mark",
             Arc::new(Mutex::new(mark)),
         )?;
+        let kvm_stats: Arc<std::sync::OnceLock<Vec<crate::kvm::stats::VcpuStats>>> = Arc::default();
         let mailbox = Mailbox {
             mem: mem.clone(),
             exits: exits.clone(),
+            kvm_stats: kvm_stats.clone(),
             events: events_tx.clone(),
             vcpus: cfg.vcpus,
         };
@@ -553,6 +555,12 @@ impl Machine {
             }
             vcpus.push(v);
         }
+        let _ = kvm_stats.set(
+            vcpus
+                .iter()
+                .filter_map(crate::kvm::stats::VcpuStats::open)
+                .collect(),
+        );
 
         Ok(Machine {
             vcpus,

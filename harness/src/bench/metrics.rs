@@ -127,6 +127,10 @@ pub fn repetition(
             }
             if let Some(w) = crate::boot::window(out) {
                 exits = Exits::from_counts(&w.exits, w.ops.max(ops));
+                if let Some(n) = w.kvm.get("exits") {
+                    metrics.insert("kvm_exits_per_op".into(), *n as f64 / ops as f64);
+                }
+                exits.kvm = w.kvm.clone();
                 metrics.insert("exits_per_op".into(), w.exits.total() as f64 / ops as f64);
                 cpu = CpuTime {
                     user_s: w.cpu.vmm_user_ns() as f64 / 1e9,

@@ -102,6 +102,7 @@ fn outcome(q: &qemu::QemuOutcome, begin: Instant) -> Outcome {
                 at: begin,
                 exits: None,
                 cpu: None,
+                kvm: None,
             })
             .collect(),
         console_tail: q.console.clone(),

@@ -33,6 +33,8 @@ impl BusDevice for EntryMark {
 pub struct Mailbox {
     pub mem: GuestMemoryMmap,
     pub exits: Arc<ExitStats>,
+    /// KVM's per-vCPU statistics, set once the vCPUs exist.
+    pub kvm_stats: Arc<std::sync::OnceLock<Vec<crate::kvm::stats::VcpuStats>>>,
     pub events: Sender<Event>,
     pub vcpus: usize,
 }
@@ -68,6 +70,11 @@ impl BusDevice for Mailbox {
                 at,
                 exits: self.exits.snapshot(),
                 cpu: crate::event::CpuTime::now(),
+                kvm: self
+                    .kvm_stats
+                    .get()
+                    .map(|s| crate::kvm::stats::sum(s))
+                    .unwrap_or_default(),
             });
         }
     }
@@ -97,6 +104,7 @@ mod tests {
         let mut mb = Mailbox {
             mem,
             exits: Arc::new(ExitStats::new(2)),
+            kvm_stats: Arc::default(),
             events: tx,
             vcpus: 2,
         };

@@ -3,6 +3,7 @@
 
 pub mod irq;
 pub mod memory;
+pub mod stats;
 pub mod vcpu;
 
 use std::io;
