@@ -103,7 +103,12 @@ fn udp_round_trips_come_back_with_matching_payloads() {
     assert_eq!(w.exits.by_device.get("virtio-net"), None, "{:?}", w.exits);
     // KVM's own count (binary stats, Linux 5.14+) sees what never reaches user space: the
     // ioeventfd kicks, at least one per round trip.
-    assert!(w.kvm["exits"] >= w.ops, "KVM exits {:?} for {} round trips", w.kvm.get("exits"), w.ops);
+    assert!(
+        w.kvm["exits"] >= w.ops,
+        "KVM exits {:?} for {} round trips",
+        w.kvm.get("exits"),
+        w.ops
+    );
 }
 
 fn our_namespaces() -> Vec<String> {
