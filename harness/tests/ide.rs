@@ -4,8 +4,10 @@
 //! every port access the driver counts must be one exit to vmbench's IDE model; refused
 //! commands come back as errors. ide_qemu.rs runs the same against QEMU's PIIX3 IDE.
 
+mod support;
+use support::*;
+
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use vmbench::record::Record;
@@ -20,56 +22,10 @@ const DMA_SECTORS: u64 = 2048;
 /// PIO writes cost one exit per dword (KVM does not batch `rep outsd`), so PIO writes less.
 const PIO_SECTORS: u64 = 512;
 
-fn probe() -> PathBuf {
-    static PROBE: OnceLock<PathBuf> = OnceLock::new();
-    PROBE
-        .get_or_init(|| {
-            images::probe::build(&mut |_| {}).unwrap().artifacts[0]
-                .path
-                .clone()
-        })
-        .clone()
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("vmbench-ide-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn raw_image(dir: &Path) -> PathBuf {
     let p = dir.join("disk.raw");
-    std::fs::File::create(&p)
-        .unwrap()
-        .set_len(DISK_BYTES)
-        .unwrap();
+    sized_file(&p, DISK_BYTES);
     p
-}
-
-fn qemu_img(args: &[&str]) -> String {
-    let out = std::process::Command::new("qemu-img")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("qemu-img is needed for this test (apt-get install qemu-utils): {e}")
-        });
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn boot(disk: &Path, exec: &str) -> Outcome {

@@ -5,11 +5,11 @@
 //! profile must make; refused commands come back as errors. QEMU and qemu-img must be
 //! installed (CI installs them): a missing one fails these tests rather than skipping them.
 
-use std::ffi::OsStr;
+mod support;
+use support::*;
+
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::Duration;
 
 use vmbench::qemu::{self, Accel, DiskFormat, DiskKind, QemuConfig, QemuDisk, QemuOutcome};
@@ -21,63 +21,8 @@ const DISK_BYTES: u64 = 16 << 20;
 const DMA_SECTORS: u64 = 2048;
 const PIO_SECTORS: u64 = 512;
 
-fn probe() -> PathBuf {
-    static PROBE: OnceLock<PathBuf> = OnceLock::new();
-    PROBE
-        .get_or_init(|| {
-            let m = images::probe::build(&mut |_| {}).expect("building the probe");
-            m.artifacts[0].path.clone()
-        })
-        .clone()
-}
-
-/// A directory of its own for one test, removed when the test passes.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ide-qemu-{test}"));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("creating the scratch directory");
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        // Kept after a failure, to look at.
-        if !std::thread::panicking() {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-/// Runs qemu-img and returns its stdout; fails the test if it is missing or fails.
-fn qemu_img(args: &[&OsStr]) -> String {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run qemu-img ({e}): install it with `apt-get install qemu-utils`")
-        });
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?} {}: {stdout}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 fn raw_image(path: &Path) {
-    fs::File::create(path)
-        .and_then(|f| f.set_len(DISK_BYTES))
-        .expect("creating the raw image");
+    sized_file(path, DISK_BYTES);
 }
 
 fn qcow2_image(path: &Path) {
@@ -203,7 +148,7 @@ fn assert_holds_pattern(image: &[u8], seed: u64, sectors: u64) {
 
 /// Runs the pattern on a fresh raw image and checks the image.
 fn raw_pattern(test: &str, seed: u64, sectors: u64, args: &str, mode: &str, profile: &str) {
-    let dir = Scratch::new(test);
+    let dir = TempDir::new(test);
     let img = dir.path("disk.img");
     raw_image(&img);
 
@@ -219,7 +164,7 @@ fn raw_pattern(test: &str, seed: u64, sectors: u64, args: &str, mode: &str, prof
 /// Runs the pattern on a fresh qcow2 image; the image must check clean and convert to the
 /// pattern.
 fn qcow2_pattern(test: &str, seed: u64, sectors: u64, args: &str, mode: &str) {
-    let dir = Scratch::new(test);
+    let dir = TempDir::new(test);
     // Named like a raw image on purpose: the format comes from the header.
     let img = dir.path("disk.img");
     qcow2_image(&img);
@@ -309,7 +254,7 @@ const PROTOCOL_ACCESSES: [(&str, &str, f64, f64); 4] = [
 
 #[test]
 fn random_4k_reads_in_both_modes_and_both_profiles() {
-    let dir = Scratch::new("rand-read");
+    let dir = TempDir::new("ide-qemu-rand-read");
     let img = dir.path("disk.img");
     raw_image(&img);
     for (mode, profile, protocol, data) in PROTOCOL_ACCESSES {
@@ -347,7 +292,7 @@ fn random_4k_reads_in_both_modes_and_both_profiles() {
 
 #[test]
 fn refused_commands_come_back_as_errors_and_the_disk_stays_usable() {
-    let dir = Scratch::new("check");
+    let dir = TempDir::new("ide-qemu-check");
     let img = dir.path("disk.img");
     raw_image(&img);
     for args in ["mode=dma", "mode=pio profile=batched"] {
@@ -372,7 +317,7 @@ fn refused_commands_come_back_as_errors_and_the_disk_stays_usable() {
 
 #[test]
 fn a_queue_depth_above_one_on_ide_is_a_clear_error() {
-    let dir = Scratch::new("qd");
+    let dir = TempDir::new("ide-qemu-qd");
     let img = dir.path("disk.img");
     raw_image(&img);
 

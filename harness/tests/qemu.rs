@@ -2,18 +2,15 @@
 //! serial port, status through isa-debug-exit. QEMU must be installed (CI installs it); a
 //! missing QEMU fails these tests rather than skipping them.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use vmbench::qemu::{self, Accel, QemuConfig, QemuOutcome};
 use vmbench::record::Record;
 
-const MEM_MIB: u64 = 256;
+mod support;
+use support::*;
 
-fn probe() -> PathBuf {
-    let m = images::probe::build(&mut |_| {}).expect("building the probe");
-    m.artifacts[0].path.clone()
-}
+const MEM_MIB: u64 = 256;
 
 fn boot(exec: &str) -> QemuOutcome {
     boot_on(exec, Accel::Auto)

@@ -3,13 +3,13 @@
 //! read, and the NICs and disks at the PCI slots vmbench's VMM uses. QEMU and qemu-img must be
 //! installed (CI installs them); a missing one fails these tests rather than skipping them.
 
-use std::ffi::OsStr;
+mod support;
+use support::*;
+
 use std::fs;
 use std::io::ErrorKind;
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::Duration;
 
 use vmbench::qemu::{
@@ -23,63 +23,8 @@ const DISK_BYTES: u64 = 16 << 20;
 /// Sectors the pattern tests write: 1 MiB, 16 requests of 64 KiB.
 const PATTERN_SECTORS: u64 = 2048;
 
-fn probe() -> PathBuf {
-    static PROBE: OnceLock<PathBuf> = OnceLock::new();
-    PROBE
-        .get_or_init(|| {
-            let m = images::probe::build(&mut |_| {}).expect("building the probe");
-            m.artifacts[0].path.clone()
-        })
-        .clone()
-}
-
-/// A directory of its own for one test, removed when the test passes.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("qemu-devices-{test}"));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("creating the scratch directory");
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        // Kept after a failure, to look at.
-        if !std::thread::panicking() {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-/// Runs qemu-img and returns its stdout; fails the test if it is missing or fails.
-fn qemu_img(args: &[&OsStr]) -> String {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run qemu-img ({e}): install it with `apt-get install qemu-utils`")
-        });
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?} {}: {stdout}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 fn raw_image(path: &Path) {
-    fs::File::create(path)
-        .and_then(|f| f.set_len(DISK_BYTES))
-        .expect("creating the raw image");
+    sized_file(path, DISK_BYTES);
 }
 
 fn boot(exec: &str, disk: Option<QemuDisk>, nic: Option<QemuNic>) -> QemuOutcome {
@@ -173,7 +118,7 @@ fn assert_holds_pattern(image: &[u8], seed: u64) {
 
 #[test]
 fn virtio_blk_raw_image_holds_the_probe_pattern() {
-    let dir = Scratch::new("raw");
+    let dir = TempDir::new("qemu-devices-raw");
     let img = dir.path("disk.img");
     raw_image(&img);
     let disk = QemuDisk::open(DiskKind::Virtio, &img).unwrap();
@@ -187,7 +132,7 @@ fn virtio_blk_raw_image_holds_the_probe_pattern() {
 
 #[test]
 fn virtio_blk_qcow2_image_holds_the_probe_pattern() {
-    let dir = Scratch::new("qcow2");
+    let dir = TempDir::new("qemu-devices-qcow2");
     // Named like a raw image on purpose: the format comes from the header.
     let img = dir.path("disk.img");
     qemu_img(&[
@@ -219,7 +164,7 @@ fn virtio_blk_qcow2_image_holds_the_probe_pattern() {
 
 #[test]
 fn read_only_virtio_disk_refuses_writes_and_stays_unchanged() {
-    let dir = Scratch::new("read-only");
+    let dir = TempDir::new("qemu-devices-read-only");
     let img = dir.path("disk.img");
     let before: Vec<u8> = (0..DISK_BYTES)
         .map(|off| probe_abi::pattern_byte(99, off))
@@ -247,7 +192,7 @@ fn read_only_virtio_disk_refuses_writes_and_stays_unchanged() {
 
 #[test]
 fn random_4k_reads_complete_without_errors() {
-    let dir = Scratch::new("rand-read");
+    let dir = TempDir::new("qemu-devices-rand-read");
     let img = dir.path("disk.img");
     raw_image(&img);
     let disk = QemuDisk::open(DiskKind::Virtio, &img).unwrap();
@@ -305,7 +250,7 @@ fn assert_no_frames(remote: &UdpSocket) {
 
 #[test]
 fn virtio_devices_are_modern_only_at_vmbench_slots() {
-    let dir = Scratch::new("virtio-slots");
+    let dir = TempDir::new("qemu-devices-virtio-slots");
     let img = dir.path("disk.img");
     raw_image(&img);
     let (remote, netdev) = loopback_link();
@@ -336,7 +281,7 @@ fn virtio_devices_are_modern_only_at_vmbench_slots() {
 
 #[test]
 fn e1000_and_ide_boot_at_their_slots() {
-    let dir = Scratch::new("e1000-ide");
+    let dir = TempDir::new("qemu-devices-e1000-ide");
     let img = dir.path("disk.qcow2");
     qemu_img(&[
         "create".as_ref(),

@@ -13,8 +13,7 @@ use vmm::MachineConfig;
 
 fn image(dir: &Path, bytes: u64) -> PathBuf {
     let p = dir.join("disk.raw");
-    let f = std::fs::File::create(&p).unwrap();
-    f.set_len(bytes).unwrap();
+    sized_file(&p, bytes);
     p
 }
 
@@ -169,21 +168,6 @@ fn random_reads_at_depth_report_latencies_and_exits_per_request() {
         .unwrap();
     let w = end.since(&start).total();
     assert_eq!(w.by_device.get("virtio-blk"), None, "{w:?}");
-}
-
-fn qemu_img(args: &[&str]) -> std::process::Output {
-    let out = std::process::Command::new("qemu-img")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("qemu-img is needed for this test (apt-get install qemu-utils): {e}")
-        });
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 #[test]

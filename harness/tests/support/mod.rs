@@ -2,7 +2,8 @@
 //! configured machine to the end of its session.
 #![allow(dead_code)] // each test file uses its own part
 
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -21,22 +22,54 @@ pub fn probe() -> PathBuf {
         .clone()
 }
 
-/// A directory under the system temp dir, removed on drop.
+/// A directory under the system temp dir, removed on drop when the test passed (kept after
+/// a failure, to look at).
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(name: &str) -> Self {
         let p = std::env::temp_dir().join(format!("vmbench-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
+        std::fs::create_dir_all(&p).expect("creating the scratch directory");
         TempDir(p)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
+}
+
+/// A sparse file of `bytes` at `path` (a raw disk image).
+pub fn sized_file(path: &Path, bytes: u64) {
+    std::fs::File::create(path)
+        .and_then(|f| f.set_len(bytes))
+        .expect("creating the raw image");
+}
+
+/// Runs qemu-img and returns its stdout; fails the test if it is missing or fails.
+pub fn qemu_img<S: AsRef<OsStr> + std::fmt::Debug>(args: &[S]) -> String {
+    let out = std::process::Command::new("qemu-img")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run qemu-img ({e}): install it with `apt-get install qemu-utils`")
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?} {}: {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 /// Builds the machine and runs its session (10 s to ready, 60 s to finish).
