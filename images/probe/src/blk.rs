@@ -13,6 +13,7 @@ use crate::disk::{self, Disk, Selection, Which};
 use crate::io::rdtsc;
 use crate::report::Record;
 use crate::virtio::{self, Device, Queue};
+use crate::window::Window;
 use crate::Env;
 
 pub const T_IN: u32 = 0;
@@ -349,22 +350,13 @@ fn stream_virtio(env: &Env, st: &Stream, sel: &Selection) -> u32 {
     let (bs, qd) = (st.bs, st.qd);
     let kind = if st.write { T_OUT } else { T_IN };
     let mut lat = crate::samples::Samples::new(1 << 20);
-    let ticks_ms = u64::from(env.tsc_khz);
-    let t0 = rdtsc();
-    let warm_end = t0 + st.warmup_ms * ticks_ms;
-    let end = warm_end + st.duration_ms * ticks_ms;
+    let mut window = Window::new(env, st.warmup_ms, st.duration_ms);
     let mut in_flight = 0usize;
     let (mut ops, mut errors) = (0u64, 0u64);
-    let mut measuring = false;
-    let mut window_start = 0u64;
     loop {
         let now = rdtsc();
-        if !measuring && now >= warm_end {
-            measuring = true;
-            window_start = now;
-            Record::new("window-start").send(env);
-        }
-        let done = now >= end;
+        let measuring = window.tick(env, now);
+        let done = window.over(now);
         let mut queued = false;
         while !done && in_flight < qd && blk.q.free() >= 3 {
             if let Err(e) = blk.submit(kind, pick.next_sector(), bs) {
@@ -383,7 +375,7 @@ fn stream_virtio(env: &Env, st: &Stream, sel: &Selection) -> u32 {
         match blk.complete() {
             Ok((_, status, ticks)) => {
                 in_flight -= 1;
-                if measuring && !done {
+                if measuring {
                     ops += 1;
                     if status != 0 {
                         errors += 1;
@@ -394,8 +386,7 @@ fn stream_virtio(env: &Env, st: &Stream, sel: &Selection) -> u32 {
             Err(e) => return fail(env, name, e),
         }
     }
-    let window_ns = env.ns(rdtsc().min(end) - window_start);
-    Record::new("window-end").kv("ops", ops).send(env);
+    let window_ns = window.close(env, ops);
     lat.report(env, name, "latency", st.raw);
     Record::new("result")
         .kv("name", name)

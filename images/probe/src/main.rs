@@ -22,6 +22,7 @@ mod samples;
 mod start_info;
 mod tsc;
 mod virtio;
+mod window;
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU32, Ordering};

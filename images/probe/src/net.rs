@@ -17,6 +17,7 @@ use crate::e1000::{self, MacSource, E1000};
 use crate::io::rdtsc;
 use crate::report::Record;
 use crate::virtio::{self, Device, Queue};
+use crate::window::Window;
 use crate::Env;
 
 pub const GUEST_IP: [u8; 4] = [10, 0, 2, 15];
@@ -443,18 +444,13 @@ fn tx_run(env: &Env, c: &Common, batch: usize, nic: &mut dyn Nic, peer: [u8; 6])
         PORT_DISCARD,
     );
     let khz = u64::from(env.tsc_khz);
-    let warm_end = rdtsc() + c.warmup_ms * khz;
-    let end = warm_end + c.duration_ms * khz;
-    let (mut sent, mut total, mut measuring, mut start) = (0u64, 0u64, false, 0u64);
+    let mut window = Window::new(env, c.warmup_ms, c.duration_ms);
+    let (mut sent, mut total) = (0u64, 0u64);
     let mut seq = 0u32;
     loop {
         let now = rdtsc();
-        if !measuring && now >= warm_end {
-            measuring = true;
-            start = now;
-            Record::new("window-start").send(env);
-        }
-        if now >= end {
+        let measuring = window.tick(env, now);
+        if window.over(now) {
             break;
         }
         nic.reclaim_tx();
@@ -473,8 +469,7 @@ fn tx_run(env: &Env, c: &Common, batch: usize, nic: &mut dyn Nic, peer: [u8; 6])
             sent += queued as u64;
         }
     }
-    let window_ns = env.ns(rdtsc() - start);
-    Record::new("window-end").kv("ops", sent).send(env);
+    let window_ns = window.close(env, sent);
     // Let the device drain what is queued before the VMM is stopped.
     let drain_until = rdtsc() + khz * 100;
     while rdtsc() < drain_until {
@@ -539,19 +534,12 @@ fn rx_run(env: &Env, c: &Common, nic: &mut dyn Nic, peer: [u8; 6]) -> u32 {
     let mut cmd = [0u8; 48];
     let text = fmt_into(&mut cmd, format_args!("count=0 size={}", c.size));
     source_command(nic, peer, text);
-    let khz = u64::from(env.tsc_khz);
-    let warm_end = rdtsc() + c.warmup_ms * khz;
-    let end = warm_end + c.duration_ms * khz;
-    let (mut frames, mut bytes, mut total, mut measuring, mut start) =
-        (0u64, 0u64, 0u64, false, 0u64);
+    let mut window = Window::new(env, c.warmup_ms, c.duration_ms);
+    let (mut frames, mut bytes, mut total) = (0u64, 0u64, 0u64);
     loop {
         let now = rdtsc();
-        if !measuring && now >= warm_end {
-            measuring = true;
-            start = now;
-            Record::new("window-start").send(env);
-        }
-        if now >= end {
+        let measuring = window.tick(env, now);
+        if window.over(now) {
             break;
         }
         let (mut f, mut b) = (0u64, 0u64);
@@ -568,8 +556,7 @@ fn rx_run(env: &Env, c: &Common, nic: &mut dyn Nic, peer: [u8; 6]) -> u32 {
             bytes += b;
         }
     }
-    let window_ns = env.ns(rdtsc() - start);
-    Record::new("window-end").kv("ops", frames).send(env);
+    let window_ns = window.close(env, frames);
     source_command(nic, peer, "stop");
     Record::new("result")
         .kv("name", "net-rx")
@@ -606,21 +593,15 @@ fn rr_run(env: &Env, c: &Common, nic: &mut dyn Nic, peer: [u8; 6]) -> u32 {
         *b = i as u8;
     }
     let khz = u64::from(env.tsc_khz);
-    let warm_end = rdtsc() + c.warmup_ms * khz;
-    let end = warm_end + c.duration_ms * khz;
+    let mut window = Window::new(env, c.warmup_ms, c.duration_ms);
     let mut lat = crate::samples::Samples::new(1 << 20);
-    let (mut ops, mut mismatches, mut lost, mut measuring) = (0u64, 0u64, 0u64, false);
-    let mut window_start = 0u64;
+    let (mut ops, mut mismatches, mut lost) = (0u64, 0u64, 0u64);
     let mut seq = 0u32;
     let timeout = khz * 1000;
     loop {
         let now = rdtsc();
-        if !measuring && now >= warm_end {
-            measuring = true;
-            window_start = now;
-            Record::new("window-start").send(env);
-        }
-        if now >= end {
+        let measuring = window.tick(env, now);
+        if window.over(now) {
             break;
         }
         seq = seq.wrapping_add(1);
@@ -657,8 +638,7 @@ fn rr_run(env: &Env, c: &Common, nic: &mut dyn Nic, peer: [u8; 6]) -> u32 {
             }
         }
     }
-    let window_ns = env.ns(rdtsc() - window_start);
-    Record::new("window-end").kv("ops", ops).send(env);
+    let window_ns = window.close(env, ops);
     lat.report(env, "net-rr", "latency", c.raw);
     Record::new("result")
         .kv("name", "net-rr")
