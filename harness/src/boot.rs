@@ -169,37 +169,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let c: Vec<String> = counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!("{dev}: {}", c.join(", "));
     }
-    match &out.ending {
-        Ending::Exited { code: 0 } => Ok(()),
-        Ending::Exited { code } => Err(Failed(format!(
-            "the guest ended with status {code} ({})",
-            out.last_words()
-        ))
-        .into()),
-        Ending::Crashed {
-            vcpu,
-            reason,
-            rip,
-            registers,
-        } => Err(Failed(format!(
-            "the guest crashed on vCPU {vcpu} at rip={rip:#x}: {reason}\n  registers: {registers}\n  {}",
-            out.last_words()
-        ))
-        .into()),
-        Ending::Cancelled => Err(Failed("interrupted; the VM was stopped".into()).into()),
-        Ending::TimedOut { phase, after } => {
-            let what = if *phase == "ready" {
-                "did not report ready"
-            } else {
-                "did not finish its workload"
-            };
-            bail!(
-                "the guest {what} within {:.1} s, so the VM was stopped; {}; {}",
-                after.as_secs_f64(),
-                out.last_words(),
-                out.last_exit
-            )
-        }
+    match (&out.ending, out.failure()) {
+        (_, None) => Ok(()),
+        // A guest that never got going is unusable input (exit 2); one that ran and failed
+        // is a failed run (exit 1).
+        (Ending::TimedOut { .. }, Some(why)) => bail!(why),
+        (_, Some(why)) => Err(Failed(why).into()),
     }
 }
 

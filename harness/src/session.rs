@@ -128,6 +128,48 @@ impl Outcome {
         self.records.iter().filter(move |r| r.record.kind == kind)
     }
 
+    /// The guest's first `error` record, as a sentence.
+    pub fn guest_error(&self) -> Option<String> {
+        self.records_of("error")
+            .next()
+            .map(|t| format!("the guest reported: {}", t.record.text))
+    }
+
+    /// Why the session did not end with the guest exiting cleanly (status 0), in one line
+    /// that says what the guest last did; `None` if it did.
+    pub fn failure(&self) -> Option<String> {
+        match &self.ending {
+            Ending::Exited { code: 0 } => None,
+            Ending::Exited { code } => Some(format!(
+                "the guest ended with status {code}: {}",
+                self.guest_error().unwrap_or_else(|| self.last_words())
+            )),
+            Ending::Crashed {
+                vcpu,
+                reason,
+                rip,
+                registers,
+            } => Some(format!(
+                "the guest crashed on vCPU {vcpu} at rip={rip:#x}: {reason}; registers: {registers}; {}",
+                self.last_words()
+            )),
+            Ending::Cancelled => Some("interrupted by Ctrl-C; the VM was stopped".into()),
+            Ending::TimedOut { phase, after } => {
+                let what = if *phase == "ready" {
+                    "did not report ready"
+                } else {
+                    "did not finish its workload"
+                };
+                Some(format!(
+                    "the guest {what} within {:.1} s, so the VM was stopped; {}; {}",
+                    after.as_secs_f64(),
+                    self.last_words(),
+                    self.last_exit
+                ))
+            }
+        }
+    }
+
     /// The last thing the guest said: its last record or console line.
     pub fn last_words(&self) -> String {
         let rec = self

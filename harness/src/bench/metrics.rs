@@ -26,14 +26,6 @@ fn result_of<'a>(out: &'a Outcome, name: &str) -> Option<&'a Record> {
         .find(|r| r.get("name") == Some(name))
 }
 
-/// Why a finished session does not count as a measurement (the guest said something went
-/// wrong), if it does not.
-pub fn guest_error(out: &Outcome) -> Option<String> {
-    out.records_of("error")
-        .next()
-        .map(|t| format!("the guest reported: {}", t.record.text))
-}
-
 /// Builds the repetition; `Err` when the guest did not produce the figures the workload must.
 /// `duration_secs` is the configured window, used when the guest did not time its own.
 pub fn repetition(

@@ -21,7 +21,7 @@ use crate::results::{
     RunResults,
 };
 use crate::scenario::{Case, Disk, DiskFormat, Engine, NetBackend, Nic, Overrides, Scenario, Slot};
-use crate::session::{self, Ending, Limits, Outcome};
+use crate::session::{self, Limits, Outcome};
 use vmm::backend::block::OpenOptions;
 use vmm::machine::{DiskConfig, DiskKind, NetBackendKind, NicConfig, NicKind, GUEST_MAC};
 use vmm::{Machine, MachineConfig};
@@ -445,29 +445,13 @@ impl Runner<'_> {
             t.extend(out.console_tail.iter().cloned());
             t
         };
-        match &out.ending {
-            Ending::Exited { code: 0 } => match metrics::guest_error(out) {
+        match out.failure() {
+            // A guest may exit cleanly after reporting an error (a bad workload argument).
+            None => match out.guest_error() {
                 Some(e) => Err((e, tail())),
                 None => Ok(()),
             },
-            Ending::Exited { code } => {
-                let why = metrics::guest_error(out).unwrap_or_else(|| out.last_words());
-                Err((format!("the guest exited with status {code}: {why}"), tail()))
-            }
-            Ending::Crashed { vcpu, reason, rip, registers } => Err((
-                format!("the guest crashed on vCPU {vcpu} at rip={rip:#x}: {reason} ({registers})"),
-                tail(),
-            )),
-            Ending::Cancelled => Err(("interrupted by Ctrl-C".into(), tail())),
-            Ending::TimedOut { phase, after } => Err((
-                format!(
-                    "the guest timed out after {:.1} s waiting for {phase}; the VM was killed; {}; {}",
-                    after.as_secs_f64(),
-                    out.last_words(),
-                    out.last_exit
-                ),
-                tail(),
-            )),
+            Some(why) => Err((why, tail())),
         }
     }
 
