@@ -39,10 +39,6 @@ fn boot(backend: NetBackendKind, exec: &str) -> Outcome {
     out
 }
 
-fn counter(out: &Outcome, dev: &str, name: &str) -> u64 {
-    out.device_counters[dev][name]
-}
-
 /// e1000 register accesses that exited to the VMM per operation in the measured window.
 fn e1000_exits_per_op(out: &Outcome) -> f64 {
     let w = vmbench::boot::window(out).expect("a measured window");
@@ -187,19 +183,6 @@ fn a_wrong_nic_or_profile_is_refused() {
         "{:?}",
         out.records
     );
-}
-
-fn our_namespaces() -> Vec<String> {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .unwrap();
-    let me = format!("-{}-", std::process::id());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("vmbench") && l.contains(&me))
-        .map(String::from)
-        .collect()
 }
 
 #[test]

@@ -32,10 +32,6 @@ fn boot(backend: NetBackendKind, exec: &str) -> Outcome {
     out
 }
 
-fn counter(out: &Outcome, dev: &str, name: &str) -> u64 {
-    out.device_counters[dev][name]
-}
-
 #[test]
 fn frames_sent_by_the_probe_are_counted_by_the_peer() {
     let out = boot(
@@ -109,19 +105,6 @@ fn udp_round_trips_come_back_with_matching_payloads() {
         w.kvm.get("exits"),
         w.ops
     );
-}
-
-fn our_namespaces() -> Vec<String> {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .unwrap();
-    let me = format!("-{}-", std::process::id());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("vmbench") && l.contains(&me))
-        .map(String::from)
-        .collect()
 }
 
 #[test]

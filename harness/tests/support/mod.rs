@@ -89,3 +89,18 @@ pub fn result<'a>(out: &'a Outcome, name: &str) -> &'a Record {
         .find(|r| r.get("name") == Some(name))
         .unwrap_or_else(|| panic!("no result {name} in {:?} {:?}", out.records, out.ending))
 }
+
+/// A device's (or back-end's) counter at the end of the session.
+pub fn counter(out: &Outcome, dev: &str, name: &str) -> u64 {
+    out.device_counters[dev][name]
+}
+
+/// The network namespaces this test process created and has not removed.
+pub fn our_namespaces() -> Vec<String> {
+    let me = format!("-{}-", std::process::id());
+    vmm::backend::netns::list()
+        .expect("ip netns list")
+        .into_iter()
+        .filter(|n| n.starts_with("vmbench") && n.contains(&me))
+        .collect()
+}
