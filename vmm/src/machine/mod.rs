@@ -1,7 +1,6 @@
 //! A machine: the VM, its memory, buses, devices and vCPU threads, built from a
 //! [`MachineConfig`] and driven by its owner through [`Event`]s.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, Weak};
@@ -36,6 +35,11 @@ use crate::virtio::msix::{VectorFd, VirtioIrq};
 use crate::virtio::net::Net;
 use crate::virtio::pci::VirtioPci;
 use std::collections::BTreeMap;
+
+mod config;
+pub use config::{
+    DiskConfig, DiskKind, MachineConfig, NetBackendKind, NicConfig, NicKind, GUEST_MAC,
+};
 
 /// vmbench's own ports (outside any device a guest expects), told to the probe in its boot
 /// information rather than hard-coded there.
@@ -78,44 +82,6 @@ pub enum Error {
     Window(&'static str),
 }
 
-/// What to build.
-#[derive(Clone, Debug, Default)]
-pub struct MachineConfig {
-    pub vcpus: usize,
-    pub mem_mib: u64,
-    pub probe: PathBuf,
-    /// The probe workload and its arguments.
-    pub exec: String,
-    pub disk: Option<DiskConfig>,
-    pub nic: Option<NicConfig>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NicKind {
-    Virtio,
-    /// Intel 82540EM, fully emulated.
-    E1000,
-}
-
-/// Where the NIC's frames go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NetBackendKind {
-    /// vmbench's in-process peer (10.0.2.2): needs nothing.
-    Peer,
-    /// A TAP device in a network namespace vmbench creates, with its services there.
-    Tap,
-}
-
-#[derive(Clone, Debug)]
-pub struct NicConfig {
-    pub kind: NicKind,
-    pub backend: NetBackendKind,
-    pub mac: [u8; 6],
-}
-
-/// The guest's MAC unless configured otherwise (locally administered).
-pub const GUEST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0f];
-
 fn open_net(kind: NetBackendKind, guest_mac: [u8; 6]) -> Result<Box<dyn NetBackend>, Error> {
     match kind {
         NetBackendKind::Peer => {
@@ -139,20 +105,6 @@ fn open_net(kind: NetBackendKind, guest_mac: [u8; 6]) -> Result<Box<dyn NetBacke
             Ok(Box::new(tap))
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DiskKind {
-    Virtio,
-    /// PIIX3 IDE, primary master, emulated.
-    Ide,
-}
-
-#[derive(Clone, Debug)]
-pub struct DiskConfig {
-    pub kind: DiskKind,
-    pub path: PathBuf,
-    pub options: crate::backend::block::OpenOptions,
 }
 
 /// PCI slots: the host bridge is 00:00.0.

@@ -1,0 +1,55 @@
+//! What a machine is built from: its shape, the probe, and each device with its back-end.
+
+use std::path::PathBuf;
+
+/// What to build.
+#[derive(Clone, Debug, Default)]
+pub struct MachineConfig {
+    pub vcpus: usize,
+    pub mem_mib: u64,
+    pub probe: PathBuf,
+    /// The probe workload and its arguments.
+    pub exec: String,
+    pub disk: Option<DiskConfig>,
+    pub nic: Option<NicConfig>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NicKind {
+    Virtio,
+    /// Intel 82540EM, fully emulated.
+    E1000,
+}
+
+/// Where the NIC's frames go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetBackendKind {
+    /// vmbench's in-process peer (10.0.2.2): needs nothing.
+    Peer,
+    /// A TAP device in a network namespace vmbench creates, with its services there.
+    Tap,
+}
+
+#[derive(Clone, Debug)]
+pub struct NicConfig {
+    pub kind: NicKind,
+    pub backend: NetBackendKind,
+    pub mac: [u8; 6],
+}
+
+/// The guest's MAC unless configured otherwise (locally administered).
+pub const GUEST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0f];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskKind {
+    Virtio,
+    /// PIIX3 IDE, primary master, emulated.
+    Ide,
+}
+
+#[derive(Clone, Debug)]
+pub struct DiskConfig {
+    pub kind: DiskKind,
+    pub path: PathBuf,
+    pub options: crate::backend::block::OpenOptions,
+}
