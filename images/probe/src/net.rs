@@ -76,10 +76,11 @@ impl Kicks {
         }
     }
 
-    /// Adds `kicks=` (those of the window) to a result record, for NICs that count them.
+    /// Adds `kicks=` (those of the window) and `kicks_total=` (since the driver started) to a
+    /// result record, for NICs that count them.
     fn put(&self, nic: &dyn Nic, r: Record) -> Record {
         match (nic.kicks(), self.0) {
-            (Some(now), Some(start)) => r.kv("kicks", now - start),
+            (Some(now), Some(start)) => r.kv("kicks", now - start).kv("kicks_total", now),
             _ => r,
         }
     }
