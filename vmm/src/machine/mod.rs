@@ -13,9 +13,9 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::Killable;
 
+use crate::backend::net::peer::{Peer, PeerConfig, DEFAULT_GUEST_IP};
+use crate::backend::net::tap::{GuestAddr, Tap, TapOptions};
 use crate::backend::net::{BackendCounters, NetBackend};
-use crate::backend::peer::{Peer, PeerConfig, DEFAULT_GUEST_IP};
-use crate::backend::tap::{GuestAddr, Tap, TapOptions};
 use crate::boot::{self, ProbeParams};
 use crate::bus::{Bus, SharedDevice};
 use crate::devices::debug_exit::DebugExit;
@@ -70,7 +70,7 @@ pub enum Error {
     #[error("cannot start the thread of vCPU {0}")]
     Thread(usize, #[source] std::io::Error),
     #[error(transparent)]
-    Disk(#[from] crate::backend::DiskError),
+    Disk(#[from] crate::backend::block::DiskError),
     #[error("cannot set up interrupts")]
     Irq(#[from] crate::kvm::irq::Error),
     #[error("cannot create the {0} device")]
@@ -91,7 +91,7 @@ fn open_net(kind: NetBackendKind, guest_mac: [u8; 6]) -> Result<Box<dyn NetBacke
         }
         NetBackendKind::Tap => {
             // Namespaces of vmbench processes that died without cleaning up.
-            if let Err(e) = crate::backend::netns::cleanup_stale() {
+            if let Err(e) = crate::backend::net::netns::cleanup_stale() {
                 log::warn!("cannot remove stale vmbench namespaces: {e}");
             }
             let opts = TapOptions {
@@ -361,7 +361,7 @@ impl Machine {
         let router = Arc::new(GsiRouter::new(vm.clone()));
         let mut counters: Vec<(String, Arc<dyn Counters>)> = Vec::new();
         if let Some(disk) = cfg.disk.as_ref().filter(|d| d.kind == DiskKind::Ide) {
-            let backend = crate::backend::open_disk(&disk.path, disk.options)?;
+            let backend = crate::backend::block::open_disk(&disk.path, disk.options)?;
             let line = |gsi| -> Arc<dyn IrqLine> {
                 Arc::new(KvmIrqLine {
                     vm: vm.clone(),
@@ -401,7 +401,7 @@ impl Machine {
         }
         if let Some(disk) = cfg.disk.as_ref().filter(|d| d.kind == DiskKind::Virtio) {
             // raw or qcow2, told apart by the file's contents.
-            let backend = crate::backend::open_disk(&disk.path, disk.options)?;
+            let backend = crate::backend::block::open_disk(&disk.path, disk.options)?;
             let blk = Block::new(backend, "vmbench-disk0");
             counters.push(("virtio-blk".into(), blk.counters()));
             let bdf = Bdf {
