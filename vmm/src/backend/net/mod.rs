@@ -86,7 +86,7 @@ pub trait NetBackend: Send {
 /// A back-end's counters, as the machine reports them per device.
 pub struct BackendCounters(pub std::sync::Arc<std::sync::Mutex<Box<dyn NetBackend>>>);
 
-impl crate::devices::Counters for BackendCounters {
+impl crate::counters::Counters for BackendCounters {
     fn snapshot(&self) -> Vec<(&'static str, u64)> {
         backend_snapshot(&**self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
