@@ -8,9 +8,9 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use vmm::backend::net::peer::{Peer, PeerConfig};
 use vmm::backend::net::{BackendCounters, FrameMeta, NetBackend};
-use vmm::backend::peer::{Peer, PeerConfig};
-use vmm::devices::Counters;
+use vmm::counters::Counters;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 

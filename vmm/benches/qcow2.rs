@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use vmm::backend::block::OpenOptions;
-use vmm::backend::{open_disk, qcow2};
+use vmm::backend::block::{open_disk, qcow2};
 
 const SIZE: u64 = 64 << 20;
 const BLOCK: usize = 4096;

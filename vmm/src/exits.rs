@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::RwLock;
 
-use crate::bus::DeviceId;
+/// Identifies a device for exit accounting. Assigned by [`ExitStats::register`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(pub usize);
 
 /// Maximum number of devices that can be told apart in the accounting.
 pub const MAX_DEVICES: usize = 64;

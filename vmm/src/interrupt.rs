@@ -1,4 +1,6 @@
-//! How devices raise interrupts, behind small traits so device logic is testable without KVM.
+//! How the INTx devices (e1000, IDE) raise their level-triggered line, behind a small trait so
+//! device logic is testable without KVM. Virtio devices raise theirs per queue, through
+//! [`crate::virtio::QueueInterrupt`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,11 +10,6 @@ use kvm_ioctls::VmFd;
 /// A level-triggered INTx line (e1000, IDE).
 pub trait IrqLine: Send + Sync {
     fn set_level(&self, high: bool);
-}
-
-/// An edge interrupt by vector (MSI-X vectors of virtio devices).
-pub trait Interrupt: Send + Sync {
-    fn trigger(&self, vector: u16);
 }
 
 /// An INTx line wired to a GSI of KVM's in-kernel IOAPIC/PIC.
@@ -43,22 +40,5 @@ impl IrqLine for TestIrqLine {
         } else if !high {
             self.level.store(false, Ordering::SeqCst);
         }
-    }
-}
-
-/// Counts triggers per vector, for tests.
-#[derive(Default)]
-pub struct TestInterrupt {
-    pub counts: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
-}
-
-impl Interrupt for TestInterrupt {
-    fn trigger(&self, vector: u16) {
-        *self
-            .counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(vector)
-            .or_default() += 1;
     }
 }

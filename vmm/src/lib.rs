@@ -3,14 +3,17 @@
 pub mod backend;
 pub mod boot;
 pub mod bus;
+pub mod counters;
 pub mod devices;
 pub mod event;
 pub mod exits;
 pub mod interrupt;
 pub mod kvm;
 pub mod machine;
+pub mod memory_map;
 pub mod pci;
 pub mod virtio;
+pub mod worker;
 
 pub use event::Event;
 pub use machine::{Machine, MachineConfig};

@@ -7,8 +7,8 @@ mod qcow2_support;
 use proptest::prelude::*;
 use qcow2_support::*;
 use std::path::Path;
-use vmm::backend::open_disk;
-use vmm::backend::qcow2::{self, Qcow2};
+use vmm::backend::block::open_disk;
+use vmm::backend::block::qcow2::{self, Qcow2};
 
 // ---------------------------------------------------------------- images written by QEMU
 

@@ -6,9 +6,9 @@ mod qcow2_support;
 use std::path::{Path, PathBuf};
 
 use qcow2_support::*;
+use vmm::backend::block::qcow2::{Error, Qcow2};
+use vmm::backend::block::{open_disk, DiskError};
 use vmm::backend::block::{BlockBackend, OpenOptions};
-use vmm::backend::qcow2::{Error, Qcow2};
-use vmm::backend::{open_disk, DiskError};
 
 /// A small valid v3 image from qemu-img with some data, to patch.
 fn sample(dir: &Path, name: &str) -> PathBuf {

@@ -135,7 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 runner.measured,
                 started.elapsed(),
             )?;
-            vmm::backend::netns::remove_all_owned();
+            vmm::backend::net::netns::remove_all_owned();
             return Err(Failed(format!(
                 "{e}; the finished cases are in {}",
                 dir.join(results::RESULTS_FILE).display()
@@ -472,7 +472,7 @@ impl Runner<'_> {
             }
             DiskFormat::Qcow2 => {
                 let p = self.dir.join(format!("disk-{}.qcow2", case.index));
-                vmm::backend::qcow2::create(&p, size, 16)
+                vmm::backend::block::qcow2::create(&p, size, 16)
                     .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
                 p
             }

@@ -98,7 +98,7 @@ pub fn counter(out: &Outcome, dev: &str, name: &str) -> u64 {
 /// The network namespaces this test process created and has not removed.
 pub fn our_namespaces() -> Vec<String> {
     let me = format!("-{}-", std::process::id());
-    vmm::backend::netns::list()
+    vmm::backend::net::netns::list()
         .expect("ip netns list")
         .into_iter()
         .filter(|n| n.starts_with("vmbench") && n.contains(&me))

@@ -14,8 +14,7 @@ use probe_abi::layout::{
 use probe_abi::BootInfo;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::kvm::memory::ram_top;
-use crate::kvm::vcpu::Start;
+use crate::memory_map::ram_top;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -41,6 +40,19 @@ pub enum Error {
     Paging(#[from] paging::Error),
     #[error("cannot write the boot structures into guest memory")]
     Write,
+}
+
+/// Where a vCPU starts.
+#[derive(Clone, Copy, Debug)]
+pub struct Start {
+    pub rip: u64,
+    pub rsp: u64,
+    /// Passed in RDI and RSI.
+    pub arg0: u64,
+    pub arg1: u64,
+    pub cr3: u64,
+    pub gdt: u64,
+    pub tss: u64,
 }
 
 /// Checks what can be checked before any KVM object exists.
@@ -97,12 +109,15 @@ pub struct ProbeParams<'a> {
     pub exec: &'a str,
 }
 
-/// Writes GDT, TSS, page tables and boot information; returns each vCPU's start state.
-pub fn setup(mem: &GuestMemoryMmap, entry: u64, p: &ProbeParams) -> Result<Vec<Start>, Error> {
-    check_shape(p.mem_size, p.vcpus)?;
-    if p.exec.len() > 127 {
-        return Err(Error::ExecTooLong(p.exec.len()));
-    }
+/// Writes GDT, TSS and page tables; returns each vCPU's start state. The boot information
+/// comes separately ([`write_boot_info`]): it needs the TSC rate, which only a vCPU can tell.
+pub fn setup(
+    mem: &GuestMemoryMmap,
+    entry: u64,
+    mem_size: u64,
+    vcpus: usize,
+) -> Result<Vec<Start>, Error> {
+    check_shape(mem_size, vcpus)?;
     for (i, d) in gdt::table(TSS).iter().enumerate() {
         mem.write_obj(*d, GuestAddress(GDT + i as u64 * 8))
             .map_err(|_| Error::Write)?;
@@ -117,8 +132,34 @@ pub fn setup(mem: &GuestMemoryMmap, entry: u64, p: &ProbeParams) -> Result<Vec<S
     mem.write_obj(0xffu8, GuestAddress(TSS + end))
         .map_err(|_| Error::Write)?;
     debug_assert_eq!(end - bitmap, 0x2000);
-    paging::write(mem, ram_top(p.mem_size).max(1 << 32), MMIO_HOLE)?;
+    paging::write(mem, ram_top(mem_size).max(1 << 32), MMIO_HOLE)?;
 
+    Ok((0..vcpus as u64)
+        .map(|i| Start {
+            rip: entry,
+            // 16-byte aligned minus a return address, as at a function entry.
+            rsp: STACKS + (i + 1) * STACK_SIZE - 8,
+            arg0: BOOT_INFO,
+            arg1: i,
+            cr3: layout::PML4,
+            gdt: GDT,
+            tss: TSS,
+        })
+        .collect())
+}
+
+/// Checks the exec text before anything is built.
+pub fn check_exec(exec: &str) -> Result<(), Error> {
+    if exec.len() > 127 {
+        return Err(Error::ExecTooLong(exec.len()));
+    }
+    Ok(())
+}
+
+/// Writes the boot information the probe reads at [`BOOT_INFO`].
+pub fn write_boot_info(mem: &GuestMemoryMmap, p: &ProbeParams) -> Result<(), Error> {
+    check_shape(p.mem_size, p.vcpus)?;
+    check_exec(p.exec)?;
     let mut exec = [0u8; 128];
     exec[..p.exec.len()].copy_from_slice(p.exec.as_bytes());
     // Field by field at their repr(C) offsets: no byte view of the struct needed.
@@ -151,18 +192,5 @@ pub fn setup(mem: &GuestMemoryMmap, entry: u64, p: &ProbeParams) -> Result<Vec<S
         &exec,
         GuestAddress(BOOT_INFO + std::mem::offset_of!(BootInfo, exec) as u64),
     )
-    .map_err(|_| Error::Write)?;
-
-    Ok((0..p.vcpus as u64)
-        .map(|i| Start {
-            rip: entry,
-            // 16-byte aligned minus a return address, as at a function entry.
-            rsp: STACKS + (i + 1) * STACK_SIZE - 8,
-            arg0: BOOT_INFO,
-            arg1: i,
-            cr3: layout::PML4,
-            gdt: GDT,
-            tss: TSS,
-        })
-        .collect())
+    .map_err(|_| Error::Write)
 }

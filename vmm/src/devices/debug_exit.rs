@@ -21,6 +21,9 @@ impl DebugExit {
 }
 
 impl BusDevice for DebugExit {
+    fn debug_label(&self) -> &'static str {
+        "debug-exit"
+    }
     fn read(&mut self, _: Access, data: &mut [u8]) {
         data.fill(0xff);
     }

@@ -19,6 +19,9 @@ pub struct EntryMark {
 }
 
 impl BusDevice for EntryMark {
+    fn debug_label(&self) -> &'static str {
+        "entry-mark"
+    }
     fn read(&mut self, _: Access, data: &mut [u8]) {
         data.fill(0);
     }
@@ -54,6 +57,9 @@ impl Mailbox {
 }
 
 impl BusDevice for Mailbox {
+    fn debug_label(&self) -> &'static str {
+        "mailbox"
+    }
     fn read(&mut self, _: Access, data: &mut [u8]) {
         data.fill(0);
     }
@@ -84,6 +90,9 @@ impl BusDevice for Mailbox {
 pub struct Null;
 
 impl BusDevice for Null {
+    fn debug_label(&self) -> &'static str {
+        "calibration"
+    }
     fn read(&mut self, _: Access, data: &mut [u8]) {
         data.fill(0);
     }

@@ -82,6 +82,9 @@ impl SerialPort {
 }
 
 impl BusDevice for SerialPort {
+    fn debug_label(&self) -> &'static str {
+        "serial"
+    }
     fn read(&mut self, a: Access, data: &mut [u8]) {
         if let (Some(b), Ok(off)) = (data.first_mut(), u8::try_from(a.offset)) {
             *b = self.uart.read(off);

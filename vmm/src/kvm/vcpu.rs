@@ -12,7 +12,7 @@ use kvm_bindings::{kvm_fpu, kvm_mp_state, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_MP_S
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
-use crate::boot::gdt;
+use crate::boot::{gdt, Start};
 use crate::bus::Bus;
 use crate::event::Event;
 use crate::exits::{ExitStats, Reason};
@@ -25,19 +25,6 @@ pub enum Error {
     Setup(u64, &'static str, #[source] kvm_ioctls::Error),
     #[error("cannot install the vCPU kick signal handler")]
     Signal(#[source] vmm_sys_util::errno::Error),
-}
-
-/// Where a vCPU starts.
-#[derive(Clone, Copy, Debug)]
-pub struct Start {
-    pub rip: u64,
-    pub rsp: u64,
-    /// Passed in RDI and RSI.
-    pub arg0: u64,
-    pub arg1: u64,
-    pub cr3: u64,
-    pub gdt: u64,
-    pub tss: u64,
 }
 
 const CR0_PE: u64 = 1;

@@ -116,6 +116,9 @@ impl PciRoot {
 }
 
 impl BusDevice for PciRoot {
+    fn debug_label(&self) -> &'static str {
+        "pci-config"
+    }
     fn read(&mut self, a: Access, data: &mut [u8]) {
         match a.offset {
             0..=3 => {
@@ -175,6 +178,9 @@ impl BusDevice for PciRoot {
 pub struct HostBridge;
 
 impl BusDevice for HostBridge {
+    fn debug_label(&self) -> &'static str {
+        "host-bridge"
+    }
     fn read(&mut self, _: Access, data: &mut [u8]) {
         data.fill(0xff);
     }

@@ -13,8 +13,6 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::interrupt::Interrupt;
-
 /// Device status bits (virtio 1.2, 2.1).
 pub mod status {
     pub const ACKNOWLEDGE: u8 = 1;
@@ -60,6 +58,15 @@ pub trait Worker: Send {
     fn failed(&self) -> bool;
 }
 
+impl Worker for crate::worker::WorkerThread {
+    fn stop(mut self: Box<Self>) {
+        crate::worker::WorkerThread::stop(&mut self);
+    }
+    fn failed(&self) -> bool {
+        crate::worker::WorkerThread::failed(self)
+    }
+}
+
 pub trait VirtioDevice: Send {
     /// Device type (1 net, 2 block).
     fn device_type(&self) -> u16;
@@ -72,8 +79,8 @@ pub trait VirtioDevice: Send {
     fn write_config(&mut self, offset: u64, data: &[u8]);
     /// Starts the worker.
     fn activate(&mut self, a: Activation) -> Result<Box<dyn Worker>, String>;
-    /// A short name for logs and exit accounting.
-    fn name(&self) -> &str;
+    /// A short name for logs and exit accounting ("virtio-net").
+    fn debug_label(&self) -> &'static str;
 }
 
 /// Whether the driver wants an interrupt for what was just added to the used ring. Without
@@ -96,7 +103,11 @@ pub fn should_interrupt(
     Ok(u16::from_le(flags) & 1 == 0)
 }
 
-/// Reads `data.len()` bytes at `offset` of `bytes`, all ones past its end (config reads).
+/// Reads `data.len()` bytes at `offset` of a device's configuration structure `bytes`, zero
+/// past its end. The device-configuration capability advertises a whole window, longer than
+/// any structure; virtio 1.2 (4.1.4.6) leaves the bytes past the structure undefined, and we
+/// read them as the reserved tail of a zero-initialised structure. Unmapped bus
+/// addresses, unlike these, read as all ones.
 pub fn read_config_bytes(bytes: &[u8], offset: u64, data: &mut [u8]) {
     for (i, b) in data.iter_mut().enumerate() {
         *b = usize::try_from(offset)
@@ -108,9 +119,26 @@ pub fn read_config_bytes(bytes: &[u8], offset: u64, data: &mut [u8]) {
     }
 }
 
-/// Interrupt adapter for tests and for workers that run without a transport.
-pub struct NoInterrupt;
+#[cfg(test)]
+mod tests {
+    use super::read_config_bytes;
 
-impl Interrupt for NoInterrupt {
-    fn trigger(&self, _: u16) {}
+    #[test]
+    fn config_reads_past_the_structure_are_zero() {
+        let config = [1u8, 2, 3, 4];
+        let mut inside = [0xaa; 2];
+        let mut straddling = [0xaa; 4];
+        let mut beyond = [0xaa; 2];
+        let mut huge_offset = [0xaa; 1];
+
+        read_config_bytes(&config, 1, &mut inside);
+        read_config_bytes(&config, 2, &mut straddling);
+        read_config_bytes(&config, 0x800, &mut beyond);
+        read_config_bytes(&config, u64::MAX, &mut huge_offset);
+
+        assert_eq!(inside, [2, 3]);
+        assert_eq!(straddling, [3, 4, 0, 0]);
+        assert_eq!(beyond, [0, 0]);
+        assert_eq!(huge_offset, [0]);
+    }
 }

@@ -169,10 +169,6 @@ impl VirtioPci {
         self.status
     }
 
-    pub fn device_name(&self) -> &str {
-        self.device.name()
-    }
-
     fn reset(&mut self) {
         if let Some(w) = self.worker.take() {
             w.stop();
@@ -257,7 +253,10 @@ impl VirtioPci {
 
     /// The device cannot go on: DEVICE_NEEDS_RESET and a configuration interrupt.
     fn fail(&mut self, why: &str) {
-        log::warn!("{}: {why}; the device needs a reset", self.device.name());
+        log::warn!(
+            "{}: {why}; the device needs a reset",
+            self.device.debug_label()
+        );
         self.status |= status::DEVICE_NEEDS_RESET;
         super::QueueInterrupt::config(&*self.irq);
     }
@@ -440,6 +439,9 @@ impl VirtioPci {
 }
 
 impl BusDevice for VirtioPci {
+    fn debug_label(&self) -> &'static str {
+        self.device.debug_label()
+    }
     fn read(&mut self, a: Access, data: &mut [u8]) {
         let off = a.addr.wrapping_sub(self.bar0());
         if off < BAR_SIZE {

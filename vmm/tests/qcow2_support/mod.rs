@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use vmm::backend::block::open_disk;
 use vmm::backend::block::{BlockBackend, OpenOptions};
-use vmm::backend::open_disk;
 
 pub const MIB: u64 = 1 << 20;
 

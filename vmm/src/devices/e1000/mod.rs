@@ -14,6 +14,7 @@ pub mod phy;
 pub mod regs;
 pub mod rx;
 pub mod tx;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -522,6 +523,9 @@ impl E1000 {
 }
 
 impl BusDevice for E1000 {
+    fn debug_label(&self) -> &'static str {
+        "e1000"
+    }
     fn read(&mut self, a: Access, data: &mut [u8]) {
         if self.is_io(a.addr) {
             self.counters.io_reads += 1;

@@ -207,6 +207,9 @@ fn config_space(bm_io_base: u16) -> ConfigSpace {
 }
 
 impl BusDevice for Piix {
+    fn debug_label(&self) -> &'static str {
+        "ide"
+    }
     fn read(&mut self, a: Access, data: &mut [u8]) {
         if let Target::Command(ch, REG_DATA) = self.target(a.addr) {
             // The data port: a word access is one 16-bit IDE cycle, a dword two (PIIX 32-bit

@@ -85,7 +85,7 @@ pub struct IdeCounters {
     pub interrupts: AtomicU64,
 }
 
-impl crate::devices::Counters for IdeCounters {
+impl crate::counters::Counters for IdeCounters {
     fn snapshot(&self) -> Vec<(&'static str, u64)> {
         let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
         vec![

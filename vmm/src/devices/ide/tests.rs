@@ -21,7 +21,7 @@ use super::identify::{self, DriveInfo, Settings};
 use super::*;
 use crate::backend::block::{check_range, BlockBackend};
 use crate::bus::{Access, BusDevice};
-use crate::devices::Counters;
+use crate::counters::Counters;
 use crate::interrupt::TestIrqLine;
 use crate::pci::config::{CMD_BUS_MASTER, CMD_IO};
 use crate::pci::{BarRange, PciFunction};

@@ -7,17 +7,17 @@ pub mod request;
 mod tests;
 
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{features, read_config_bytes, Activation, QueueInterrupt, VirtioDevice, Worker};
 use crate::backend::block::BlockBackend;
+use crate::worker::{Handler, Sources, WorkerThread};
 use request::{Kind, Request, Segment, SECTOR};
 
 pub const F_SIZE_MAX: u64 = 1 << 1;
@@ -54,7 +54,7 @@ pub struct Block {
     counters: Arc<BlkCounters>,
 }
 
-impl crate::devices::Counters for BlkCounters {
+impl crate::counters::Counters for BlkCounters {
     fn snapshot(&self) -> Vec<(&'static str, u64)> {
         vec![
             ("kicks", self.kicks.load(Ordering::Relaxed)),
@@ -131,7 +131,7 @@ impl VirtioDevice for Block {
     fn write_config(&mut self, _: u64, _: &[u8]) {
         // writeback toggling (CONFIG_WCE) is not offered; writes are ignored.
     }
-    fn name(&self) -> &str {
+    fn debug_label(&self) -> &'static str {
         "virtio-blk"
     }
 
@@ -141,13 +141,11 @@ impl VirtioDevice for Block {
             return Err(format!("expected 1 ready queue, got {}", queues.len()));
         }
         let (queue, notify) = queues.remove(0);
-        let kill = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| e.to_string())?;
-        let failed = Arc::new(AtomicBool::new(false));
-        let mut w = BlkWorker {
+        let sources = [(notify.as_raw_fd(), Token::Queue)];
+        let w = BlkWorker {
             mem: a.mem,
             queue,
             notify,
-            kill: kill.try_clone().map_err(|e| e.to_string())?,
             interrupt: a.interrupt,
             backend: self.backend.clone(),
             id: self.id,
@@ -155,61 +153,18 @@ impl VirtioDevice for Block {
             read_only: self.features & F_RO != 0,
             buf: Vec::new(),
         };
-        ThreadWorker::spawn("virtio-blk", kill, failed, move || w.run())
-    }
-}
-
-/// A worker thread with a kill eventfd (shared by the virtio devices).
-pub struct ThreadWorker {
-    pub kill: EventFd,
-    pub thread: Option<JoinHandle<()>>,
-    pub failed: Arc<AtomicBool>,
-}
-
-impl ThreadWorker {
-    /// Runs `work` on a thread named `name`; an error marks the device failed (needs-reset)
-    /// and is logged once, without taking the VMM down.
-    pub fn spawn<E: std::fmt::Display>(
-        name: &str,
-        kill: EventFd,
-        failed: Arc<AtomicBool>,
-        work: impl FnOnce() -> Result<(), E> + Send + 'static,
-    ) -> Result<Box<dyn Worker>, String> {
-        let f = failed.clone();
-        let what = name.to_string();
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                if let Err(e) = work() {
-                    log::warn!("{what} worker stopped: {e}");
-                    f.store(true, Ordering::SeqCst);
-                }
-            })
-            .map_err(|e| e.to_string())?;
-        Ok(Box::new(ThreadWorker {
-            kill,
-            thread: Some(thread),
-            failed,
-        }))
-    }
-}
-
-impl Worker for ThreadWorker {
-    fn stop(mut self: Box<Self>) {
-        let _ = self.kill.write(1);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-    fn failed(&self) -> bool {
-        self.failed.load(Ordering::SeqCst)
+        let t = WorkerThread::spawn("virtio-blk", &sources, w).map_err(|e| e.to_string())?;
+        Ok(Box::new(t))
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Token {
-    Queue = 1,
-    Kill = 2,
+pub enum Token {
+    Queue,
+}
+
+impl crate::worker::Token for Token {
+    const ALL: &'static [Token] = &[Token::Queue];
 }
 
 /// The device worker's state; public for the benchmarks in vmm/benches.
@@ -218,7 +173,6 @@ pub struct BlkWorker {
     pub mem: GuestMemoryMmap,
     pub queue: Queue,
     pub notify: EventFd,
-    pub kill: EventFd,
     pub interrupt: Arc<dyn QueueInterrupt>,
     pub backend: SharedBackend,
     pub id: [u8; request::ID_BYTES],
@@ -229,47 +183,35 @@ pub struct BlkWorker {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("epoll failed")]
-    Epoll(#[source] std::io::Error),
     #[error("the queue's rings are broken: {0}")]
     Queue(String),
 }
 
-impl BlkWorker {
-    fn run(&mut self) -> Result<(), WorkerError> {
-        let epoll = Epoll::new().map_err(WorkerError::Epoll)?;
-        for (fd, t) in [(&self.notify, Token::Queue), (&self.kill, Token::Kill)] {
-            epoll
-                .ctl(
-                    ControlOperation::Add,
-                    std::os::fd::AsRawFd::as_raw_fd(fd),
-                    EpollEvent::new(EventSet::IN, t as u64),
-                )
-                .map_err(WorkerError::Epoll)?;
-        }
+impl Handler for BlkWorker {
+    type Token = Token;
+    type Error = WorkerError;
+
+    fn start(&mut self, _: &mut Sources<Token>) -> Result<(), WorkerError> {
         // Notifications that arrived before DRIVER_OK are served now.
-        self.process()?;
-        let mut events = vec![EpollEvent::default(); 4];
-        loop {
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(WorkerError::Epoll(e)),
-            };
-            for ev in &events[..n] {
-                match ev.data() {
-                    x if x == Token::Kill as u64 => return Ok(()),
-                    _ => {
-                        // The eventfd counts every kick since the last read.
-                        let kicks = self.notify.read().unwrap_or(0);
-                        self.counters.kicks.fetch_add(kicks, Ordering::Relaxed);
-                        self.process()?;
-                    }
+        self.process()
+    }
+
+    fn handle(&mut self, ready: &[Token]) -> Result<(), WorkerError> {
+        for t in ready {
+            match t {
+                Token::Queue => {
+                    // The eventfd counts every kick since the last read.
+                    let kicks = self.notify.read().unwrap_or(0);
+                    self.counters.kicks.fetch_add(kicks, Ordering::Relaxed);
+                    self.process()?;
                 }
             }
         }
+        Ok(())
     }
+}
 
+impl BlkWorker {
     /// Serves every available request, then re-enables notifications (and serves what
     /// raced in), interrupting the driver if it asked to be.
     pub fn process(&mut self) -> Result<(), WorkerError> {

@@ -7,18 +7,18 @@ mod header;
 mod tests;
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use virtio_queue::{Queue, QueueT, Reader, Writer};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::blk::ThreadWorker;
 use super::{features, read_config_bytes, Activation, QueueInterrupt, VirtioDevice, Worker};
 use crate::backend::net::{NetBackend, Offloads};
+use crate::worker::{Handler, Sources, WorkerThread};
 pub use header::{Header, HEADER_LEN};
 
 pub const F_CSUM: u64 = 1 << 0;
@@ -51,7 +51,7 @@ pub struct NetCounters {
     pub interrupts: AtomicU64,
 }
 
-impl crate::devices::Counters for NetCounters {
+impl crate::counters::Counters for NetCounters {
     fn snapshot(&self) -> Vec<(&'static str, u64)> {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         vec![
@@ -128,7 +128,7 @@ impl VirtioDevice for Net {
         read_config_bytes(&self.config, offset, data);
     }
     fn write_config(&mut self, _: u64, _: &[u8]) {}
-    fn name(&self) -> &str {
+    fn debug_label(&self) -> &'static str {
         "virtio-net"
     }
 
@@ -151,15 +151,24 @@ impl VirtioDevice for Net {
             .unwrap_or_else(|e| e.into_inner())
             .set_offloads(guest)
             .map_err(|e| format!("back-end offloads: {e}"))?;
-        let kill = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| e.to_string())?;
-        let failed = Arc::new(AtomicBool::new(false));
-        let mut w = NetWorker {
+        let backend_fd = self
+            .backend
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rx_fd();
+        let sources = [
+            (rx_notify.as_raw_fd(), Token::RxQueue),
+            (tx_notify.as_raw_fd(), Token::TxQueue),
+            (backend_fd, Token::Backend),
+        ];
+        let w = NetWorker {
             mem: a.mem,
             rxq,
             txq,
             rx_notify,
             tx_notify,
-            kill: kill.try_clone().map_err(|e| e.to_string())?,
+            backend_fd,
+            backend_armed: true,
             interrupt: a.interrupt,
             backend: self.backend.clone(),
             counters: self.counters.clone(),
@@ -167,29 +176,25 @@ impl VirtioDevice for Net {
             frame: vec![0u8; MAX_FRAME],
             pending: None,
         };
-        ThreadWorker::spawn("virtio-net", kill, failed, move || w.run())
+        let t = WorkerThread::spawn("virtio-net", &sources, w).map_err(|e| e.to_string())?;
+        Ok(Box::new(t))
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Token {
-    RxQueue = 1,
-    TxQueue = 2,
-    Backend = 3,
-    Kill = 4,
+pub enum Token {
+    RxQueue,
+    TxQueue,
+    Backend,
 }
 
-impl Token {
-    fn from(v: u64) -> Option<Token> {
-        [Token::RxQueue, Token::TxQueue, Token::Backend, Token::Kill]
-            .into_iter()
-            .find(|t| *t as u64 == v)
-    }
+impl crate::worker::Token for Token {
+    const ALL: &'static [Token] = &[Token::RxQueue, Token::TxQueue, Token::Backend];
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("epoll failed")]
+    #[error("cannot pause or resume the back-end's events")]
     Epoll(#[source] std::io::Error),
     #[error("the {0} queue's rings are broken: {1}")]
     Queue(&'static str, String),
@@ -205,7 +210,9 @@ pub struct NetWorker {
     pub txq: Queue,
     pub rx_notify: EventFd,
     pub tx_notify: EventFd,
-    pub kill: EventFd,
+    /// The back-end's receive fd, and whether the worker listens to it.
+    pub backend_fd: RawFd,
+    pub backend_armed: bool,
     pub interrupt: Arc<dyn QueueInterrupt>,
     pub backend: SharedNetBackend,
     pub counters: Arc<NetCounters>,
@@ -215,76 +222,53 @@ pub struct NetWorker {
     pub pending: Option<(usize, Header)>,
 }
 
-impl NetWorker {
-    fn run(&mut self) -> Result<(), WorkerError> {
-        let epoll = Epoll::new().map_err(WorkerError::Epoll)?;
-        let backend_fd = self
-            .backend
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .rx_fd();
-        for (fd, t) in [
-            (self.rx_notify.as_raw_fd(), Token::RxQueue),
-            (self.tx_notify.as_raw_fd(), Token::TxQueue),
-            (backend_fd, Token::Backend),
-            (self.kill.as_raw_fd(), Token::Kill),
-        ] {
-            epoll
-                .ctl(
-                    ControlOperation::Add,
-                    fd,
-                    EpollEvent::new(EventSet::IN, t as u64),
-                )
-                .map_err(WorkerError::Epoll)?;
-        }
-        let mut backend_armed = true;
+impl Handler for NetWorker {
+    type Token = Token;
+    type Error = WorkerError;
+
+    fn start(&mut self, _: &mut Sources<Token>) -> Result<(), WorkerError> {
+        // Notifications that arrived before DRIVER_OK are served now.
         self.process_tx()?;
-        self.process_rx()?;
-        let mut events = vec![EpollEvent::default(); 8];
-        loop {
-            // While a frame waits for RX buffers, the back-end's readiness would only spin
-            // the loop: stop listening to it until the driver adds buffers.
-            let want = self.pending.is_none();
-            if want != backend_armed {
-                let ev = if want {
-                    EventSet::IN
-                } else {
-                    EventSet::empty()
-                };
-                epoll
-                    .ctl(
-                        ControlOperation::Modify,
-                        backend_fd,
-                        EpollEvent::new(ev, Token::Backend as u64),
-                    )
-                    .map_err(WorkerError::Epoll)?;
-                backend_armed = want;
-            }
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(WorkerError::Epoll(e)),
-            };
-            for ev in &events[..n] {
-                match Token::from(ev.data()) {
-                    Some(Token::Kill) => return Ok(()),
-                    Some(Token::TxQueue) => {
-                        let k = self.tx_notify.read().unwrap_or(0);
-                        self.counters.tx_kicks.fetch_add(k, Ordering::Relaxed);
-                        self.process_tx()?;
-                    }
-                    Some(Token::RxQueue) => {
-                        let k = self.rx_notify.read().unwrap_or(0);
-                        self.counters.rx_kicks.fetch_add(k, Ordering::Relaxed);
-                        self.process_rx()?;
-                    }
-                    Some(Token::Backend) => self.process_rx()?,
-                    None => {}
-                }
-            }
-        }
+        self.process_rx()
     }
 
+    fn prepare(&mut self, sources: &mut Sources<Token>) -> Result<Option<Duration>, WorkerError> {
+        // While a frame waits for RX buffers, the back-end's readiness would only spin the
+        // loop: stop listening to it until the driver adds buffers.
+        let want = self.pending.is_none();
+        if want != self.backend_armed {
+            if want {
+                sources.resume(self.backend_fd, Token::Backend)
+            } else {
+                sources.pause(self.backend_fd, Token::Backend)
+            }
+            .map_err(WorkerError::Epoll)?;
+            self.backend_armed = want;
+        }
+        Ok(None)
+    }
+
+    fn handle(&mut self, ready: &[Token]) -> Result<(), WorkerError> {
+        for t in ready {
+            match t {
+                Token::TxQueue => {
+                    let k = self.tx_notify.read().unwrap_or(0);
+                    self.counters.tx_kicks.fetch_add(k, Ordering::Relaxed);
+                    self.process_tx()?;
+                }
+                Token::RxQueue => {
+                    let k = self.rx_notify.read().unwrap_or(0);
+                    self.counters.rx_kicks.fetch_add(k, Ordering::Relaxed);
+                    self.process_rx()?;
+                }
+                Token::Backend => self.process_rx()?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl NetWorker {
     /// Sends every frame the driver queued.
     pub fn process_tx(&mut self) -> Result<(), WorkerError> {
         let q = |e: virtio_queue::Error| WorkerError::Queue("TX", e.to_string());

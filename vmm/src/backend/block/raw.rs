@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::block::{check_range, BlockBackend, BlockFeatures, OpenOptions};
+use super::{check_range, BlockBackend, BlockFeatures, OpenOptions};
 
 /// O_DIRECT transfers must be aligned to the logical block size; 4 KiB covers every device.
 const DIRECT_ALIGN: usize = 4096;

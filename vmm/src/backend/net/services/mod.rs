@@ -19,7 +19,9 @@
 //! (u64, big-endian, from 0 per stream) in the first 8 bytes when there is room, then byte `i`
 //! of the payload is `i as u8`, so a guest can check order, loss and integrity.
 
-use super::net_util::UDP_V4_HEADERS;
+pub mod host;
+
+use crate::backend::net::wire::UDP_V4_HEADERS;
 
 pub const ECHO_PORT: u16 = 7;
 pub const DISCARD_PORT: u16 = 9;

@@ -4,11 +4,11 @@ use std::os::fd::RawFd;
 use proptest::prelude::*;
 
 use super::*;
-use crate::backend::net::Gso;
-use crate::backend::net_util::{
+use crate::backend::net::wire::{
     be16, be32, build_udp_v4, pseudo_header_v4, Arp, ARP_REQUEST, BROADCAST_MAC, ETHERTYPE_ARP,
     IPPROTO_TCP, IPPROTO_UDP, UDP_V4_HEADERS,
 };
+use crate::backend::net::Gso;
 
 const GUEST_MAC: Mac = [0x02, 0, 0, 0, 0, 0x15];
 
@@ -298,7 +298,7 @@ fn icmp_echo_is_answered() {
     let icmp_len = f.len() - ETH_HLEN - IPV4_HLEN;
     f[ETH_HLEN + 9] = IPPROTO_ICMP;
     put16(&mut f, ETH_HLEN + 2, (IPV4_HLEN + icmp_len) as u16);
-    crate::backend::net_util::set_ipv4_checksum(&mut f[ETH_HLEN..ETH_HLEN + IPV4_HLEN]);
+    crate::backend::net::wire::set_ipv4_checksum(&mut f[ETH_HLEN..ETH_HLEN + IPV4_HLEN]);
     let c = !ones_sum(&f[ETH_HLEN + IPV4_HLEN..]);
     put16(&mut f, ETH_HLEN + IPV4_HLEN + 2, c);
 
@@ -325,7 +325,8 @@ fn malformed_and_foreign_frames_are_dropped_and_counted() {
         f(&mut v);
         v
     };
-    let fix_ip = |v: &mut Vec<u8>| crate::backend::net_util::set_ipv4_checksum(&mut v[l3..l3 + 20]);
+    let fix_ip =
+        |v: &mut Vec<u8>| crate::backend::net::wire::set_ipv4_checksum(&mut v[l3..l3 + 20]);
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (vec![], "malformed"),
         (good[..13].to_vec(), "malformed"),
@@ -369,7 +370,7 @@ fn malformed_and_foreign_frames_are_dropped_and_counted() {
         (
             edit(&|v| {
                 v[l3] = 0x46;
-                crate::backend::net_util::set_ipv4_checksum(&mut v[l3..l3 + 24])
+                crate::backend::net::wire::set_ipv4_checksum(&mut v[l3..l3 + 24])
             }),
             "ip_options",
         ),

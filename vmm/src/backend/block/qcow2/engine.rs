@@ -25,8 +25,8 @@ use super::tables::{
     decode_l1, decode_l2, table_from_bytes, table_to_bytes, Mapping, COPIED, ZERO,
 };
 use super::{has_magic, read_at, sync, write_at, Error};
+use crate::backend::block::raw::RawFile;
 use crate::backend::block::{check_range, BlockBackend, BlockFeatures, OpenOptions};
-use crate::backend::raw::RawFile;
 
 /// The L2 cache holds the tables for the whole disk, up to this many bytes of them.
 const MAX_L2_CACHE_BYTES: u64 = 32 << 20;

@@ -1,6 +1,6 @@
 //! An in-process network peer: a host on the guest's Ethernet segment that exists only inside
 //! the VMM process. It answers ARP (RFC 826) and ICMP echo (RFC 792) for its address and runs
-//! the UDP services of [`crate::backend::services`] (echo on 7, discard on 9, the port-19
+//! the UDP services of [`crate::backend::net::services`] (echo on 7, discard on 9, the port-19
 //! source, whose command format is documented there). Nothing it does leaves the process.
 //!
 //! It is single-threaded and pure behind [`NetBackend`]: the device worker calls `send` with
@@ -9,7 +9,7 @@
 //! eventfd whose counter is non-zero exactly while `recv` has a frame (level-triggered).
 //!
 //! Guest frames with a partial checksum (`FrameMeta::csum`) are completed, GSO frames are
-//! segmented in software ([`crate::backend::gso`]), so the peer accepts every offload. A UFO
+//! segmented in software ([`crate::backend::net::gso`]), so the peer accepts every offload. A UFO
 //! datagram is taken whole once its checksum is complete: fragmenting it and reassembling the
 //! fragments would give back the same datagram. The peer has no TCP: TCP segments are counted
 //! and dropped as unsupported.
@@ -27,13 +27,13 @@ use std::os::fd::{AsRawFd, RawFd};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::gso;
-use super::net::{FrameMeta, GsoKind, NetBackend, NetCounters, Offloads};
-use super::net_util::{
+use super::services::{ServiceCounters, SourceCommand, DISCARD_PORT, ECHO_PORT, SOURCE_PORT};
+use super::wire::{
     build_udp_v4_into, finish_checksum, internet_checksum, put16, write_eth_header,
     write_ipv4_header, Arp, Mac, UdpV4, ARP_REPLY, ETHERTYPE_IPV4, ETH_HLEN, IPPROTO_ICMP,
     IPV4_HLEN,
 };
-use super::services::{ServiceCounters, SourceCommand, DISCARD_PORT, ECHO_PORT, SOURCE_PORT};
+use super::{FrameMeta, GsoKind, NetBackend, NetCounters, Offloads};
 use parse::{Checks, Identity, Packet, Reject, Udp};
 use source::SourceStream;
 

@@ -1,11 +1,11 @@
 //! The peer's port-19 stream: frames made on demand, straight into the caller's buffer, from a
 //! template whose checksum is mostly precomputed, so a stream costs a copy per frame.
 
-use crate::backend::net_util::{
+use crate::backend::net::services::{fill_source_payload, write_source_seq};
+use crate::backend::net::wire::{
     checksum_add, checksum_finish, pseudo_header_v4, put16, set_ipv4_checksum,
     write_udp_v4_headers, UdpV4, ETH_HLEN, IPPROTO_UDP, IPV4_HLEN, UDP_HLEN, UDP_V4_HEADERS,
 };
-use crate::backend::services::{fill_source_payload, write_source_seq};
 
 pub(super) struct SourceStream {
     header: [u8; UDP_V4_HEADERS],

@@ -2,7 +2,7 @@
 //! headers (virtio 1.2, 5.1.6: `struct virtio_net_hdr` with `num_buffers`), inside a network
 //! namespace that vmbench creates and removes. The namespace's kernel is the host the guest
 //! talks to (10.0.2.2/24 by default), and vmbench's own UDP services
-//! ([`super::host_services`]) listen there. Both ends live in the namespace, so nothing the
+//! ([`super::services::host`]) listen there. Both ends live in the namespace, so nothing the
 //! guest sends can leave it.
 //!
 //! The header is little-endian, as virtio 1.x wants and as the TAP writes it on x86.
@@ -17,11 +17,11 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use super::host_services::{self, HostServices};
-use super::net::{FrameMeta, Gso, GsoKind, NetBackend, NetCounters, Offloads};
-use super::net_util::Mac;
 use super::netns::{self, NetNs, DEFAULT_PREFIX, NEED_ROOT};
+use super::services::host::{self as host_services, HostServices};
 use super::services::ServiceCounters;
+use super::wire::Mac;
+use super::{FrameMeta, Gso, GsoKind, NetBackend, NetCounters, Offloads};
 
 pub const VNET_HDR_LEN: usize = 12;
 const TUN_PATH: &str = "/dev/net/tun";

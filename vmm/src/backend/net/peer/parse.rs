@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::backend::net_util::{
+use crate::backend::net::wire::{
     be16, checksum_add, internet_checksum, ipv4_at, mac_at, pseudo_header_v4, Arp, Mac,
     ARP_REQUEST, BROADCAST_MAC, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HLEN, IPPROTO_ICMP, IPPROTO_UDP,
     IPV4_HLEN, UDP_HLEN,

@@ -2,12 +2,12 @@
 //! NIC does with a TSO super-frame (one TCP segment per `gso_size` payload bytes, RFC 9293) or a
 //! UFO datagram (IPv4 fragments, RFC 791 section 3.2), for back-ends that must finish the work.
 
-use super::net::{FrameMeta, Gso, GsoKind};
-use super::net_util::{
+use super::wire::{
     be16, be32, checksum_add, checksum_finish, finish_checksum, ipv4_at, pseudo_header_v4,
     pseudo_header_v6, put16, set_ipv4_checksum, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HLEN,
     IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, IPV6_HLEN,
 };
+use super::{FrameMeta, Gso, GsoKind};
 
 /// A guard against guests asking for absurd work: a 64 KiB super-frame at the smallest MSS
 /// Linux uses (48 bytes) is about 1,400 segments.
@@ -215,7 +215,7 @@ fn ufo_fragments(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::net_util::{build_udp_v4, internet_checksum, UdpV4};
+    use crate::backend::net::wire::{build_udp_v4, internet_checksum, UdpV4};
     use std::net::Ipv4Addr;
 
     const SRC: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);

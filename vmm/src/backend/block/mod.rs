@@ -1,6 +1,11 @@
 //! The block back-end trait shared by virtio-blk and IDE, and the options every back-end takes.
 
+pub mod qcow2;
+pub mod raw;
+
+use std::fs::File;
 use std::io;
+use std::path::Path;
 
 /// What a back-end can do beyond read, write and flush.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,4 +59,42 @@ pub struct OpenOptions {
     pub read_only: bool,
     /// O_DIRECT: bypass the host page cache (raw files).
     pub direct_io: bool,
+}
+
+/// Why a disk image could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("cannot open disk image {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Raw(#[from] raw::Error),
+    #[error("cannot open qcow2 image {path}")]
+    Qcow2 {
+        path: String,
+        #[source]
+        source: qcow2::Error,
+    },
+}
+
+/// Opens a disk image as qcow2 if it starts with the qcow2 magic, else as a raw file. The
+/// format comes from the file's contents, never from its name.
+pub fn open_disk(path: &Path, opts: OpenOptions) -> Result<Box<dyn BlockBackend>, DiskError> {
+    let open_err = |source| DiskError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let is_qcow2 = qcow2::has_magic(&File::open(path).map_err(open_err)?).map_err(open_err)?;
+    if is_qcow2 {
+        let q = qcow2::Qcow2::open(path, opts).map_err(|source| DiskError::Qcow2 {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Box::new(q))
+    } else {
+        Ok(Box::new(raw::RawFile::open(path, opts)?))
+    }
 }

@@ -1,6 +1,13 @@
 //! The network back-end trait shared by virtio-net and e1000: Ethernet frames in and out, with
 //! the offload metadata a virtio-net header (or an e1000 context descriptor) carries.
 
+pub mod gso;
+pub mod netns;
+pub mod peer;
+pub mod services;
+pub mod tap;
+pub mod wire;
+
 use std::io;
 use std::os::fd::RawFd;
 
@@ -69,7 +76,7 @@ pub trait NetBackend: Send {
     fn counters(&self) -> NetCounters;
     /// What the services behind the back-end (echo, discard, source) saw, where there are
     /// such services; the harness cross-checks guest figures against them.
-    fn service_counters(&self) -> Option<super::services::ServiceCounters> {
+    fn service_counters(&self) -> Option<services::ServiceCounters> {
         None
     }
     /// One line for results and logs.
@@ -79,7 +86,7 @@ pub trait NetBackend: Send {
 /// A back-end's counters, as the machine reports them per device.
 pub struct BackendCounters(pub std::sync::Arc<std::sync::Mutex<Box<dyn NetBackend>>>);
 
-impl crate::devices::Counters for BackendCounters {
+impl crate::counters::Counters for BackendCounters {
     fn snapshot(&self) -> Vec<(&'static str, u64)> {
         backend_snapshot(&**self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }

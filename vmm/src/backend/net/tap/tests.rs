@@ -5,13 +5,13 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::backend::net_util::{
+use crate::backend::net::netns;
+use crate::backend::net::services::{DISCARD_PORT, ECHO_PORT, SOURCE_PORT};
+use crate::backend::net::wire::{
     be16, build_udp_v4, finish_checksum, pseudo_header_v4, put16, Arp, UdpV4, ARP_REPLY,
     ARP_REQUEST, BROADCAST_MAC, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HLEN, IPPROTO_UDP, IPV4_HLEN,
     UDP_V4_HEADERS,
 };
-use crate::backend::netns;
-use crate::backend::services::{DISCARD_PORT, ECHO_PORT, SOURCE_PORT};
 
 const GUEST_MAC: Mac = [0x02, 0, 0, 0, 0, 0x15];
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);

@@ -1,6 +1,6 @@
 //! vmbench's own UDP services on the host side of a TAP, inside its network namespace: echo
 //! (port 7), discard (port 9) and the port-19 source, with the semantics and command format of
-//! [`crate::backend::services`]. One thread per service, each on a socket created inside the
+//! [`crate::backend::net::services`]. One thread per service, each on a socket created inside the
 //! namespace (a socket keeps the namespace it was made in); all stop when dropped.
 //!
 //! The source sends as fast as the socket takes datagrams. The kernel gives a TAP no
@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::net_util::UDP_V4_HEADERS;
-use super::netns::{self, NetNs};
-use super::services::{
+use super::{
     fill_source_payload, write_source_seq, ServiceCounters, SourceCommand, DISCARD_PORT, ECHO_PORT,
     SOURCE_PORT,
 };
+use crate::backend::net::netns::{self, NetNs};
+use crate::backend::net::wire::UDP_V4_HEADERS;
 
 /// How long a blocked service thread waits before it looks at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
