@@ -39,10 +39,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &IoEventAddress::Mmio(CALIB_IOEVENTFD),
         NoDatamatch,
     )?;
-    let params = |tsc_khz| ProbeParams {
+    let starts = boot::setup(&mem, entry, mem_size, 1)?;
+    let mut v = vcpu::create(&vm, &kvm_fd, 0, &starts[0])?;
+    let params = ProbeParams {
         mem_size,
         vcpus: 1,
-        tsc_khz,
+        tsc_khz: v.get_tsc_khz()?,
         flags: flags::VMBENCH | flags::MAILBOX | flags::IOEVENTFD,
         entry_mark_port: ENTRY_MARK_PORT,
         mailbox_port: MAILBOX_PORT,
@@ -51,9 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         calib_ioeventfd: CALIB_IOEVENTFD,
         exec: &exec,
     };
-    let starts = boot::setup(&mem, entry, &params(0))?;
-    let mut v = vcpu::create(&vm, &kvm_fd, 0, &starts[0])?;
-    boot::setup(&mem, entry, &params(v.get_tsc_khz()?))?;
+    boot::write_boot_info(&mem, &params)?;
 
     loop {
         match v.run()? {
