@@ -141,3 +141,28 @@ fn over_tap_in_a_namespace_round_trips_and_streams_work_and_the_namespace_goes_a
         our_namespaces()
     );
 }
+
+/// EVENT_IDX (issue 14): in the `linux` profile the probe's driver negotiates it and kicks only
+/// when the device's `avail_event` asks; `batched` kicks once per flush. Either way, every
+/// notify the driver says it wrote is one the device counted (an ioeventfd write each).
+#[test]
+fn notifies_counted_by_the_driver_are_the_device_kicks_in_both_profiles() {
+    for profile in ["linux", "batched"] {
+        let out = boot(
+            NetBackendKind::Peer,
+            &format!("net-tx size=64 batch=1 profile={profile} duration_ms=200 warmup_ms=50"),
+        );
+
+        let r = result(&out, "net-tx");
+        let frames = r.get_u64("frames").unwrap();
+        let kicks = r.get_u64("kicks").expect("virtio reports kicks");
+        let device =
+            counter(&out, "virtio-net", "tx_kicks") + counter(&out, "virtio-net", "rx_kicks");
+        assert_eq!(r.get_u64("kicks_total"), Some(device), "{profile}: {r}");
+        assert!(frames > 100, "{r}");
+        match profile {
+            "batched" => assert!(kicks >= frames, "one kick per frame at batch=1: {r}"),
+            _ => assert!(kicks <= frames, "never more than one kick per frame: {r}"),
+        }
+    }
+}

@@ -5,6 +5,7 @@
 pub mod manifest;
 pub mod probe;
 pub mod recipe;
+pub mod toolchain;
 
 use std::path::{Path, PathBuf};
 

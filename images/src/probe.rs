@@ -1,6 +1,7 @@
 //! Builds the probe: its own cargo invocation for the host target with a linker script and
 //! no C runtime, so the flags never reach the host crates. Cached by the hash of its sources,
-//! the flags and the toolchain version.
+//! the flags and the toolchain version (remembered, not asked of rustc on every start:
+//! `toolchain.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -128,7 +129,10 @@ struct Key {
 
 fn key() -> Result<Key, Error> {
     let flags = rustflags(&source_dir().join("probe.ld"));
-    let rustc = tool_version("rustc", "-V")?;
+    let rustc = crate::toolchain::rustc_version(&cache_dir()).map_err(|e| Error::Tool {
+        tool: "rustc".into(),
+        source: e,
+    })?;
     let hash = input_hash(&flags, &rustc)?;
     let dir = cache_dir().join(format!("probe-{}", &hash[..16]));
     Ok(Key {

@@ -176,7 +176,7 @@ impl Disk {
             Which::Ide => open_ide(env, workload, sel, max_bytes).map(Disk::Ide),
             _ => {
                 sel.check_virtio(env, workload)?;
-                match Blk::open(env, queue) {
+                match Blk::open(env, queue, sel.profile) {
                     Ok(b) => Ok(Disk::Virtio(b, sel.profile_name())),
                     Err(e) => Err(failed(env, workload, DiskError::Virtio(e))),
                 }

@@ -1,6 +1,11 @@
 //! A polling virtio 1.x driver core: the modern PCI transport (virtio 1.2, 4.1: capabilities,
 //! common configuration, notify) and split virtqueues (2.7), with device interrupts
-//! suppressed (VRING_AVAIL_F_NO_INTERRUPT): completions are found by polling the used ring.
+//! suppressed (VRING_AVAIL_F_NO_INTERRUPT, or with VIRTIO_F_EVENT_IDX a `used_event` kept
+//! behind the used index): completions are found by polling the used ring.
+//!
+//! With EVENT_IDX negotiated (2.7.10, as Linux's virtio_ring does) a notify is sent only when
+//! the device's `avail_event` says it is waiting for the buffers made available since the last
+//! one; a device that is still draining the ring gets none.
 
 use core::sync::atomic::{fence, Ordering};
 
@@ -9,6 +14,7 @@ use crate::io::{mmio_read32, mmio_write32};
 
 pub const VENDOR: u16 = 0x1af4;
 pub const F_VERSION_1: u64 = 1 << 32;
+pub const F_RING_EVENT_IDX: u64 = 1 << 29;
 const S_ACK: u8 = 1;
 const S_DRIVER: u8 = 2;
 const S_DRIVER_OK: u8 = 4;
@@ -64,6 +70,8 @@ pub struct Device {
     notify: u64,
     notify_mult: u32,
     pub device_cfg: u64,
+    /// What `begin` negotiated.
+    features: core::cell::Cell<u64>,
 }
 
 impl Device {
@@ -99,6 +107,7 @@ impl Device {
             notify: notify.ok_or(Error::NoCapability(2))?,
             notify_mult: mult,
             device_cfg: device_cfg.ok_or(Error::NoCapability(4))?,
+            features: core::cell::Cell::new(0),
         })
     }
 
@@ -113,6 +122,7 @@ impl Device {
     /// Reset, acknowledge, negotiate `wanted & offered` (VERSION_1 required); returns the
     /// negotiated features. Queues are set up next, then `driver_ok`.
     pub fn begin(&self, wanted: u64) -> Result<u64, Error> {
+        self.features.set(0);
         self.set_status(0);
         while self.status() != 0 {
             crate::io::pause();
@@ -136,6 +146,7 @@ impl Device {
         if self.status() & S_FEATURES_OK == 0 {
             return Err(Error::FeaturesRefused);
         }
+        self.features.set(f);
         Ok(f)
     }
 
@@ -161,9 +172,17 @@ impl Device {
         }
         let notify_off = read16(self.common + 0x1e);
         write16(self.common + 0x1c, 1);
-        // Polling: ask the device not to interrupt.
+        // Polling: ask the device not to interrupt (the flag without EVENT_IDX; with it the
+        // device reads `used_event`, which `pop_used` keeps behind the used index).
         write16(avail, AVAIL_F_NO_INTERRUPT);
+        let event_idx = self.features.get() & F_RING_EVENT_IDX != 0;
+        if event_idx {
+            write16(avail + 4 + 2 * n, u16::MAX);
+        }
         Ok(Queue {
+            event_idx,
+            kicked_idx: 0,
+            kicks: 0,
             index,
             size,
             desc,
@@ -196,6 +215,12 @@ impl Device {
 pub struct Queue {
     pub index: u16,
     pub size: u16,
+    /// VIRTIO_F_EVENT_IDX was negotiated: notify only when `avail_event` asks for it.
+    event_idx: bool,
+    /// The avail index at the last notify decision.
+    kicked_idx: u16,
+    /// Notifies actually written (each an MMIO write: an ioeventfd under vmbench).
+    pub kicks: u64,
     desc: u64,
     avail: u64,
     used: u64,
@@ -259,9 +284,23 @@ impl Queue {
         Some(head)
     }
 
-    /// Tells the device there is work (one MMIO write: an ioeventfd under vmbench).
-    pub fn notify(&self) {
+    /// Tells the device there is work (one MMIO write: an ioeventfd under vmbench), unless
+    /// EVENT_IDX says the device has not yet caught up with the previous notify.
+    pub fn notify(&mut self) {
+        // The new avail index must be visible before `avail_event` is read (the device
+        // publishes `avail_event`, then re-reads the avail index: one of us sees the other).
         fence(Ordering::SeqCst);
+        if self.event_idx {
+            let avail_event = read16(self.used + 4 + 8 * u64::from(self.size));
+            let (new, old) = (self.avail_idx, self.kicked_idx);
+            self.kicked_idx = new;
+            // vring_need_event (2.7.10.1): the device asked to hear about index `avail_event`
+            // and it lies in (old, new].
+            if new.wrapping_sub(avail_event).wrapping_sub(1) >= new.wrapping_sub(old) {
+                return;
+            }
+        }
+        self.kicks += 1;
         write16(self.notify, self.index);
     }
 
@@ -282,6 +321,13 @@ impl Queue {
             )
         };
         self.last_used = self.last_used.wrapping_add(1);
+        if self.event_idx {
+            // Interrupts stay off: ask for one only at an index the device has passed.
+            write16(
+                self.avail + 4 + 2 * u64::from(self.size),
+                self.last_used.wrapping_sub(1),
+            );
+        }
         let head = (id as u16) % self.size;
         let (n, last) = self.chain[usize::from(head)];
         // The chain's descriptors are linked in `next_free` already; splice them back in.
