@@ -48,18 +48,12 @@ pub struct CpuTime {
 
 impl CpuTime {
     pub fn now() -> CpuTime {
-        let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-        // SAFETY: getrusage writes a rusage into the pointed-to, properly sized buffer.
-        let r = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
-        if r != 0 {
+        let Ok((user_ns, sys_ns)) = crate::sys::process_cpu_ns() else {
             return CpuTime::default();
-        }
-        // SAFETY: getrusage succeeded, so the struct is initialised.
-        let ru = unsafe { ru.assume_init() };
-        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+        };
         CpuTime {
-            user_ns: ns(ru.ru_utime),
-            sys_ns: ns(ru.ru_stime),
+            user_ns,
+            sys_ns,
             guest_ns: guest_time_ns().unwrap_or(0),
         }
     }
@@ -84,8 +78,6 @@ fn guest_time_ns() -> Option<u64> {
     // The command name (field 2) may contain spaces; fields resume after its ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let ticks: u64 = rest.split(' ').nth(43 - 3)?.parse().ok()?;
-    // SAFETY: sysconf has no memory effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
+    let hz = crate::sys::clock_ticks_per_second()?;
     Some(ticks * 1_000_000_000 / hz)
 }

@@ -12,6 +12,7 @@ pub mod kvm;
 pub mod machine;
 pub mod memory_map;
 pub mod pci;
+pub mod sys;
 pub mod virtio;
 pub mod worker;
 

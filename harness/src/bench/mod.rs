@@ -180,8 +180,7 @@ fn check_requirements(s: &Scenario) -> anyhow::Result<()> {
         .cases
         .iter()
         .any(|c| c.params.net_backend == NetBackend::Tap && c.params.nic != Nic::None);
-    // SAFETY: geteuid has no preconditions and touches no memory.
-    if tap && unsafe { libc::geteuid() } != 0 {
+    if tap && !vmm::sys::is_root() {
         bail!("this scenario uses the tap back-end, which needs root (CAP_NET_ADMIN) to create a network namespace and a TAP device; run it as root, or use net_backend = \"peer\", which needs nothing");
     }
     Ok(())

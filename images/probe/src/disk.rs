@@ -1,19 +1,23 @@
-//! The disk a block workload drives: `disk=auto|virtio|ide` (auto: virtio-blk 1af4:1042 if
-//! present, else the PIIX IDE primary master), the IDE driver's options (`mode=dma|pio`,
-//! `multi=1|0` for READ/WRITE MULTIPLE, `ext=0|1` to force LBA48 commands, `width=32|16` for
-//! the data port) and `profile=linux|batched`; both disks behind one synchronous interface
-//! for the pattern workload, and the IDE stream loop (one command in flight, as the hardware
-//! has it).
+//! The block workloads and the disk they drive: a pattern write and read-back that the host
+//! verifies byte for byte, and timed sequential or random reads and writes at a queue depth,
+//! every latency measured with the TSC. The disk is chosen by `disk=auto|virtio|ide` (auto:
+//! virtio-blk 1af4:1042 if present, else the PIIX IDE primary master), with the IDE driver's
+//! options (`mode=dma|pio`, `multi=1|0` for READ/WRITE MULTIPLE, `ext=0|1` to force LBA48
+//! commands, `width=32|16` for the data port) and `profile=linux|batched`; both disks sit
+//! behind one synchronous interface for the pattern workload; the IDE stream loop keeps one
+//! command in flight, as the hardware has it.
 
 use core::fmt;
+use core::str::SplitAsciiWhitespace;
 
 use probe_abi::exit;
 
 use crate::args::Args;
-use crate::blk::{self, Blk, Picker, Stream, SECTOR};
+use crate::blk::{self, Blk, SECTOR, T_IN, T_OUT};
 use crate::ide::{self, Counts, Ide, Mode, Profile};
 use crate::io::rdtsc;
 use crate::report::Record;
+use crate::window::Window;
 use crate::{pci, virtio, Env};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -451,5 +455,257 @@ pub fn check(env: &Env, args: core::str::SplitAsciiWhitespace) -> u32 {
         .kv("nop_error", format_args!("{:#04x}", r_nop.1))
         .kv("after", r_after.2);
     describe_ide(&ide, r).send(env);
+    exit::OK
+}
+
+fn fail(env: &Env, what: &str, e: impl core::fmt::Display) -> u32 {
+    Record::new("error")
+        .text(format_args!("{what}: {e}"))
+        .send(env);
+    exit::FAILED
+}
+
+/// `blk-pattern sectors=N seed=S [start=N]` plus the disk selection (disk.rs): writes the
+/// pattern, flushes, reads it back and compares.
+pub fn pattern(env: &Env, args: SplitAsciiWhitespace) -> u32 {
+    let mut a = Args::new(env, "blk-pattern", args);
+    let sectors = a.u64("sectors", 2048);
+    let seed = a.u64("seed", 1);
+    let start = a.u64("start", 0);
+    let sel = Selection::parse(&mut a);
+    if !a.finish() {
+        return exit::BAD_EXEC;
+    }
+    let chunk = 128u64; // sectors per request: 64 KiB
+    let mut d = match Disk::open(env, "blk-pattern", &sel, chunk * SECTOR, 64) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let mut buf = [0u8; 65536];
+    let (mut write_errors, mut read_errors, mut mismatches) = (0u64, 0u64, 0u64);
+    let end = (start + sectors).min(d.capacity());
+    let mut s = start;
+    while s < end {
+        let n = chunk.min(end - s);
+        let len = (n * SECTOR) as usize;
+        for (i, b) in buf[..len].iter_mut().enumerate() {
+            *b = probe_abi::pattern_byte(seed, s * SECTOR + i as u64);
+        }
+        match d.write(s, &buf[..len]) {
+            Ok(true) => {}
+            Ok(false) => write_errors += 1,
+            Err(e) => return fail(env, "write", e),
+        }
+        s += n;
+    }
+    let flush = match d.flush() {
+        Ok(st) => st,
+        Err(e) => return fail(env, "flush", e),
+    };
+    s = start;
+    while s < end {
+        let n = chunk.min(end - s);
+        let len = (n * SECTOR) as usize;
+        match d.read(s, &mut buf[..len]) {
+            Ok(true) => {
+                for (i, &b) in buf[..len].iter().enumerate() {
+                    if b != probe_abi::pattern_byte(seed, s * SECTOR + i as u64) {
+                        mismatches += 1;
+                    }
+                }
+            }
+            Ok(false) => read_errors += 1,
+            Err(e) => return fail(env, "read", e),
+        }
+        s += n;
+    }
+    let r = Record::new("result")
+        .kv("name", "blk-pattern")
+        .kv("sectors", end.saturating_sub(start))
+        .kv("capacity_sectors", d.capacity())
+        .kv("read_only", u8::from(d.read_only()))
+        .kv("write_errors", write_errors)
+        .kv("read_errors", read_errors)
+        .kv("flush_status", flush)
+        .kv("mismatches", mismatches);
+    d.describe(r).send(env);
+    exit::OK
+}
+
+/// A timed stream's parameters.
+pub struct Stream {
+    pub name: &'static str,
+    pub write: bool,
+    pub random: bool,
+    pub bs: u64,
+    pub qd: usize,
+    pub duration_ms: u64,
+    pub warmup_ms: u64,
+    pub raw: bool,
+    pub seed: u64,
+}
+
+/// The sectors a stream visits: random `bs`-aligned offsets, or sequential with wrap-around.
+pub struct Picker {
+    random: bool,
+    rng: u64,
+    span: u64,
+    step: u64,
+    capacity: u64,
+    next_seq: u64,
+}
+
+impl Picker {
+    /// None if the disk is smaller than one request.
+    pub fn new(s: &Stream, capacity: u64) -> Option<Picker> {
+        let step = s.bs / SECTOR;
+        let span = capacity.checked_sub(step).filter(|&x| x > 0)?;
+        Some(Picker {
+            random: s.random,
+            rng: s.seed.max(1),
+            span,
+            step,
+            capacity,
+            next_seq: 0,
+        })
+    }
+
+    pub fn next_sector(&mut self) -> u64 {
+        if self.random {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            (self.rng % (self.span + 1)) / self.step * self.step
+        } else {
+            let s = self.next_seq;
+            self.next_seq = if s + 2 * self.step > self.capacity {
+                0
+            } else {
+                s + self.step
+            };
+            s
+        }
+    }
+}
+
+/// `blk-read|blk-write pattern=seq|rand bs=BYTES qd=N duration_ms=D warmup_ms=W` plus the
+/// disk selection (disk.rs).
+pub fn stream(env: &Env, write: bool, args: SplitAsciiWhitespace) -> u32 {
+    let name = if write { "blk-write" } else { "blk-read" };
+    let mut a = Args::new(env, name, args);
+    let random = match a.str("pattern", "seq") {
+        "seq" => false,
+        "rand" => true,
+        other => {
+            a.bad("pattern", other, "seq or rand");
+            false
+        }
+    };
+    let s = Stream {
+        name,
+        write,
+        random,
+        bs: a.u64("bs", 4096),
+        qd: a.u64("qd", 1).clamp(1, 128) as usize,
+        duration_ms: a.u64("duration_ms", 1000),
+        warmup_ms: a.u64("warmup_ms", 200),
+        raw: a.u64("raw", 0) != 0,
+        seed: a.u64("seed", 0x2545_F491_4F6C_DD1D),
+    };
+    let sel = Selection::parse(&mut a);
+    if !a.finish() {
+        return exit::BAD_EXEC;
+    }
+    if s.bs == 0 || !s.bs.is_multiple_of(SECTOR) || s.bs > (4 << 20) {
+        Record::new("error")
+            .text(format_args!(
+                "{name}: bs must be a multiple of 512 up to 4 MiB"
+            ))
+            .send(env);
+        return exit::BAD_EXEC;
+    }
+    match sel.resolve() {
+        Which::Ide => stream_ide(env, &s, &sel),
+        _ => stream_virtio(env, &s, &sel),
+    }
+}
+
+fn stream_virtio(env: &Env, st: &Stream, sel: &Selection) -> u32 {
+    let name = st.name;
+    if let Err(code) = sel.check_virtio(env, name) {
+        return code;
+    }
+    let mut blk = match Blk::open(env, 256, sel.profile) {
+        Ok(b) => b,
+        Err(e) => return fail(env, name, e),
+    };
+    let Some(mut pick) = Picker::new(st, blk.capacity_sectors) else {
+        Record::new("error")
+            .text(format_args!(
+                "{name}: the disk is smaller than one {}-byte request",
+                st.bs
+            ))
+            .send(env);
+        return exit::BAD_EXEC;
+    };
+    let (bs, qd) = (st.bs, st.qd);
+    let kind = if st.write { T_OUT } else { T_IN };
+    let mut lat = crate::samples::Samples::new(1 << 20);
+    let mut window = Window::new(env, st.warmup_ms, st.duration_ms);
+    let mut in_flight = 0usize;
+    let (mut ops, mut errors) = (0u64, 0u64);
+    let mut kicks_at_start = None;
+    loop {
+        let now = rdtsc();
+        let measuring = window.tick(env, now);
+        if measuring && kicks_at_start.is_none() {
+            kicks_at_start = Some(blk.q.kicks);
+        }
+        let done = window.over(now);
+        let mut queued = false;
+        while !done && in_flight < qd && blk.q.free() >= 3 {
+            if let Err(e) = blk.submit(kind, pick.next_sector(), bs) {
+                return fail(env, name, e);
+            }
+            in_flight += 1;
+            queued = true;
+        }
+        // One notification per batch of new requests, as a real driver does.
+        if queued {
+            blk.q.notify();
+        }
+        if in_flight == 0 {
+            break;
+        }
+        match blk.complete() {
+            Ok((_, status, ticks)) => {
+                in_flight -= 1;
+                if measuring {
+                    ops += 1;
+                    if status != 0 {
+                        errors += 1;
+                    }
+                    lat.push(env.ns(ticks));
+                }
+            }
+            Err(e) => return fail(env, name, e),
+        }
+    }
+    let window_ns = window.close(env, ops);
+    let kicks = blk.q.kicks - kicks_at_start.unwrap_or(blk.q.kicks);
+    lat.report(env, name, "latency", st.raw);
+    Record::new("result")
+        .kv("name", name)
+        .kv("ops", ops)
+        .kv("bytes", ops * bs)
+        .kv("errors", errors)
+        .kv("kicks", kicks)
+        .kv("window_ns", window_ns)
+        .kv("qd", qd)
+        .kv("bs", bs)
+        .kv("profile", sel.profile_name())
+        .kv("disk", "virtio")
+        .kv("mode", "virtqueue")
+        .send(env);
     exit::OK
 }

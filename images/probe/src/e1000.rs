@@ -16,7 +16,7 @@ use core::sync::atomic::{fence, Ordering};
 use crate::alloc;
 use crate::args::Profile;
 use crate::io::{mmio_read32, mmio_write32, pause, rdtsc, tsc_khz_hint};
-use crate::net::Nic;
+use crate::nic::Nic;
 use crate::pci;
 
 const VENDOR: u16 = 0x8086;

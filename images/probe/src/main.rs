@@ -15,6 +15,7 @@ mod ide;
 mod io;
 mod mem;
 mod net;
+mod nic;
 mod pci;
 mod pvh;
 mod report;
@@ -143,9 +144,9 @@ fn run(env: &Env) -> u32 {
             exit::OK
         }
         "calibrate" => calibrate::run(env, words),
-        "blk-pattern" => blk::pattern(env, words),
-        "blk-read" => blk::stream(env, false, words),
-        "blk-write" => blk::stream(env, true, words),
+        "blk-pattern" => disk::pattern(env, words),
+        "blk-read" => disk::stream(env, false, words),
+        "blk-write" => disk::stream(env, true, words),
         "ide-check" => disk::check(env, words),
         "net-tx" => net::tx(env, words),
         "net-rx" => net::rx(env, words),

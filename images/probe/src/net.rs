@@ -1,5 +1,5 @@
 //! Networking for the probe: a polling virtio-net driver (virtio 1.2, 5.1) and the e1000
-//! driver of `e1000.rs` behind a small NIC trait, real Ethernet/ARP/IPv4/UDP framing, and the
+//! driver of `e1000.rs` behind a small NIC trait (`nic.rs`), real Ethernet/ARP/IPv4/UDP framing, and the
 //! network workloads: UDP frame streams guest→peer (to the discard port) and peer→guest (from
 //! the source port), and UDP request-response round trips (to the echo port), each TSC-timed.
 //!
@@ -15,6 +15,7 @@ use crate::alloc;
 use crate::args::{Args, Profile};
 use crate::e1000::{self, MacSource, E1000};
 use crate::io::rdtsc;
+use crate::nic::Nic;
 use crate::report::Record;
 use crate::virtio::{self, Device, Queue};
 use crate::window::Window;
@@ -42,28 +43,6 @@ enum NicChoice {
     Auto,
     Virtio,
     E1000,
-}
-
-/// What the workloads need from a NIC driver.
-pub trait Nic {
-    /// The `nic=` name of the driver.
-    fn name(&self) -> &'static str;
-    fn mac(&self) -> [u8; 6];
-    /// Copies a frame into a free TX buffer and queues it; false if the ring is full (the
-    /// caller reclaims and retries).
-    fn queue_tx(&mut self, frame: &[u8]) -> bool;
-    /// Makes queued frames visible to the device (one doorbell for the batch; nothing left
-    /// to do for a profile that rings it per frame).
-    fn flush_tx(&mut self);
-    /// Reclaims sent buffers; returns how many.
-    fn reclaim_tx(&mut self) -> usize;
-    /// Calls `f` with each received frame (no more than `max`), then gives the buffers back.
-    fn poll_rx(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize;
-    /// Queue notifications written so far, for a NIC whose doorbells are not register exits
-    /// the VMM counts (virtio's notifies may be suppressed by EVENT_IDX).
-    fn kicks(&self) -> Option<u64> {
-        None
-    }
 }
 
 /// Counts a NIC's kicks over the measurement window.
@@ -516,16 +495,16 @@ fn tx_run(env: &Env, c: &Common, batch: usize, nic: &mut dyn Nic, peer: [u8; 6])
         .put(
             nic,
             Record::new("result")
-            .kv("name", "net-tx")
-            .kv("ops", sent)
-            .kv("frames", sent)
-            .kv("frames_total", total)
-            .kv("bytes", sent * c.size as u64)
-            .kv("window_ns", window_ns)
-            .kv("size", c.size)
-            .kv("batch", batch)
-            .kv("nic", nic.name())
-            .kv("profile", c.profile.name())
+                .kv("name", "net-tx")
+                .kv("ops", sent)
+                .kv("frames", sent)
+                .kv("frames_total", total)
+                .kv("bytes", sent * c.size as u64)
+                .kv("window_ns", window_ns)
+                .kv("size", c.size)
+                .kv("batch", batch)
+                .kv("nic", nic.name())
+                .kv("profile", c.profile.name()),
         )
         .send(env);
     let _ = c.raw;
@@ -605,15 +584,15 @@ fn rx_run(env: &Env, c: &Common, nic: &mut dyn Nic, peer: [u8; 6]) -> u32 {
         .put(
             nic,
             Record::new("result")
-            .kv("name", "net-rx")
-            .kv("ops", frames)
-            .kv("frames", frames)
-            .kv("frames_total", total)
-            .kv("bytes", bytes)
-            .kv("window_ns", window_ns)
-            .kv("size", c.size)
-            .kv("nic", nic.name())
-            .kv("profile", c.profile.name())
+                .kv("name", "net-rx")
+                .kv("ops", frames)
+                .kv("frames", frames)
+                .kv("frames_total", total)
+                .kv("bytes", bytes)
+                .kv("window_ns", window_ns)
+                .kv("size", c.size)
+                .kv("nic", nic.name())
+                .kv("profile", c.profile.name()),
         )
         .send(env);
     exit::OK
@@ -693,14 +672,14 @@ fn rr_run(env: &Env, c: &Common, nic: &mut dyn Nic, peer: [u8; 6]) -> u32 {
         .put(
             nic,
             Record::new("result")
-            .kv("name", "net-rr")
-            .kv("ops", ops)
-            .kv("window_ns", window_ns)
-            .kv("mismatches", mismatches)
-            .kv("lost", lost)
-            .kv("size", c.size)
-            .kv("nic", nic.name())
-            .kv("profile", c.profile.name())
+                .kv("name", "net-rr")
+                .kv("ops", ops)
+                .kv("window_ns", window_ns)
+                .kv("mismatches", mismatches)
+                .kv("lost", lost)
+                .kv("size", c.size)
+                .kv("nic", nic.name())
+                .kv("profile", c.profile.name()),
         )
         .send(env);
     exit::OK

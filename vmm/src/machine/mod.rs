@@ -27,7 +27,7 @@ use attach::{DeviceManager, Platform};
 mod attach;
 mod config;
 pub mod layout;
-pub mod pci;
+mod pci;
 
 pub use config::{
     DiskConfig, DiskKind, MachineConfig, NetBackendKind, NicConfig, NicKind, GUEST_MAC,

@@ -190,15 +190,7 @@ impl RawFile {
             return Err(io::ErrorKind::PermissionDenied.into());
         }
         check_range(offset, len, self.capacity)?;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
-        let off =
-            i64::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let l = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: fallocate on a file descriptor this struct owns; no memory is passed.
-        let r = unsafe { libc::fallocate(fd, mode, off, l) };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        crate::sys::fallocate(&self.file, mode, offset, len)?;
         Ok(())
     }
 }

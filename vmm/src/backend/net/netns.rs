@@ -12,7 +12,6 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -109,13 +108,8 @@ impl NetNs {
         let ns = File::open(self.path()).map_err(enter)?;
         std::thread::scope(|s| {
             let worker = s.spawn(|| {
-                // SAFETY: `ns` is an open namespace file that outlives the call; setns only
-                // changes this thread's network namespace, and this thread ends with `f`.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                if rc != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(f())
+                // This thread ends with `f`, so the namespace change ends with it.
+                crate::sys::setns_net(&ns).map(|()| f())
             });
             match worker.join() {
                 Ok(result) => result.map_err(|e| match e.raw_os_error() {

@@ -11,7 +11,7 @@
 mod tests;
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -22,6 +22,7 @@ use super::services::host::{self as host_services, HostServices};
 use super::services::ServiceCounters;
 use super::wire::Mac;
 use super::{FrameMeta, Gso, GsoKind, NetBackend, NetCounters, Offloads};
+use crate::sys;
 
 pub const VNET_HDR_LEN: usize = 12;
 const TUN_PATH: &str = "/dev/net/tun";
@@ -229,39 +230,12 @@ fn open_tap(name: &str) -> Result<File, Error> {
             io::ErrorKind::NotFound => Error::NoTunDevice,
             _ => tun_error("open /dev/net/tun")(e),
         })?;
-    let fd = file.as_raw_fd();
-    // SAFETY: ifreq is plain old data (bytes, integers and a pointer in a union) for which
-    // all zeroes is a valid value.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    ifr.ifr_ifru.ifru_flags =
-        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
-    // SAFETY: TUNSETIFF reads and writes one ifreq, and `ifr` is a valid one that outlives the
-    // call; `fd` is open.
-    let rc = unsafe { libc::ioctl(fd, libc::TUNSETIFF, &mut ifr as *mut libc::ifreq) };
-    check(rc).map_err(tun_error("TUNSETIFF"))?;
-    let hdr_len = VNET_HDR_LEN as libc::c_int;
-    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which is valid for the call.
-    let rc = unsafe { libc::ioctl(fd, libc::TUNSETVNETHDRSZ, &hdr_len as *const libc::c_int) };
-    check(rc).map_err(tun_error("TUNSETVNETHDRSZ"))?;
-    set_offload(fd, 0).map_err(tun_error("TUNSETOFFLOAD"))?;
+    let flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+    sys::tun_set_iff(&file, name, flags).map_err(tun_error("TUNSETIFF"))?;
+    sys::tun_set_vnet_hdr_size(&file, VNET_HDR_LEN as libc::c_int)
+        .map_err(tun_error("TUNSETVNETHDRSZ"))?;
+    sys::tun_set_offload(&file, 0).map_err(tun_error("TUNSETOFFLOAD"))?;
     Ok(file)
-}
-
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn set_offload(fd: RawFd, flags: libc::c_uint) -> io::Result<()> {
-    // SAFETY: TUNSETOFFLOAD takes its argument by value and touches no memory of ours.
-    let rc = unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD, libc::c_ulong::from(flags)) };
-    check(rc)
 }
 
 /// The TUNSETOFFLOAD flags for what the guest can receive. TSO implies checksum offload, as
@@ -330,31 +304,16 @@ impl NetBackend for Tap {
 
     fn send(&mut self, frame: &[u8], meta: &FrameMeta) -> io::Result<()> {
         let hdr = encode_vnet_hdr(meta);
-        let iov = [
-            libc::iovec {
-                iov_base: hdr.as_ptr() as *mut libc::c_void,
-                iov_len: hdr.len(),
-            },
-            libc::iovec {
-                iov_base: frame.as_ptr() as *mut libc::c_void,
-                iov_len: frame.len(),
-            },
-        ];
-        // SAFETY: both iovecs point at live buffers of the stated lengths that the kernel only
-        // reads; the fd is our open TAP.
-        let n = unsafe {
-            libc::writev(
-                self.file.as_raw_fd(),
-                iov.as_ptr(),
-                iov.len() as libc::c_int,
-            )
+        // One writev: the TAP takes a frame per write, header first.
+        let n = (&self.file).write_vectored(&[IoSlice::new(&hdr), IoSlice::new(frame)]);
+        let e = match n {
+            Ok(_) => {
+                self.counters.tx_frames += 1;
+                self.counters.tx_bytes += frame.len() as u64;
+                return Ok(());
+            }
+            Err(e) => e,
         };
-        if n >= 0 {
-            self.counters.tx_frames += 1;
-            self.counters.tx_bytes += frame.len() as u64;
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
         match e.raw_os_error() {
             // The guest's frame was bad, not the back-end: count it, like a NIC would.
             Some(libc::EINVAL) => self.stats.tx_rejected += 1,
@@ -367,38 +326,23 @@ impl NetBackend for Tap {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<(usize, FrameMeta)>> {
         loop {
             let mut hdr = [0u8; VNET_HDR_LEN];
-            let iov = [
-                libc::iovec {
-                    iov_base: hdr.as_mut_ptr() as *mut libc::c_void,
-                    iov_len: hdr.len(),
-                },
-                libc::iovec {
-                    iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-                    iov_len: buf.len(),
-                },
-                libc::iovec {
-                    iov_base: self.overflow.as_mut_ptr() as *mut libc::c_void,
-                    iov_len: self.overflow.len(),
-                },
-            ];
-            // SAFETY: the iovecs point at three distinct live buffers of the stated lengths,
-            // borrowed mutably for the call; the fd is our open TAP.
-            let n = unsafe {
-                libc::readv(
-                    self.file.as_raw_fd(),
-                    iov.as_ptr(),
-                    iov.len() as libc::c_int,
-                )
+            // One readv: the TAP hands over a frame per read, header first; what does not
+            // fit in `buf` lands in the overflow buffer, so a too-big frame is seen whole.
+            let n = (&self.file).read_vectored(&mut [
+                IoSliceMut::new(&mut hdr),
+                IoSliceMut::new(buf),
+                IoSliceMut::new(&mut self.overflow),
+            ]);
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    return match e.kind() {
+                        io::ErrorKind::WouldBlock => Ok(None),
+                        io::ErrorKind::Interrupted => continue,
+                        _ => Err(e),
+                    }
+                }
             };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                return match e.kind() {
-                    io::ErrorKind::WouldBlock => Ok(None),
-                    io::ErrorKind::Interrupted => continue,
-                    _ => Err(e),
-                };
-            }
-            let n = n as usize;
             if n < VNET_HDR_LEN {
                 self.stats.rx_bad_header += 1;
                 continue;
@@ -433,7 +377,7 @@ impl NetBackend for Tap {
     /// What the guest driver can receive (GUEST_CSUM, GUEST_TSO4/6): the kernel may then hand
     /// over frames with partial checksums and GSO super-frames.
     fn set_offloads(&mut self, o: Offloads) -> io::Result<()> {
-        set_offload(self.file.as_raw_fd(), tun_offload_flags(o))?;
+        sys::tun_set_offload(&self.file, tun_offload_flags(o))?;
         self.to_guest = o;
         Ok(())
     }

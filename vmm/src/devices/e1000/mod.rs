@@ -223,7 +223,7 @@ impl E1000 {
         self.set_reg(RAH0, rah);
         self.eeprom.reset();
         self.tx.clear_packet();
-        self.tx.ctx = tx::TxContext::default();
+        self.tx.ctx = offload::TxContext::default();
         self.rx.clear();
         self.timers = Timers::default();
         if self.level {

@@ -2,7 +2,25 @@
 //! Ethernet FCS, 802.1Q tag insertion, and TCP segmentation as the 82540EM does it for a TSO
 //! context (8254x SDM section 3.5). No guest memory here: these are what proptest drives.
 
-use super::tx::{TxContext, TUCMD_IP, TUCMD_TCP};
+// Context descriptor TUCMD bits (8254x SDM 3.3.6).
+pub const TUCMD_TCP: u8 = 0x01;
+pub const TUCMD_IP: u8 = 0x02;
+pub const TUCMD_TSE: u8 = 0x04;
+
+/// The offload parameters a context descriptor sets; they persist until the next one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxContext {
+    pub ipcss: u8,
+    pub ipcso: u8,
+    pub ipcse: u16,
+    pub tucss: u8,
+    pub tucso: u8,
+    pub tucse: u16,
+    pub paylen: u32,
+    pub tucmd: u8,
+    pub hdrlen: u8,
+    pub mss: u16,
+}
 
 /// Largest frame the transmit path assembles before dropping it: a 64 KiB TSO payload plus a
 /// header the 8-bit HDRLEN can describe.

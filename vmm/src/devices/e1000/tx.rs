@@ -6,7 +6,7 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
-use super::offload::{self, Insert, MAX_TX_FRAME, MIN_FRAME};
+use super::offload::{self, Insert, TxContext, MAX_TX_FRAME, MIN_FRAME, TUCMD_TCP};
 use super::regs::*;
 use super::E1000;
 use crate::backend::net::FrameMeta;
@@ -24,27 +24,9 @@ pub const CMD_IDE: u8 = 0x80;
 pub const STA_DD: u8 = 0x01;
 pub const POPTS_IXSM: u8 = 0x01;
 pub const POPTS_TXSM: u8 = 0x02;
-pub const TUCMD_TCP: u8 = 0x01;
-pub const TUCMD_IP: u8 = 0x02;
-pub const TUCMD_TSE: u8 = 0x04;
 
 /// Offset of the status byte in every transmit descriptor format.
 const STATUS_BYTE: u64 = 12;
-
-/// The offload parameters a context descriptor sets; they persist until the next one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TxContext {
-    pub ipcss: u8,
-    pub ipcso: u8,
-    pub ipcse: u16,
-    pub tucss: u8,
-    pub tucso: u8,
-    pub tucse: u16,
-    pub paylen: u32,
-    pub tucmd: u8,
-    pub hdrlen: u8,
-    pub mss: u16,
-}
 
 /// One decoded transmit descriptor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

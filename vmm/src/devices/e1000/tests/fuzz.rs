@@ -4,9 +4,10 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::devices::e1000::offload::TxContext;
 use crate::devices::e1000::offload::{self, Insert};
 use crate::devices::e1000::rx::{filter, rx_checksum, Filter};
-use crate::devices::e1000::tx::{TxContext, TxDesc};
+use crate::devices::e1000::tx::TxDesc;
 
 const TX_RING: u64 = 0x10_000;
 const RX_RING: u64 = 0x20_000;

@@ -2,7 +2,7 @@
 //! malformed rings and buffers.
 
 use super::*;
-use crate::devices::e1000::offload::MAX_TX_FRAME;
+use crate::devices::e1000::offload::{TxContext, MAX_TX_FRAME, TUCMD_IP, TUCMD_TCP, TUCMD_TSE};
 use crate::devices::e1000::tx::*;
 
 pub const RING: u64 = 0x10_000;
