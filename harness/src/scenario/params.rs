@@ -547,19 +547,15 @@ pub(crate) fn impossible(c: &CaseParams) -> Vec<Impossible> {
             hint: format!("set disk = \"ide\" or \"virtio\" in [devices] or the matrix, {exclude}"),
         });
     }
-    if c.guest == Guest::Linux && c.engine == Engine::Qemu {
-        out.push(Impossible {
-            blame: P::Engine,
-            message: "engine \"qemu\" cannot boot the linux guest yet".to_string(),
-            hint: format!("compare engines with guest = \"probe\", {exclude}"),
-        });
-    }
-    if c.guest == Guest::Linux && kind != WorkloadKind::Hello {
-        out.push(Impossible {
-            blame: P::Workload,
-            message: format!("the linux guest cannot run workload `{kind}` yet, only `hello`"),
-            hint: format!("use guest = \"probe\" for device workloads, {exclude}"),
-        });
+    match c.guest {
+        Guest::Probe => {}
+        // Accepted by the vocabulary (results and scenarios name it) but not bootable yet:
+        // refused here so that no result ever says "linux" about a probe run.
+        Guest::Linux => out.push(Impossible {
+            blame: P::Guest,
+            message: "guest \"linux\" cannot boot yet: no engine runs a Linux guest".to_string(),
+            hint: format!("use guest = \"probe\" (the default), {exclude}"),
+        }),
     }
     if let Workload::BlkRead(b) | Workload::BlkWrite(b) = c.workload {
         if c.disk == Disk::Ide && b.queue_depth > 1 {

@@ -300,15 +300,30 @@ fn tap_without_nic_is_an_error() {
 }
 
 #[test]
-fn unsupported_engine_and_guest_combinations() {
-    let e = err("guest = \"linux\"\nengine = \"qemu\"\n");
-    assert_eq!(
-        e,
-        "engine \"qemu\" cannot boot the linux guest yet (case `workload=hello`) at x.toml:2:10; \
-         compare engines with guest = \"probe\", or drop such cases with an [[exclude]] entry"
-    );
-    let e = err("guest = \"linux\"\n[devices]\nnic = \"virtio\"\n[workload]\nname = \"net-rr\"\n");
-    assert_has(&e, "the linux guest cannot run workload `net-rr` yet, only `hello` (case `workload=net-rr`) at x.toml:5:8");
+fn the_linux_guest_is_refused_until_an_engine_boots_it() {
+    // It used to pass, boot the probe and record "guest": "linux" with status ok.
+    for text in [
+        "guest = \"linux\"\n",
+        "guest = \"linux\"\nengine = \"qemu\"\n",
+        "guest = \"linux\"\n[devices]\nnic = \"virtio\"\n[workload]\nname = \"net-rr\"\n",
+    ] {
+        let e = err(text);
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert_has(
+            &e,
+            "guest \"linux\" cannot boot yet: no engine runs a Linux guest (case `workload=",
+        );
+        assert_has(&e, "at x.toml:1:9; use guest = \"probe\" (the default)");
+    }
+    let e = err("[matrix]\nguest = [\"probe\", \"linux\"]\n");
+    assert_has(&e, "(case `guest=linux`) at x.toml:2:19");
+    // Excluded, it is no longer a case, so the rest runs.
+    let s = Scenario::parse(
+        "x.toml",
+        "[matrix]\nguest = [\"probe\", \"linux\"]\n[[exclude]]\nguest = \"linux\"\n",
+    )
+    .unwrap();
+    assert!(s.cases.iter().all(|c| c.params.guest == Guest::Probe));
 }
 
 #[test]
