@@ -51,7 +51,7 @@ fn smoke_scenario_runs_every_case_with_non_zero_figures() {
             "{}",
             case.id
         );
-        let (metric, _) = vmbench::bench::primary(case.params.workload.kind());
+        let (metric, _) = vmbench::cli::bench::primary(case.params.workload.kind());
         for rep in &case.repetitions {
             let v = rep.metrics.get(metric).copied().unwrap_or(0.0);
             assert!(v > 0.0, "{}: {metric} = {v}", case.id);

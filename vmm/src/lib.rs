@@ -7,6 +7,7 @@ pub mod devices;
 pub mod event;
 pub mod exits;
 pub mod interrupt;
+pub mod kinds;
 pub mod kvm;
 pub mod machine;
 pub mod pci;

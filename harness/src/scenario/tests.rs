@@ -100,8 +100,8 @@ fn net_matrix_expands_in_file_order_with_stable_ids() {
     assert_eq!(ids(&s)[1], "nic=e1000,workload=net-tx,frame_size=1500");
     assert_eq!(ids(&s)[11], "nic=virtio,workload=net-rr,frame_size=1500");
     let rr = s.case("nic=virtio,workload=net-rr,frame_size=64").unwrap();
-    assert_eq!(rr.params.nic, Nic::Virtio);
-    assert_eq!(rr.params.net_backend, NetBackend::Peer);
+    assert_eq!(rr.params.nic, Some(NicKind::Virtio));
+    assert_eq!(rr.params.net_backend, NetBackendKind::Peer);
     assert_eq!(rr.params.workload, Workload::NetRr { frame_size: 64 });
     assert_eq!(
         rr.probe_exec(),
@@ -603,12 +603,12 @@ fn the_parameter_table_is_indexed_by_p() {
 fn the_longest_probe_exec_fits_the_boot_information() {
     let c = CaseParams {
         guest: Guest::Probe,
-        engine: Engine::Vmbench,
+        engine: EngineKind::Vmbench,
         vcpus: 64,
         mem_mib: 65536,
-        nic: Nic::None,
-        net_backend: NetBackend::Peer,
-        disk: Disk::Virtio,
+        nic: None,
+        net_backend: NetBackendKind::Peer,
+        disk: Some(DiskKind::Virtio),
         disk_format: DiskFormat::Qcow2,
         disk_size_mib: 1 << 20,
         profile: Profile::Batched,
@@ -625,4 +625,16 @@ fn the_longest_probe_exec_fits_the_boot_information() {
     };
     let exec = c.probe_exec(w);
     assert!(exec.len() <= PROBE_EXEC_MAX, "{} bytes: {exec}", exec.len());
+}
+
+#[test]
+fn qemu_with_more_than_one_vcpu_is_refused() {
+    // QEMU's PVH entry starts only the boot vCPU: the probe would report one.
+    let e = err("engine = \"qemu\"\n[vm]\nvcpus = 2\n");
+    assert_eq!(
+        e,
+        "engine \"qemu\" runs the probe on one vCPU, so vcpus = 2 cannot run there \
+         (case `workload=hello`) at x.toml:3:9; use vcpus = 1 with engine = \"qemu\", \
+         or drop such cases with an [[exclude]] entry"
+    );
 }

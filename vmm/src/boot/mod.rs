@@ -35,7 +35,7 @@ pub enum Error {
     MemoryTooSmall { got: u64 },
     #[error("{0} vCPUs requested: between 1 and {max} are supported", max = layout::MAX_VCPUS)]
     Vcpus(usize),
-    #[error("exec text is {0} bytes; at most 127 fit in the boot information")]
+    #[error("exec text is {0} bytes; at most {max} fit in the boot information", max = probe_abi::EXEC_MAX)]
     ExecTooLong(usize),
     #[error(transparent)]
     Paging(#[from] paging::Error),
@@ -100,7 +100,7 @@ pub struct ProbeParams<'a> {
 /// Writes GDT, TSS, page tables and boot information; returns each vCPU's start state.
 pub fn setup(mem: &GuestMemoryMmap, entry: u64, p: &ProbeParams) -> Result<Vec<Start>, Error> {
     check_shape(p.mem_size, p.vcpus)?;
-    if p.exec.len() > 127 {
+    if p.exec.len() > probe_abi::EXEC_MAX {
         return Err(Error::ExecTooLong(p.exec.len()));
     }
     for (i, d) in gdt::table(TSS).iter().enumerate() {

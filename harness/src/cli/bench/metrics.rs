@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::record::Record;
 use crate::results::{BootTimeline, CpuTime, Exits, Repetition};
-use crate::scenario::{Case, Engine, WorkloadKind};
+use crate::scenario::{Case, EngineKind, WorkloadKind};
 use crate::session::Outcome;
 
 /// The metric a case is judged by in the summary, and whether higher is better.
@@ -117,7 +117,7 @@ pub fn repetition(
             if !lat.is_empty() {
                 samples.insert("latency_ns".to_string(), lat);
             }
-            if let Some(w) = crate::boot::window(out) {
+            if let Some(w) = crate::session::window(out) {
                 exits = Exits::from_counts(&w.exits, w.ops.max(ops));
                 if let Some(n) = w.kvm.get("exits") {
                     metrics.insert("kvm_exits_per_op".into(), *n as f64 / ops as f64);
@@ -135,7 +135,12 @@ pub fn repetition(
             }
             // Device-side operation counts: notifications and register traffic per op are
             // what explains the cost of a device.
-            cross_check(out, r, case.params.engine == Engine::Vmbench, &mut metrics)?;
+            cross_check(
+                out,
+                r,
+                case.params.engine == EngineKind::Vmbench,
+                &mut metrics,
+            )?;
         }
     }
     Ok(Repetition {
