@@ -188,7 +188,8 @@ net_backend = "tap"
             .map(|t| &t.record)
             .find(|r| r.get("name") == Some(name))
             .unwrap_or_else(|| panic!("{id}: no result in {:?}", out.records));
-        assert!(r.get_u64("ops").unwrap() > 0, "{id}: {r}");
+        // How much the workload did is the device tests' business (tests/e1000.rs, ...);
+        // here only what it was asked to do.
         assert_eq!(r.get("profile"), Some(p.profile.as_str()), "{id}: {r}");
         match p.workload {
             Workload::NetRr { frame_size } | Workload::NetRx { frame_size } => {
