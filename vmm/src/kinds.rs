@@ -101,6 +101,27 @@ kind!(
     }
 );
 
+impl DiskKind {
+    /// Commands the controller takes at once, where the hardware fixes it (`None`: as many as
+    /// its queue holds).
+    pub fn commands_in_flight(self) -> Option<u32> {
+        match self {
+            DiskKind::Ide => Some(1),
+            DiskKind::Virtio => None,
+        }
+    }
+}
+
+impl NetBackendKind {
+    /// Whether vmbench needs root (CAP_NET_ADMIN) to set it up.
+    pub fn needs_root(self) -> bool {
+        match self {
+            NetBackendKind::Peer => false,
+            NetBackendKind::Tap => true,
+        }
+    }
+}
+
 impl DiskFormat {
     /// The format the image at `path` announces: qcow2 by its magic, anything else raw. The
     /// file's name plays no part. Both engines use this (the VMM's block back-end through

@@ -618,15 +618,21 @@ pub(crate) fn impossible(c: &CaseParams) -> Vec<Impossible> {
         EngineKind::Qemu => {}
     }
     if let Workload::BlkRead(b) | Workload::BlkWrite(b) = c.workload {
-        if c.disk == Some(DiskKind::Ide) && b.queue_depth > 1 {
+        let limit = c.disk.and_then(|d| Some((d, d.commands_in_flight()?)));
+        if let Some((disk, max)) = limit.filter(|&(_, max)| b.queue_depth > max) {
+            let commands = match max {
+                1 => "one command".to_string(),
+                n => format!("{n} commands"),
+            };
             out.push(Impossible {
                 blame: P::QueueDepth,
                 message: format!(
-                    "IDE has one command in flight, so queue_depth {} cannot run on disk \"ide\"",
+                    "{} has {commands} in flight, so queue_depth {} cannot run on disk \"{disk}\"",
+                    disk.as_str().to_uppercase(),
                     b.queue_depth
                 ),
                 hint: format!(
-                    "add [[exclude]] disk = \"ide\", queue_depth = {} (or use queue_depth = 1)",
+                    "add [[exclude]] disk = \"{disk}\", queue_depth = {} (or use queue_depth = {max})",
                     b.queue_depth
                 ),
             });

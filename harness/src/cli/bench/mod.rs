@@ -21,7 +21,7 @@ use crate::results::{
     self, collect_environment, create_run_dir, run_id, Calibration, CaseStatus, ResultsWriter,
     RunResults,
 };
-use crate::scenario::{Case, EngineKind, NetBackendKind, Overrides, Scenario, Slot};
+use crate::scenario::{Case, EngineKind, Overrides, Scenario, Slot};
 use crate::session::{self, Limits, Outcome};
 
 pub use metrics::primary;
@@ -177,7 +177,7 @@ fn check_requirements(s: &Scenario) -> anyhow::Result<()> {
     let tap = s
         .cases
         .iter()
-        .any(|c| c.params.net_backend == NetBackendKind::Tap && c.params.nic.is_some());
+        .any(|c| c.params.net_backend.needs_root() && c.params.nic.is_some());
     // SAFETY: geteuid has no preconditions and touches no memory.
     if tap && unsafe { libc::geteuid() } != 0 {
         bail!("this scenario uses the tap back-end, which needs root (CAP_NET_ADMIN) to create a network namespace and a TAP device; run it as root, or use net_backend = \"peer\", which needs nothing");
