@@ -1,11 +1,10 @@
-//! vmbench's harness: the CLI commands, the guest sessions they run, and the records guests
-//! send back.
+//! vmbench's harness: the CLI commands, the scenario model, the engine seam (a `GuestSpec`
+//! booted by vmbench's VMM or by QEMU), the guest sessions they run, and the records guests
+//! send back. docs/architecture.md walks through it.
 
-pub mod bench;
-pub mod boot;
+pub mod cli;
+pub mod engine;
 pub mod exitcode;
-pub mod qemu;
-pub mod qemu_peer;
 pub mod record;
 pub mod results;
 pub mod scenario;

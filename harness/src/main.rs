@@ -2,7 +2,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use vmbench::{bench, boot, exitcode};
+use vmbench::cli::{bench, boot};
+use vmbench::exitcode;
 
 /// vmbench: a reproducible virtual test-bed and benchmark harness.
 #[derive(Parser)]

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use vmm::exits::ExitSnapshot;
+use vmm::exits::{ExitSnapshot, VcpuExits};
 use vmm::{Event, Machine};
 
 use crate::record::Record;
@@ -89,6 +89,9 @@ pub enum Ending {
     },
     /// The user interrupted the run (Ctrl-C); the VM was stopped.
     Cancelled,
+    /// The engine (QEMU) ended without the guest's exit status; it says no more than this
+    /// (no vCPU, no registers).
+    EngineEnded { reason: String },
 }
 
 /// Set from a signal handler to stop the session in progress promptly.
@@ -112,12 +115,14 @@ pub struct Outcome {
     pub records: Vec<Timed>,
     pub console_tail: Vec<String>,
     pub timeline: Timeline,
-    /// Exit counters at the end.
-    pub exits: ExitSnapshot,
+    /// Exit counters at the end (`None` where the engine does not count exits: QEMU).
+    pub exits: Option<ExitSnapshot>,
     /// What vCPU 0 was last doing (its last exit), for hang reports.
     pub last_exit: String,
-    pub ioeventfd_writes: u64,
-    pub tsc_khz: u32,
+    /// Doorbell writes KVM handled in the kernel (`None`: the engine does not count them).
+    pub ioeventfd_writes: Option<u64>,
+    /// The TSC rate the VMM told the guest (`None`: the engine does not say).
+    pub tsc_khz: Option<u32>,
     /// Device operation counters at the end (requests, frames, kicks...).
     pub device_counters:
         std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
@@ -154,6 +159,7 @@ impl Outcome {
                 self.last_words()
             )),
             Ending::Cancelled => Some("interrupted by Ctrl-C; the VM was stopped".into()),
+            Ending::EngineEnded { reason } => Some(format!("{reason}; {}", self.last_words())),
             Ending::TimedOut { phase, after } => {
                 let what = if *phase == "ready" {
                     "did not report ready"
@@ -310,10 +316,10 @@ pub fn run(
         records,
         console_tail: console.into_iter().collect(),
         timeline,
-        exits: m.exits().snapshot(),
+        exits: Some(m.exits().snapshot()),
         last_exit,
-        ioeventfd_writes: m.ioeventfd_count(),
-        tsc_khz: m.tsc_khz(),
+        ioeventfd_writes: Some(m.ioeventfd_count()),
+        tsc_khz: Some(m.tsc_khz()),
         device_counters: m.device_counters(),
     })
 }
@@ -331,4 +337,47 @@ fn note_ready(timeline: &mut Timeline, t: &Timed) {
     if let Some(slot) = timeline.ready.get_mut(vcpu) {
         slot.get_or_insert(t.at);
     }
+}
+
+/// What the measured window (between `window-start` and `window-end`) cost.
+pub struct Window {
+    pub ops: u64,
+    pub exits: VcpuExits,
+    pub cpu: vmm::event::CpuTime,
+    /// KVM's own counters over the window (empty where the host has no binary stats).
+    pub kvm: std::collections::BTreeMap<String, u64>,
+}
+
+/// The cost of the measured window, from the exit snapshots the mailbox records carry;
+/// `None` where the engine does not count exits (QEMU).
+///
+/// The doorbell exit that delivered `window-start` is counted after its snapshot, so it falls
+/// inside the window; it belongs to vmbench's side channel, not to the device under test, and
+/// is taken out.
+pub fn window(out: &Outcome) -> Option<Window> {
+    let start = out.records_of("window-start").next()?;
+    let end = out.records_of("window-end").next()?;
+    let mut exits = end.exits.as_ref()?.since(start.exits.as_ref()?).total();
+    if let Some(n) = exits.by_device.remove("mailbox") {
+        if let Some(out) = exits.by_reason.get_mut("pio_out") {
+            *out = out.saturating_sub(n);
+        }
+        exits.by_reason.retain(|_, v| *v > 0);
+    }
+    let kvm = match (&start.kvm, &end.kvm) {
+        (Some(a), Some(b)) => b
+            .iter()
+            .filter_map(|(k, v)| {
+                let d = v.saturating_sub(a.get(k).copied().unwrap_or(0));
+                (d > 0).then(|| (k.clone(), d))
+            })
+            .collect(),
+        _ => Default::default(),
+    };
+    Some(Window {
+        ops: end.record.get_u64("ops").unwrap_or(0),
+        exits,
+        cpu: end.cpu?.since(&start.cpu?),
+        kvm,
+    })
 }

@@ -51,7 +51,7 @@ fn smoke_scenario_runs_every_case_with_non_zero_figures() {
             "{}",
             case.id
         );
-        let (metric, _) = vmbench::bench::primary(case.params.workload.kind());
+        let (metric, _) = vmbench::cli::bench::primary(case.params.workload.kind());
         for rep in &case.repetitions {
             let v = rep.metrics.get(metric).copied().unwrap_or(0.0);
             assert!(v > 0.0, "{}: {metric} = {v}", case.id);
@@ -180,4 +180,27 @@ fn a_malformed_scenario_names_file_line_and_key() {
         err.contains("bad.toml:3:1") && err.contains("repetitions"),
         "{err}"
     );
+}
+
+#[test]
+fn a_linux_guest_is_refused_at_load_instead_of_booting_the_probe() {
+    let dir = TempDir::new("linux");
+    let f = dir.0.join("linux.toml");
+    std::fs::write(&f, "guest = \"linux\"\n[workload]\nname = \"hello\"\n").unwrap();
+    let out = vmbench()
+        .arg("bench")
+        .arg(&f)
+        .arg("--out")
+        .arg(dir.path("out"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("linux.toml:1:9") && err.contains("use guest = \"probe\""),
+        "{err}"
+    );
+    assert!(!dir.path("out").join(results::RESULTS_FILE).exists());
 }

@@ -49,7 +49,7 @@ fn probe_reports_ready_with_its_memory_vcpus_and_pci_bus() {
     assert_eq!(info.get_u64("vcpus"), Some(1));
     assert_eq!(info.get("engine"), Some("vmbench"));
     assert_eq!(info.get("tsc_source"), Some("vmm"));
-    assert_eq!(info.get_u64("tsc_khz"), Some(u64::from(out.tsc_khz)));
+    assert_eq!(info.get_u64("tsc_khz"), out.tsc_khz.map(u64::from));
     // The host bridge, and nothing else yet: absent functions read as all ones.
     let pci = only(&out, "pci");
     assert_eq!(
@@ -64,7 +64,7 @@ fn probe_reports_ready_with_its_memory_vcpus_and_pci_bus() {
     assert!(t.ready_ms().unwrap() >= 0.0);
     // Exits are counted per device: the bus scan is 32 devices, two config accesses each,
     // plus the bridge's class and header reads.
-    let total = out.exits.total();
+    let total = out.exits.as_ref().expect("vmbench counts exits").total();
     assert_eq!(total.by_device["pci-config"], 32 * 2 + 4);
     assert_eq!(total.by_device["entry-mark"], 1);
     assert_eq!(total.by_device["debug-exit"], 1);
@@ -87,7 +87,10 @@ fn every_vcpu_runs_the_probe_and_reports_ready() {
     assert_eq!(ready, [0, 1]);
     assert_eq!(only(&out, "info").get_u64("vcpus"), Some(2));
     assert_eq!(only(&out, "info").get_u64("vcpus_ready"), Some(2));
-    assert_eq!(out.exits.vcpus[1].by_device["entry-mark"], 1);
+    assert_eq!(
+        out.exits.as_ref().unwrap().vcpus[1].by_device["entry-mark"],
+        1
+    );
     assert!(out.timeline.ready.iter().all(Option::is_some));
 }
 
@@ -128,9 +131,9 @@ fn calibration_gives_positive_plausible_exit_costs() {
     }
     // Each PIO and MMIO sample was a real exit to the VMM, and each ioeventfd write reached
     // the eventfd without one.
-    let w = out.exits.total();
+    let w = out.exits.as_ref().expect("vmbench counts exits").total();
     assert_eq!(w.by_device["calibration"], 2 * (200 + 50));
-    assert_eq!(out.ioeventfd_writes, 200 + 50);
+    assert_eq!(out.ioeventfd_writes, Some(200 + 50));
 }
 
 #[test]

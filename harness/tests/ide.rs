@@ -221,7 +221,7 @@ fn random_4k_reads_cost_one_exit_per_counted_access() {
             (all - polls - data - protocol).abs() < 0.005,
             "{mode}/{profile}: {r}"
         );
-        let w = vmbench::boot::window(&out).expect("a measured window");
+        let w = vmbench::session::window(&out).expect("a measured window");
         let ide_exits = w.exits.by_device.get("ide").copied().unwrap_or(0) as f64 / ops as f64;
         if mode == "dma" {
             // Every access is one exit (the window also holds the request that straddles its

@@ -12,82 +12,27 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use vmbench::qemu::{self, Accel, DiskFormat, DiskKind, QemuConfig, QemuDisk, QemuOutcome};
+use vmbench::engine::qemu::{QemuDisk, QemuOutcome};
 use vmbench::record::Record;
+use vmm::kinds::{DiskFormat, DiskKind};
 
-const SECTOR: u64 = 512;
-const DISK_BYTES: u64 = 16 << 20;
 /// 1 MiB through DMA; PIO writes cost one exit per dword on KVM, so PIO writes less.
 const DMA_SECTORS: u64 = 2048;
 const PIO_SECTORS: u64 = 512;
 
-fn raw_image(path: &Path) {
-    sized_file(path, DISK_BYTES);
-}
-
-fn qcow2_image(path: &Path) {
-    qemu_img(&[
-        "create".as_ref(),
-        "-q".as_ref(),
-        "-f".as_ref(),
-        "qcow2".as_ref(),
-        path.as_os_str(),
-        DISK_BYTES.to_string().as_ref(),
-    ]);
-}
-
 /// Boots the probe with the image as the primary master of QEMU's PIIX3 IDE.
 fn boot(exec: &str, img: &Path) -> QemuOutcome {
-    if let Err(e) = qemu::find_qemu() {
-        panic!("{e}");
-    }
-    let cfg = QemuConfig {
-        exec: exec.into(),
-        accel: Accel::Auto,
-        timeout: Duration::from_secs(90),
-        disk: Some(QemuDisk::open(DiskKind::Ide, img).unwrap()),
-        ..QemuConfig::new(probe())
-    };
-    let o = qemu::run(&cfg, |_| {}).unwrap_or_else(|e| panic!("running '{exec}' on QEMU: {e}"));
-    eprintln!(
-        "'{exec}' ran on {} (kvm failure: {:?}) in {:?}",
-        o.accel.name(),
-        o.kvm_failure,
-        o.wall
-    );
-    o
+    qemu_boot(
+        exec,
+        Some(QemuDisk::open(DiskKind::Ide, img).unwrap()),
+        None,
+        Duration::from_secs(90),
+    )
 }
-
-fn result<'a>(o: &'a QemuOutcome, name: &str) -> &'a Record {
-    o.records_of("result")
-        .find(|r| r.get("name") == Some(name))
-        .unwrap_or_else(|| {
-            panic!(
-                "no {name} result in {:#?}\nconsole: {:#?}\nstderr: {:#?}",
-                o.records, o.console, o.stderr
-            )
-        })
-}
-
-fn field(r: &Record, key: &str) -> u64 {
-    r.get_u64(key)
-        .unwrap_or_else(|| panic!("'{r}' has no number {key}"))
-}
-
 fn decimal(r: &Record, key: &str) -> f64 {
     r.get(key)
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("'{r}' has no decimal {key}"))
-}
-
-fn assert_finished_ok(o: &QemuOutcome) {
-    assert_eq!(
-        o.records_of("done").last().and_then(|r| r.get("status")),
-        Some("ok"),
-        "records: {:#?}",
-        o.records
-    );
-    assert_eq!(o.guest_status, Some(0));
 }
 
 /// The probe saw the disk QEMU attached, through the controller QEMU has.
@@ -104,7 +49,7 @@ fn assert_found_the_disk(o: &QemuOutcome) {
 
 /// The pattern result: everything written, flushed and read back intact through IDE.
 fn assert_pattern_ran_clean(o: &QemuOutcome, sectors: u64, mode: &str, profile: &str) {
-    let r = result(o, "blk-pattern");
+    let r = qemu_result(o, "blk-pattern");
     assert_eq!(field(r, "sectors"), sectors, "{r}");
     assert_eq!(field(r, "capacity_sectors"), DISK_BYTES / SECTOR, "{r}");
     for (key, want) in [
@@ -120,30 +65,6 @@ fn assert_pattern_ran_clean(o: &QemuOutcome, sectors: u64, mode: &str, profile: 
     assert_eq!(r.get("profile"), Some(profile), "{r}");
     assert_found_the_disk(o);
     assert_finished_ok(o);
-}
-
-/// The image holds `blk-pattern`'s bytes for `seed` in its first sectors and zeros after.
-fn assert_holds_pattern(image: &[u8], seed: u64, sectors: u64) {
-    assert_eq!(image.len() as u64, DISK_BYTES);
-    let written = (sectors * SECTOR) as usize;
-    let want = |off: usize| {
-        if off < written {
-            probe_abi::pattern_byte(seed, off as u64)
-        } else {
-            0
-        }
-    };
-    let bad: Vec<usize> = (0..image.len()).filter(|&i| image[i] != want(i)).collect();
-    if let Some(&first) = bad.first() {
-        panic!(
-            "{} bytes differ from the pattern (seed {seed}); the first at offset {first} \
-             (sector {}): {:#04x}, expected {:#04x}",
-            bad.len(),
-            first as u64 / SECTOR,
-            image[first],
-            want(first)
-        );
-    }
 }
 
 /// Runs the pattern on a fresh raw image and checks the image.
@@ -265,7 +186,7 @@ fn random_4k_reads_in_both_modes_and_both_profiles() {
             &img,
         );
 
-        let r = result(&o, "blk-read");
+        let r = qemu_result(&o, "blk-read");
         let ops = field(r, "ops");
         assert!(ops > 0, "{r}");
         assert_eq!(field(r, "errors"), 0, "{r}");
@@ -298,7 +219,7 @@ fn refused_commands_come_back_as_errors_and_the_disk_stays_usable() {
     for args in ["mode=dma", "mode=pio profile=batched"] {
         let o = boot(&format!("ide-check {args}"), &img);
 
-        let r = result(&o, "ide-check");
+        let r = qemu_result(&o, "ide-check");
         assert_eq!(r.get("last_sector"), Some("ok"), "{r}");
         // One sector past the end: IDNF from a real drive, ABRT from QEMU's.
         assert_eq!(r.get("past_end"), Some("refused"), "{r}");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use vmbench::qemu::{self, Accel, QemuConfig, QemuOutcome};
+use vmbench::engine::qemu::{self, Accel, QemuConfig, QemuOutcome};
 use vmbench::record::Record;
 
 mod support;

@@ -9,75 +9,20 @@ use support::*;
 use std::fs;
 use std::io::ErrorKind;
 use std::net::UdpSocket;
-use std::path::Path;
 use std::time::Duration;
 
-use vmbench::qemu::{
-    self, Accel, DiskFormat, DiskKind, NicKind, QemuConfig, QemuDisk, QemuNetdev, QemuNic,
-    QemuOutcome,
-};
-use vmbench::record::Record;
+use vmbench::engine::qemu::{QemuDisk, QemuNetdev, QemuNic, QemuOutcome};
+use vmm::kinds::{DiskFormat, DiskKind, NicKind};
 
-const SECTOR: u64 = 512;
-const DISK_BYTES: u64 = 16 << 20;
 /// Sectors the pattern tests write: 1 MiB, 16 requests of 64 KiB.
 const PATTERN_SECTORS: u64 = 2048;
 
-fn raw_image(path: &Path) {
-    sized_file(path, DISK_BYTES);
-}
-
 fn boot(exec: &str, disk: Option<QemuDisk>, nic: Option<QemuNic>) -> QemuOutcome {
-    if let Err(e) = qemu::find_qemu() {
-        panic!("{e}");
-    }
-    let cfg = QemuConfig {
-        exec: exec.into(),
-        accel: Accel::Auto,
-        timeout: Duration::from_secs(30),
-        disk,
-        nic,
-        ..QemuConfig::new(probe())
-    };
-    let o = qemu::run(&cfg, |_| {}).unwrap_or_else(|e| panic!("running '{exec}' on QEMU: {e}"));
-    eprintln!(
-        "'{exec}' ran on {} (kvm failure: {:?}) in {:?}",
-        o.accel.name(),
-        o.kvm_failure,
-        o.wall
-    );
-    o
+    qemu_boot(exec, disk, nic, Duration::from_secs(30))
 }
-
-fn result<'a>(o: &'a QemuOutcome, name: &str) -> &'a Record {
-    o.records_of("result")
-        .find(|r| r.get("name") == Some(name))
-        .unwrap_or_else(|| {
-            panic!(
-                "no {name} result in {:#?}\nconsole: {:#?}\nstderr: {:#?}",
-                o.records, o.console, o.stderr
-            )
-        })
-}
-
-fn field(r: &Record, key: &str) -> u64 {
-    r.get_u64(key)
-        .unwrap_or_else(|| panic!("'{r}' has no number {key}"))
-}
-
-fn assert_finished_ok(o: &QemuOutcome) {
-    assert_eq!(
-        o.records_of("done").last().and_then(|r| r.get("status")),
-        Some("ok"),
-        "records: {:#?}",
-        o.records
-    );
-    assert_eq!(o.guest_status, Some(0));
-}
-
 /// The pattern result of a writable disk: everything written, flushed and read back intact.
 fn assert_pattern_ran_clean(o: &QemuOutcome) {
-    let r = result(o, "blk-pattern");
+    let r = qemu_result(o, "blk-pattern");
     assert_eq!(field(r, "sectors"), PATTERN_SECTORS, "{r}");
     assert_eq!(field(r, "capacity_sectors"), DISK_BYTES / SECTOR, "{r}");
     for (key, want) in [
@@ -92,30 +37,6 @@ fn assert_pattern_ran_clean(o: &QemuOutcome) {
     assert_finished_ok(o);
 }
 
-/// The image holds `blk-pattern`'s bytes for `seed` in its first sectors and zeros after.
-fn assert_holds_pattern(image: &[u8], seed: u64) {
-    assert_eq!(image.len() as u64, DISK_BYTES);
-    let written = (PATTERN_SECTORS * SECTOR) as usize;
-    let want = |off: usize| {
-        if off < written {
-            probe_abi::pattern_byte(seed, off as u64)
-        } else {
-            0
-        }
-    };
-    let bad: Vec<usize> = (0..image.len()).filter(|&i| image[i] != want(i)).collect();
-    if let Some(&first) = bad.first() {
-        panic!(
-            "{} bytes differ from the pattern (seed {seed}); the first at offset {first} \
-             (sector {}): {:#04x}, expected {:#04x}",
-            bad.len(),
-            first as u64 / SECTOR,
-            image[first],
-            want(first)
-        );
-    }
-}
-
 #[test]
 fn virtio_blk_raw_image_holds_the_probe_pattern() {
     let dir = TempDir::new("qemu-devices-raw");
@@ -127,7 +48,7 @@ fn virtio_blk_raw_image_holds_the_probe_pattern() {
     let o = boot("blk-pattern sectors=2048 seed=7", Some(disk), None);
 
     assert_pattern_ran_clean(&o);
-    assert_holds_pattern(&fs::read(&img).unwrap(), 7);
+    assert_holds_pattern(&fs::read(&img).unwrap(), 7, PATTERN_SECTORS);
 }
 
 #[test]
@@ -135,14 +56,7 @@ fn virtio_blk_qcow2_image_holds_the_probe_pattern() {
     let dir = TempDir::new("qemu-devices-qcow2");
     // Named like a raw image on purpose: the format comes from the header.
     let img = dir.path("disk.img");
-    qemu_img(&[
-        "create".as_ref(),
-        "-q".as_ref(),
-        "-f".as_ref(),
-        "qcow2".as_ref(),
-        img.as_os_str(),
-        DISK_BYTES.to_string().as_ref(),
-    ]);
+    qcow2_image(&img);
     let disk = QemuDisk::open(DiskKind::Virtio, &img).unwrap();
     assert_eq!(disk.format, DiskFormat::Qcow2);
 
@@ -159,7 +73,7 @@ fn virtio_blk_qcow2_image_holds_the_probe_pattern() {
         img.as_os_str(),
         raw.as_os_str(),
     ]);
-    assert_holds_pattern(&fs::read(&raw).unwrap(), 11);
+    assert_holds_pattern(&fs::read(&raw).unwrap(), 11, PATTERN_SECTORS);
 }
 
 #[test]
@@ -177,7 +91,7 @@ fn read_only_virtio_disk_refuses_writes_and_stays_unchanged() {
 
     let o = boot("blk-pattern sectors=2048 seed=5", Some(disk), None);
 
-    let r = result(&o, "blk-pattern");
+    let r = qemu_result(&o, "blk-pattern");
     assert_eq!(field(r, "read_only"), 1, "{r}");
     assert!(field(r, "write_errors") > 0, "writes succeeded: '{r}'");
     assert_eq!(field(r, "read_errors"), 0, "{r}");
@@ -203,7 +117,7 @@ fn random_4k_reads_complete_without_errors() {
         None,
     );
 
-    let r = result(&o, "blk-read");
+    let r = qemu_result(&o, "blk-read");
     let ops = field(r, "ops");
     assert!(ops > 0, "{r}");
     assert_eq!(field(r, "errors"), 0, "{r}");
@@ -221,8 +135,9 @@ fn random_4k_reads_complete_without_errors() {
 /// A dgram link between QEMU and sockets this test opened on the loopback interface: the
 /// test keeps the remote end; the local port is one the kernel just handed out, for QEMU.
 fn loopback_link() -> (UdpSocket, QemuNetdev) {
-    let remote = UdpSocket::bind((qemu::LOOPBACK, 0)).expect("binding the remote end");
-    let local_port = UdpSocket::bind((qemu::LOOPBACK, 0))
+    let remote =
+        UdpSocket::bind((vmbench::engine::qemu::LOOPBACK, 0)).expect("binding the remote end");
+    let local_port = UdpSocket::bind((vmbench::engine::qemu::LOOPBACK, 0))
         .and_then(|s| s.local_addr())
         .expect("finding a free port for QEMU")
         .port();
@@ -283,14 +198,7 @@ fn virtio_devices_are_modern_only_at_vmbench_slots() {
 fn e1000_and_ide_boot_at_their_slots() {
     let dir = TempDir::new("qemu-devices-e1000-ide");
     let img = dir.path("disk.qcow2");
-    qemu_img(&[
-        "create".as_ref(),
-        "-q".as_ref(),
-        "-f".as_ref(),
-        "qcow2".as_ref(),
-        img.as_os_str(),
-        DISK_BYTES.to_string().as_ref(),
-    ]);
+    qcow2_image(&img);
     let (remote, netdev) = loopback_link();
 
     let o = boot(
@@ -325,7 +233,7 @@ fn with_peer_on(
     kind: NicKind,
     exec: &str,
 ) -> (QemuOutcome, std::collections::BTreeMap<String, u64>) {
-    let bridge = vmbench::qemu_peer::PeerBridge::start().expect("loopback peer");
+    let bridge = vmbench::engine::qemu::peer::PeerBridge::start().expect("loopback peer");
     let mut nic = QemuNic::new(kind, bridge.netdev());
     nic.mac = vmm::machine::GUEST_MAC;
     let o = boot(exec, None, Some(nic));
@@ -337,7 +245,7 @@ fn with_peer_on(
 fn virtio_net_round_trips_through_qemu_come_back_from_the_peer() {
     let (o, peer) = with_peer("net-rr size=100 duration_ms=300 warmup_ms=50");
     assert_finished_ok(&o);
-    let r = result(&o, "net-rr");
+    let r = qemu_result(&o, "net-rr");
     let ops = field(r, "ops");
     assert!(ops > 10, "{r}");
     assert_eq!(field(r, "mismatches"), 0);
@@ -349,7 +257,7 @@ fn virtio_net_round_trips_through_qemu_come_back_from_the_peer() {
 fn virtio_net_frames_sent_through_qemu_reach_the_peer() {
     let (o, peer) = with_peer("net-tx size=64 batch=16 duration_ms=300 warmup_ms=50");
     assert_finished_ok(&o);
-    let r = result(&o, "net-tx");
+    let r = qemu_result(&o, "net-tx");
     let total = field(r, "frames_total");
     assert!(field(r, "frames") > 100, "{r}");
     // UDP on loopback may drop when its buffer fills; most frames arrive.
@@ -367,7 +275,7 @@ fn e1000_round_trips_through_qemu_in_both_profiles() {
             &format!("net-rr size=100 profile={profile} duration_ms=300 warmup_ms=50"),
         );
         assert_finished_ok(&o);
-        let r = result(&o, "net-rr");
+        let r = qemu_result(&o, "net-rr");
         let ops = field(r, "ops");
         assert!(ops > 5, "{profile}: {r}");
         assert_eq!(r.get("nic"), Some("e1000"));

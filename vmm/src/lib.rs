@@ -8,6 +8,7 @@ pub mod devices;
 pub mod event;
 pub mod exits;
 pub mod interrupt;
+pub mod kinds;
 pub mod kvm;
 pub mod machine;
 pub mod memory_map;

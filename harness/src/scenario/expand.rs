@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::params::{
-    impossible, BlockIo, CaseParams, Disk, DiskFormat, Engine, Guest, NetBackend, Nic, PVal,
+    impossible, or_none, BlockIo, CaseParams, DiskFormat, EngineKind, Guest, NetBackendKind, PVal,
     Pattern, Profile, Workload, WorkloadKind, P, PARAMS,
 };
 use super::parse::{Setting, Spec};
@@ -361,12 +361,12 @@ fn resolve(a: &Assignment) -> CaseParams {
     };
     CaseParams {
         guest: Guest::from_name(s(P::Guest)).unwrap_or(Guest::Probe),
-        engine: Engine::from_name(s(P::Engine)).unwrap_or(Engine::Vmbench),
+        engine: EngineKind::from_name(s(P::Engine)).unwrap_or(EngineKind::Vmbench),
         vcpus: n(P::Vcpus),
         mem_mib: n(P::MemMib),
-        nic: Nic::from_name(s(P::Nic)).unwrap_or(Nic::None),
-        net_backend: NetBackend::from_name(s(P::NetBackend)).unwrap_or(NetBackend::Peer),
-        disk: Disk::from_name(s(P::Disk)).unwrap_or(Disk::None),
+        nic: or_none::parse(s(P::Nic)).flatten(),
+        net_backend: NetBackendKind::from_name(s(P::NetBackend)).unwrap_or(NetBackendKind::Peer),
+        disk: or_none::parse(s(P::Disk)).flatten(),
         disk_format: DiskFormat::from_name(s(P::DiskFormat)).unwrap_or(DiskFormat::Raw),
         disk_size_mib: n(P::DiskSizeMib),
         profile: Profile::from_name(s(P::Profile)).unwrap_or(Profile::Linux),

@@ -31,8 +31,8 @@ use sha2::{Digest, Sha256};
 
 pub use error::{Diagnostic, Location, ScenarioError};
 pub use params::{
-    BlockIo, CaseParams, Disk, DiskFormat, Engine, Guest, NetBackend, Nic, Pattern, Profile,
-    Workload, WorkloadKind, PROBE_EXEC_MAX,
+    or_none, BlockIo, CaseParams, DeviceKind, DiskFormat, DiskKind, EngineKind, Guest,
+    NetBackendKind, NicKind, Pattern, Profile, Workload, WorkloadKind, PROBE_EXEC_MAX,
 };
 
 use crate::session::Limits;

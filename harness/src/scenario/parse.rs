@@ -230,7 +230,8 @@ fn fixed_settings(
 /// A value of parameter `p`, checked against its choices or range.
 fn param_value(r: &mut Reader<'_>, p: P, v: &Val<'_>, what: &str) -> Option<PVal> {
     match &p.spec().kind {
-        Kind::Choice(choices) => {
+        Kind::Choice(_) | Kind::ChoiceOrNone(_) => {
+            let choices = p.spec().kind.choices();
             let s = r.string(v, what)?;
             if choices.contains(&s.as_str()) {
                 return Some(PVal::Str(s));

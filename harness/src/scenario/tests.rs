@@ -100,8 +100,8 @@ fn net_matrix_expands_in_file_order_with_stable_ids() {
     assert_eq!(ids(&s)[1], "nic=e1000,workload=net-tx,frame_size=1500");
     assert_eq!(ids(&s)[11], "nic=virtio,workload=net-rr,frame_size=1500");
     let rr = s.case("nic=virtio,workload=net-rr,frame_size=64").unwrap();
-    assert_eq!(rr.params.nic, Nic::Virtio);
-    assert_eq!(rr.params.net_backend, NetBackend::Peer);
+    assert_eq!(rr.params.nic, Some(NicKind::Virtio));
+    assert_eq!(rr.params.net_backend, NetBackendKind::Peer);
     assert_eq!(rr.params.workload, Workload::NetRr { frame_size: 64 });
     assert_eq!(
         rr.probe_exec(),
@@ -300,15 +300,30 @@ fn tap_without_nic_is_an_error() {
 }
 
 #[test]
-fn unsupported_engine_and_guest_combinations() {
-    let e = err("guest = \"linux\"\nengine = \"qemu\"\n");
-    assert_eq!(
-        e,
-        "engine \"qemu\" cannot boot the linux guest yet (case `workload=hello`) at x.toml:2:10; \
-         compare engines with guest = \"probe\", or drop such cases with an [[exclude]] entry"
-    );
-    let e = err("guest = \"linux\"\n[devices]\nnic = \"virtio\"\n[workload]\nname = \"net-rr\"\n");
-    assert_has(&e, "the linux guest cannot run workload `net-rr` yet, only `hello` (case `workload=net-rr`) at x.toml:5:8");
+fn the_linux_guest_is_refused_until_an_engine_boots_it() {
+    // It used to pass, boot the probe and record "guest": "linux" with status ok.
+    for text in [
+        "guest = \"linux\"\n",
+        "guest = \"linux\"\nengine = \"qemu\"\n",
+        "guest = \"linux\"\n[devices]\nnic = \"virtio\"\n[workload]\nname = \"net-rr\"\n",
+    ] {
+        let e = err(text);
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert_has(
+            &e,
+            "guest \"linux\" cannot boot yet: no engine runs a Linux guest (case `workload=",
+        );
+        assert_has(&e, "at x.toml:1:9; use guest = \"probe\" (the default)");
+    }
+    let e = err("[matrix]\nguest = [\"probe\", \"linux\"]\n");
+    assert_has(&e, "(case `guest=linux`) at x.toml:2:19");
+    // Excluded, it is no longer a case, so the rest runs.
+    let s = Scenario::parse(
+        "x.toml",
+        "[matrix]\nguest = [\"probe\", \"linux\"]\n[[exclude]]\nguest = \"linux\"\n",
+    )
+    .unwrap();
+    assert!(s.cases.iter().all(|c| c.params.guest == Guest::Probe));
 }
 
 #[test]
@@ -588,12 +603,12 @@ fn the_parameter_table_is_indexed_by_p() {
 fn the_longest_probe_exec_fits_the_boot_information() {
     let c = CaseParams {
         guest: Guest::Probe,
-        engine: Engine::Vmbench,
+        engine: EngineKind::Vmbench,
         vcpus: 64,
         mem_mib: 65536,
-        nic: Nic::None,
-        net_backend: NetBackend::Peer,
-        disk: Disk::Virtio,
+        nic: None,
+        net_backend: NetBackendKind::Peer,
+        disk: Some(DiskKind::Virtio),
         disk_format: DiskFormat::Qcow2,
         disk_size_mib: 1 << 20,
         profile: Profile::Batched,
@@ -610,4 +625,16 @@ fn the_longest_probe_exec_fits_the_boot_information() {
     };
     let exec = c.probe_exec(w);
     assert!(exec.len() <= PROBE_EXEC_MAX, "{} bytes: {exec}", exec.len());
+}
+
+#[test]
+fn qemu_with_more_than_one_vcpu_is_refused() {
+    // QEMU's PVH entry starts only the boot vCPU: the probe would report one.
+    let e = err("engine = \"qemu\"\n[vm]\nvcpus = 2\n");
+    assert_eq!(
+        e,
+        "engine \"qemu\" runs the probe on one vCPU, so vcpus = 2 cannot run there \
+         (case `workload=hello`) at x.toml:3:9; use vcpus = 1 with engine = \"qemu\", \
+         or drop such cases with an [[exclude]] entry"
+    );
 }

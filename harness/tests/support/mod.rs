@@ -1,5 +1,5 @@
-//! What the end-to-end tests share: the probe image, temporary directories, and booting a
-//! configured machine to the end of its session.
+//! What the end-to-end tests share: the probe image, temporary directories, booting a
+//! configured machine to the end of its session, and (on_qemu.rs) booting the probe on QEMU.
 #![allow(dead_code)] // each test file uses its own part
 
 use std::ffi::OsStr;
@@ -10,6 +10,10 @@ use std::time::Duration;
 use vmbench::record::Record;
 use vmbench::session::{self, Limits, Outcome};
 use vmm::{Machine, MachineConfig};
+
+mod on_qemu;
+#[allow(unused_imports)] // the QEMU tests use these, the others do not
+pub use on_qemu::*;
 
 /// The probe ELF, built (or found in the cache) once per test binary.
 pub fn probe() -> PathBuf {

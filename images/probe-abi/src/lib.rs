@@ -60,6 +60,11 @@ pub mod ports {
 /// `BootInfo::magic`.
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"VMBPROBE");
 pub const BOOT_VERSION: u32 = 1;
+/// The longest exec text (workload and arguments) the probe takes, in bytes: its
+/// [`BootInfo::exec`] field holds it and a terminating NUL. The VMM, the QEMU engine (whose
+/// `-append` command line the probe copies into the same field) and the scenario model all
+/// check against this.
+pub const EXEC_MAX: usize = 127;
 
 /// `BootInfo::flags`.
 pub mod flags {
@@ -95,7 +100,7 @@ pub struct BootInfo {
     /// An MMIO address backed by an ioeventfd (see `flags::IOEVENTFD`).
     pub calib_ioeventfd: u64,
     /// What to run, as text (`calibrate`, `hello`, ... with arguments), NUL-padded.
-    pub exec: [u8; 128],
+    pub exec: [u8; EXEC_MAX + 1],
 }
 
 impl BootInfo {
@@ -113,7 +118,7 @@ impl BootInfo {
             _pad: 0,
             calib_mmio: 0,
             calib_ioeventfd: 0,
-            exec: [0; 128],
+            exec: [0; EXEC_MAX + 1],
         }
     }
 

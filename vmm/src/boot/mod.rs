@@ -34,7 +34,7 @@ pub enum Error {
     MemoryTooSmall { got: u64 },
     #[error("{0} vCPUs requested: between 1 and {max} are supported", max = layout::MAX_VCPUS)]
     Vcpus(usize),
-    #[error("exec text is {0} bytes; at most 127 fit in the boot information")]
+    #[error("exec text is {0} bytes; at most {max} fit in the boot information", max = probe_abi::EXEC_MAX)]
     ExecTooLong(usize),
     #[error(transparent)]
     Paging(#[from] paging::Error),
@@ -150,7 +150,7 @@ pub fn setup(
 
 /// Checks the exec text before anything is built.
 pub fn check_exec(exec: &str) -> Result<(), Error> {
-    if exec.len() > 127 {
+    if exec.len() > probe_abi::EXEC_MAX {
         return Err(Error::ExecTooLong(exec.len()));
     }
     Ok(())

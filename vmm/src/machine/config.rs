@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub use crate::kinds::{DiskKind, NetBackendKind, NicKind};
+
 /// What to build.
 #[derive(Clone, Debug, Default)]
 pub struct MachineConfig {
@@ -14,22 +16,6 @@ pub struct MachineConfig {
     pub nic: Option<NicConfig>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NicKind {
-    Virtio,
-    /// Intel 82540EM, fully emulated.
-    E1000,
-}
-
-/// Where the NIC's frames go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NetBackendKind {
-    /// vmbench's in-process peer (10.0.2.2): needs nothing.
-    Peer,
-    /// A TAP device in a network namespace vmbench creates, with its services there.
-    Tap,
-}
-
 #[derive(Clone, Debug)]
 pub struct NicConfig {
     pub kind: NicKind,
@@ -39,13 +25,6 @@ pub struct NicConfig {
 
 /// The guest's MAC unless configured otherwise (locally administered).
 pub const GUEST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0f];
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DiskKind {
-    Virtio,
-    /// PIIX3 IDE, primary master, emulated.
-    Ide,
-}
 
 #[derive(Clone, Debug)]
 pub struct DiskConfig {

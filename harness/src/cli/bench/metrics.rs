@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::record::Record;
 use crate::results::{BootTimeline, CpuTime, Exits, Repetition};
-use crate::scenario::{Case, Engine, WorkloadKind};
+use crate::scenario::{Case, CaseParams, EngineKind, NetBackendKind, WorkloadKind};
 use crate::session::Outcome;
 
 /// The metric a case is judged by in the summary, and whether higher is better.
@@ -117,7 +117,7 @@ pub fn repetition(
             if !lat.is_empty() {
                 samples.insert("latency_ns".to_string(), lat);
             }
-            if let Some(w) = crate::boot::window(out) {
+            if let Some(w) = crate::session::window(out) {
                 exits = Exits::from_counts(&w.exits, w.ops.max(ops));
                 if let Some(n) = w.kvm.get("exits") {
                     metrics.insert("kvm_exits_per_op".into(), *n as f64 / ops as f64);
@@ -135,7 +135,7 @@ pub fn repetition(
             }
             // Device-side operation counts: notifications and register traffic per op are
             // what explains the cost of a device.
-            cross_check(out, r, case.params.engine == Engine::Vmbench, &mut metrics)?;
+            cross_check(out, r, &case.params, &mut metrics)?;
         }
     }
     Ok(Repetition {
@@ -156,16 +156,21 @@ pub fn repetition(
 fn cross_check(
     out: &Outcome,
     r: &Record,
-    in_process: bool,
+    params: &CaseParams,
     metrics: &mut BTreeMap<String, f64>,
 ) -> Result<(), String> {
     let kind = WorkloadKind::from_name(r.get("name").unwrap_or("")).unwrap_or(WorkloadKind::Hello);
-    let peer = out
-        .device_counters
-        .iter()
-        .find(|(k, _)| k.as_str() == "peer" || k.as_str() == "tap")
-        .map(|(_, v)| v);
-    let Some(peer) = peer else { return Ok(()) };
+    // Every frame the guest sends must reach the back-end only where nothing lossy lies
+    // between: vmbench's VMM hands frames to the in-process peer directly; a TAP's host
+    // socket and QEMU's loopback UDP link may drop under load.
+    let lossless = match (params.engine, params.net_backend) {
+        (EngineKind::Vmbench, NetBackendKind::Peer) => true,
+        (EngineKind::Vmbench, NetBackendKind::Tap) | (EngineKind::Qemu, _) => false,
+    };
+    // Both engines count the back-end's side under its name (`peer`, `tap`).
+    let Some(peer) = out.device_counters.get(params.net_backend.as_str()) else {
+        return Ok(());
+    };
     let get = |k: &str| peer.get(k).copied().unwrap_or(0);
     match kind {
         WorkloadKind::NetTx => {
@@ -177,8 +182,7 @@ fn cross_check(
                 total.saturating_sub(get("sunk_frames")) as f64,
             );
             // The in-process peer sees every frame; a TAP's host socket may drop some.
-            if in_process && out.device_counters.contains_key("peer") && get("sunk_frames") != total
-            {
+            if lossless && get("sunk_frames") != total {
                 return Err(format!(
                     "the guest sent {total} frames but the peer received {}",
                     get("sunk_frames")

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use vmm::backend::block::OpenOptions;
 use vmm::exits::{ExitSnapshot, VcpuExits};
-use vmm::machine::{DiskConfig, DiskKind, NetBackendKind, NicConfig, NicKind, GUEST_MAC};
-use vmm::{Machine, MachineConfig};
+use vmm::kinds::{DiskKind, NetBackendKind, NicKind};
 
+use super::kind_or_none;
+use crate::engine::{self, DiskSpec, GuestSpec, NicSpec, GUEST_MAC};
 use crate::exitcode::Failed;
-use crate::session::{self, Ending, Limits, Outcome, Timed};
+use crate::scenario::{or_none, EngineKind, Guest};
+use crate::session::{self, window, Ending, Limits, Outcome, Timed};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -34,8 +35,8 @@ pub struct Args {
     #[arg(long, default_value_t = 120.0)]
     pub run_timeout: f64,
     /// The disk controller: virtio (virtio-blk), ide (PIIX3, emulated) or none.
-    #[arg(long, value_enum, default_value_t = DiskArg::None)]
-    pub disk: DiskArg,
+    #[arg(long, value_parser = kind_or_none::<DiskKind>(), default_value = or_none::NONE)]
+    pub disk: std::option::Option<DiskKind>,
     /// The disk image (raw or qcow2, told apart by its contents), required with --disk.
     #[arg(long)]
     pub disk_image: Option<PathBuf>,
@@ -46,73 +47,46 @@ pub struct Args {
     #[arg(long)]
     pub direct_io: bool,
     /// The NIC: virtio (virtio-net), e1000 (Intel 82540EM, emulated) or none.
-    #[arg(long, value_enum, default_value_t = NicArg::None)]
-    pub nic: NicArg,
+    #[arg(long, value_parser = kind_or_none::<NicKind>(), default_value = or_none::NONE)]
+    pub nic: std::option::Option<NicKind>,
     /// Where the NIC's frames go: the in-process peer, or a TAP in a network namespace
     /// (needs root).
-    #[arg(long, value_enum, default_value_t = NetBackendArg::Peer)]
-    pub net_backend: NetBackendArg,
+    #[arg(long, value_enum, default_value_t = NetBackendKind::Peer)]
+    pub net_backend: NetBackendKind,
+    /// Which VMM boots the guest: vmbench's own, or QEMU (KVM if it can run the guest, else
+    /// TCG; one vCPU, peer back-end; no exit counts).
+    #[arg(long, value_enum, default_value_t = EngineKind::Vmbench)]
+    pub engine: EngineKind,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NicArg {
-    None,
-    Virtio,
-    E1000,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NetBackendArg {
-    Peer,
-    Tap,
-}
-
-pub fn nic_config(args: &Args) -> Option<NicConfig> {
-    let kind = match args.nic {
-        NicArg::None => return None,
-        NicArg::Virtio => NicKind::Virtio,
-        NicArg::E1000 => NicKind::E1000,
-    };
-    Some(NicConfig {
-        kind,
-        backend: match args.net_backend {
-            NetBackendArg::Peer => NetBackendKind::Peer,
-            NetBackendArg::Tap => NetBackendKind::Tap,
-        },
-        mac: GUEST_MAC,
-    })
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DiskArg {
-    None,
-    Virtio,
-    Ide,
-}
-
-/// The machine's disk from the command line, with errors that say what to pass.
-pub fn disk_config(args: &Args) -> anyhow::Result<Option<DiskConfig>> {
-    let kind = match args.disk {
-        DiskArg::None => {
-            if let Some(p) = &args.disk_image {
-                bail!("--disk-image {} needs --disk virtio", p.display());
-            }
-            return Ok(None);
-        }
-        DiskArg::Virtio => DiskKind::Virtio,
-        DiskArg::Ide => DiskKind::Ide,
-    };
-    let Some(path) = args.disk_image.clone() else {
-        bail!("--disk {:?} needs --disk-image FILE (a raw image; make one with `truncate -s 64M disk.img`)", args.disk);
-    };
-    Ok(Some(DiskConfig {
-        kind,
-        path,
-        options: OpenOptions {
+/// The guest the flags describe, with errors that say what to pass.
+pub fn guest_spec(args: &Args, probe: PathBuf) -> anyhow::Result<GuestSpec> {
+    let disk = match (args.disk, &args.disk_image) {
+        (None, None) => None,
+        (None, Some(p)) => bail!("--disk-image {} needs --disk virtio", p.display()),
+        (Some(kind), None) => bail!(
+            "--disk {kind} needs --disk-image FILE (a raw image; make one with `truncate -s 64M disk.img`)"
+        ),
+        (Some(kind), Some(image)) => Some(DiskSpec {
             read_only: args.disk_readonly,
             direct_io: args.direct_io,
-        },
-    }))
+            ..DiskSpec::open(kind, image.clone())?
+        }),
+    };
+    let spec = GuestSpec {
+        guest: Guest::Probe,
+        probe,
+        vcpus: args.vcpus,
+        mem_mib: args.mem,
+        exec: args.probe_exec.clone(),
+        nic: args.nic.map(|kind| NicSpec {
+            kind,
+            backend: args.net_backend,
+            mac: GUEST_MAC,
+        }),
+        disk,
+    };
+    Ok(spec)
 }
 
 fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
@@ -144,25 +118,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         run: secs(args.run_timeout, "run-timeout")?,
     };
     let (probe, sha) = probe_path(args.probe.clone())?;
-    let cfg = MachineConfig {
-        vcpus: args.vcpus,
-        mem_mib: args.mem,
-        probe: probe.clone(),
-        exec: args.probe_exec.clone(),
-        disk: disk_config(&args)?,
-        nic: nic_config(&args),
-    };
+    let spec = guest_spec(&args, probe.clone())?;
     session::cancel_on_signals().context("cannot install the Ctrl-C handler")?;
-    let mut m = Machine::new(&cfg)?;
     println!(
         "probe {} (sha256 {}), {} vCPU(s), {} MiB, exec '{}'",
         probe.display(),
         &sha[..sha.len().min(16)],
-        cfg.vcpus,
-        cfg.mem_mib,
-        cfg.exec
+        spec.vcpus,
+        spec.mem_mib,
+        spec.exec
     );
-    let out = session::run(&mut m, &limits, print_record)?;
+    let out = engine::for_kind(args.engine).run(&spec, &limits, &mut print_record)?;
     print_timeline(&out);
     print_exits(&out);
     for (dev, counters) in &out.device_counters {
@@ -271,7 +237,11 @@ fn fmt_counts(m: &std::collections::BTreeMap<String, u64>) -> String {
 }
 
 fn print_exits(out: &Outcome) {
-    let total = out.exits.total();
+    let Some(exits) = &out.exits else {
+        println!("VM exits: not counted by this engine ({})", out.last_exit);
+        return;
+    };
+    let total = exits.total();
     println!(
         "VM exits: {} ({}); by device: {}",
         total.total(),
@@ -305,53 +275,9 @@ fn print_exits(out: &Outcome) {
             );
         }
     }
-    if out.ioeventfd_writes > 0 {
-        println!(
-            "ioeventfd writes handled in the kernel: {}",
-            out.ioeventfd_writes
-        );
+    if let Some(n) = out.ioeventfd_writes.filter(|&n| n > 0) {
+        println!("ioeventfd writes handled in the kernel: {n}");
     }
-}
-
-/// What the measured window (between `window-start` and `window-end`) cost.
-pub struct Window {
-    pub ops: u64,
-    pub exits: VcpuExits,
-    pub cpu: vmm::event::CpuTime,
-    /// KVM's own counters over the window (empty where the host has no binary stats).
-    pub kvm: std::collections::BTreeMap<String, u64>,
-}
-
-///
-/// The doorbell exit that delivered `window-start` is counted after its snapshot, so it falls
-/// inside the window; it belongs to vmbench's side channel, not to the device under test, and
-/// is taken out.
-pub fn window(out: &Outcome) -> Option<Window> {
-    let start = out.records_of("window-start").next()?;
-    let end = out.records_of("window-end").next()?;
-    let mut exits = end.exits.as_ref()?.since(start.exits.as_ref()?).total();
-    if let Some(n) = exits.by_device.remove("mailbox") {
-        if let Some(out) = exits.by_reason.get_mut("pio_out") {
-            *out = out.saturating_sub(n);
-        }
-        exits.by_reason.retain(|_, v| *v > 0);
-    }
-    let kvm = match (&start.kvm, &end.kvm) {
-        (Some(a), Some(b)) => b
-            .iter()
-            .filter_map(|(k, v)| {
-                let d = v.saturating_sub(a.get(k).copied().unwrap_or(0));
-                (d > 0).then(|| (k.clone(), d))
-            })
-            .collect(),
-        _ => Default::default(),
-    };
-    Some(Window {
-        ops: end.record.get_u64("ops").unwrap_or(0),
-        exits,
-        cpu: end.cpu?.since(&start.cpu?),
-        kvm,
-    })
 }
 
 /// vCPU 0's exits between its `ready` and `done` records (both taken at the doorbell).

@@ -14,7 +14,7 @@ use vmm::counters::Counters;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::qemu::QemuNetdev;
+use super::QemuNetdev;
 
 /// vmbench's peer behind a loopback UDP socket: datagrams from QEMU are frames sent to the
 /// peer; the peer's frames go back to QEMU's port.

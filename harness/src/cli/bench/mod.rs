@@ -15,16 +15,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::engine::{self, chain, Engine, GuestSpec};
 use crate::exitcode::Failed;
 use crate::results::{
     self, collect_environment, create_run_dir, run_id, Calibration, CaseStatus, ResultsWriter,
     RunResults,
 };
-use crate::scenario::{Case, Disk, DiskFormat, Engine, NetBackend, Nic, Overrides, Scenario, Slot};
+use crate::scenario::{Case, EngineKind, Overrides, Scenario, Slot};
 use crate::session::{self, Limits, Outcome};
-use vmm::backend::block::OpenOptions;
-use vmm::machine::{DiskConfig, DiskKind, NetBackendKind, NicConfig, NicKind, GUEST_MAC};
-use vmm::{Machine, MachineConfig};
 
 pub use metrics::primary;
 
@@ -173,13 +171,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// Refuses, before anything runs, what cannot run on this host.
 fn check_requirements(s: &Scenario) -> anyhow::Result<()> {
     vmm::kvm::open()?;
-    if s.cases.iter().any(|c| c.params.engine == Engine::Qemu) {
-        crate::qemu::find_qemu().context("this scenario runs cases on QEMU")?;
+    if s.cases.iter().any(|c| c.params.engine == EngineKind::Qemu) {
+        crate::engine::qemu::find_qemu().context("this scenario runs cases on QEMU")?;
     }
     let tap = s
         .cases
         .iter()
-        .any(|c| c.params.net_backend == NetBackend::Tap && c.params.nic != Nic::None);
+        .any(|c| c.params.net_backend.needs_root() && c.params.nic.is_some());
     if tap && !vmm::sys::is_root() {
         bail!("this scenario uses the tap back-end, which needs root (CAP_NET_ADMIN) to create a network namespace and a TAP device; run it as root, or use net_backend = \"peer\", which needs nothing");
     }
@@ -200,19 +198,22 @@ impl Runner<'_> {
     /// A short calibration on vmbench's VMM, so every results file says what exits cost here.
     fn calibrate(&mut self) -> Option<Calibration> {
         let exec = "calibrate n=300".to_string();
-        let cfg = MachineConfig {
+        let spec = GuestSpec {
+            guest: crate::scenario::Guest::Probe,
+            probe: self.probe.clone(),
             vcpus: 1,
             mem_mib: 64,
-            probe: self.probe.clone(),
             exec: exec.clone(),
-            ..Default::default()
+            nic: None,
+            disk: None,
         };
-        let mut m = Machine::new(&cfg).ok()?;
         let limits = Limits {
             ready: Duration::from_secs(10),
             run: Duration::from_secs(60),
         };
-        let out = session::run(&mut m, &limits, |_| {}).ok()?;
+        let out = engine::vmbench::Vmbench
+            .run(&spec, &limits, &mut |_| {})
+            .ok()?;
         let mut figures = BTreeMap::new();
         for r in out.records_of("result").map(|t| &t.record) {
             if let (Some(n), Some(v)) = (r.get("name"), r.get_u64("median")) {
@@ -367,56 +368,18 @@ impl Runner<'_> {
         case: &Case,
         index: u32,
     ) -> Result<results::Repetition, (String, Vec<String>)> {
-        let p = &case.params;
-        if p.engine == Engine::Qemu {
-            return crate::bench::qemu_engine::repetition(self, case, index);
-        }
-        let disk = match p.disk {
-            Disk::None => None,
-            kind => Some(DiskConfig {
-                kind: if kind == Disk::Ide {
-                    DiskKind::Ide
-                } else {
-                    DiskKind::Virtio
-                },
-                path: self.disk_for(case).map_err(|e| (e, vec![]))?,
-                options: OpenOptions::default(),
-            }),
+        let disk = match case.params.disk {
+            None => None,
+            Some(_) => Some(self.disk_for(case).map_err(|e| (e, vec![]))?),
         };
-        let nic = match p.nic {
-            Nic::None => None,
-            n => Some(NicConfig {
-                kind: if n == Nic::Virtio {
-                    NicKind::Virtio
-                } else {
-                    NicKind::E1000
-                },
-                backend: match p.net_backend {
-                    NetBackend::Peer => NetBackendKind::Peer,
-                    NetBackend::Tap => NetBackendKind::Tap,
-                },
-                mac: GUEST_MAC,
-            }),
-        };
-        let mut exec = case.probe_exec().to_string();
-        if p.workload.kind().is_windowed() && exec.len() + 6 <= crate::scenario::PROBE_EXEC_MAX {
-            exec.push_str(" raw=1");
-        }
-        let cfg = MachineConfig {
-            vcpus: p.vcpus as usize,
-            mem_mib: u64::from(p.mem_mib),
-            probe: self.probe.clone(),
-            exec,
-            disk,
-            nic,
-        };
-        let begin = Instant::now();
-        let mut m =
-            Machine::new(&cfg).map_err(|e| (format!("cannot build the VM: {e}"), vec![]))?;
+        let spec =
+            GuestSpec::for_case(case, self.probe.clone(), disk).map_err(|e| (chain(&e), vec![]))?;
+        let engine = engine::for_kind(case.params.engine);
         let limits = self.scenario.run.limits();
-        let out = session::run(&mut m, &limits, |_| {})
-            .map_err(|e| (format!("cannot run the VM: {e}"), vec![]))?;
-        drop(m);
+        let begin = Instant::now();
+        let out = engine
+            .run(&spec, &limits, &mut |_| {})
+            .map_err(|e| (chain(&e), vec![]))?;
         let wall = begin.elapsed().as_secs_f64();
         self.check(&out)?;
         if let Some(w) = out
@@ -459,23 +422,12 @@ impl Runner<'_> {
         if let Some(p) = self.disks.get(&case.index) {
             return Ok(p.clone());
         }
-        let size = u64::from(case.params.disk_size_mib) << 20;
-        let path = match case.params.disk_format {
-            DiskFormat::Raw => {
-                let p = self.dir.join(format!("disk-{}.raw", case.index));
-                let f = std::fs::File::create(&p)
-                    .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
-                f.set_len(size)
-                    .map_err(|e| format!("cannot size {}: {e}", p.display()))?;
-                p
-            }
-            DiskFormat::Qcow2 => {
-                let p = self.dir.join(format!("disk-{}.qcow2", case.index));
-                vmm::backend::block::qcow2::create(&p, size, 16)
-                    .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
-                p
-            }
-        };
+        let path = crate::engine::create_image(
+            &self.dir,
+            &format!("disk-{}", case.index),
+            case.params.disk_format,
+            case.params.disk_size_mib,
+        )?;
         self.disks.insert(case.index, path.clone());
         Ok(path)
     }
@@ -509,5 +461,3 @@ fn progress(len: u64) -> ProgressBar {
     );
     bar
 }
-
-mod qemu_engine;

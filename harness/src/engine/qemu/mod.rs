@@ -17,22 +17,24 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use probe_abi::{layout, ports};
+use probe_abi::{layout, ports, EXEC_MAX};
+use vmm::kinds::{DiskFormat, DiskKind, NicKind};
 use vmm::machine::{DISK_SLOT, NIC_SLOT};
 
 use crate::record::Record;
 
+mod engine;
+pub mod peer;
+
+pub use engine::Qemu;
+
 /// Console and stderr lines kept for reports.
 const TAIL: usize = 50;
-/// The longest exec text the probe takes from the PVH command line.
-const EXEC_MAX: usize = 127;
 /// Environment variables that override where QEMU and qboot are looked for.
 pub const QEMU_ENV: &str = "VMBENCH_QEMU";
 pub const QBOOT_ENV: &str = "VMBENCH_QBOOT";
 const QEMU_BIN: &str = "qemu-system-x86_64";
 const INSTALL_HINT: &str = "apt-get install -t bookworm-backports qemu-system-x86";
-/// The first bytes of a qcow2 image (QEMU docs/interop/qcow2.txt, "magic").
-pub const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
 /// The MAC address QEMU gives a NIC by default; locally administered.
 pub const DEFAULT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 /// Every netdev end point is on the loopback interface: a run never sends a frame off the host.
@@ -59,58 +61,6 @@ impl Accel {
     }
 }
 
-/// The disk controller the probe drives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DiskKind {
-    /// virtio-blk-pci, modern interface only (1af4:1042), at [`DISK_SLOT`].
-    Virtio,
-    /// The primary master on the `pc` machine's built-in PIIX3 IDE function (00:01.1).
-    Ide,
-}
-
-/// The image format, as its header says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DiskFormat {
-    Raw,
-    Qcow2,
-}
-
-impl DiskFormat {
-    /// The format the first bytes of an image announce: qcow2 by its magic, anything else is
-    /// raw. The file's name plays no part; QEMU is then told the format, never left to probe
-    /// it.
-    pub fn from_header(head: &[u8]) -> DiskFormat {
-        if head.starts_with(&QCOW2_MAGIC) {
-            DiskFormat::Qcow2
-        } else {
-            DiskFormat::Raw
-        }
-    }
-
-    /// Reads the header of the image at `path`.
-    pub fn detect(path: &Path) -> Result<DiskFormat, Error> {
-        let unreadable = |source| Error::DiskUnreadable {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut head = Vec::with_capacity(QCOW2_MAGIC.len());
-        File::open(path)
-            .map_err(unreadable)?
-            .take(QCOW2_MAGIC.len() as u64)
-            .read_to_end(&mut head)
-            .map_err(unreadable)?;
-        Ok(DiskFormat::from_header(&head))
-    }
-
-    /// QEMU's name for it (`-drive format=`).
-    pub fn name(self) -> &'static str {
-        match self {
-            DiskFormat::Raw => "raw",
-            DiskFormat::Qcow2 => "qcow2",
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QemuDisk {
     pub kind: DiskKind,
@@ -118,28 +68,26 @@ pub struct QemuDisk {
     pub format: DiskFormat,
     /// QEMU opens the image read-only and the device reports it (virtio-blk: VIRTIO_BLK_F_RO).
     pub read_only: bool,
+    /// Bypass the host page cache (`cache.direct=on`).
+    pub direct_io: bool,
 }
 
 impl QemuDisk {
     /// A writable disk on the image at `path`, its format read from the image's header.
     pub fn open(kind: DiskKind, path: impl Into<PathBuf>) -> Result<QemuDisk, Error> {
         let path = path.into();
-        let format = DiskFormat::detect(&path)?;
+        let format = DiskFormat::detect(&path).map_err(|source| Error::DiskUnreadable {
+            path: path.clone(),
+            source,
+        })?;
         Ok(QemuDisk {
             kind,
             path,
             format,
             read_only: false,
+            direct_io: false,
         })
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NicKind {
-    /// virtio-net-pci, modern interface only (1af4:1041).
-    Virtio,
-    /// Intel 82540EM (8086:100e).
-    E1000,
 }
 
 /// Where the NIC's frames go.
@@ -421,11 +369,14 @@ pub fn command_line(cfg: &QemuConfig, accel: Accel, bios: Option<&Path>) -> Vec<
 pub fn disk_args(d: &QemuDisk) -> Vec<OsString> {
     let mut drive = OsString::from(format!(
         "if=none,id={DISK_ID},format={},file=",
-        d.format.name()
+        d.format.as_str()
     ));
     drive.push(option_value(d.path.as_os_str()));
     if d.read_only {
         drive.push(",readonly=on");
+    }
+    if d.direct_io {
+        drive.push(",cache.direct=on");
     }
     let device = match d.kind {
         DiskKind::Virtio => format!(
@@ -505,10 +456,13 @@ pub fn run(cfg: &QemuConfig, mut on_record: impl FnMut(&Record)) -> Result<QemuO
     }
     if let Some(d) = &cfg.disk {
         // Caught here rather than as a QEMU start-up failure, which `Auto` would retry on TCG.
-        if d.kind == DiskKind::Ide && d.read_only {
-            return Err(Error::ReadOnlyIde {
-                path: d.path.clone(),
-            });
+        match d.kind {
+            DiskKind::Ide if d.read_only => {
+                return Err(Error::ReadOnlyIde {
+                    path: d.path.clone(),
+                })
+            }
+            DiskKind::Ide | DiskKind::Virtio => {}
         }
         File::open(&d.path).map_err(|source| Error::DiskUnreadable {
             path: d.path.clone(),
@@ -684,283 +638,4 @@ fn last_words(records: &[Record], console: &VecDeque<String>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg() -> QemuConfig {
-        QemuConfig {
-            exec: "calibrate n=100".into(),
-            mem_mib: 128,
-            ..QemuConfig::new("/img/probe.elf".into())
-        }
-    }
-
-    fn value_of<'a>(args: &'a [OsString], flag: &str) -> Option<&'a str> {
-        let i = args.iter().position(|a| a == flag)?;
-        args.get(i + 1)?.to_str()
-    }
-
-    #[test]
-    fn command_line_boots_the_probe_with_its_exec_and_debug_exit() {
-        let a = command_line(&cfg(), Accel::Kvm, Some(Path::new("/q/qboot.rom")));
-
-        assert_eq!(value_of(&a, "-kernel"), Some("/img/probe.elf"));
-        assert_eq!(value_of(&a, "-append"), Some("calibrate n=100"));
-        assert_eq!(value_of(&a, "-m"), Some("128"));
-        assert_eq!(value_of(&a, "-bios"), Some("/q/qboot.rom"));
-        assert_eq!(value_of(&a, "-serial"), Some("stdio"));
-        assert_eq!(
-            value_of(&a, "-device"),
-            Some("isa-debug-exit,iobase=0xf4,iosize=0x04")
-        );
-        for flag in ["-nodefaults", "-no-reboot", "-no-user-config"] {
-            assert!(a.iter().any(|x| x == flag), "{flag} missing");
-        }
-    }
-
-    #[test]
-    fn accelerator_picks_machine_and_cpu() {
-        let kvm = command_line(&cfg(), Accel::Kvm, None);
-        let tcg = command_line(&cfg(), Accel::Tcg, None);
-
-        assert_eq!(value_of(&kvm, "-machine"), Some("pc,accel=kvm"));
-        assert_eq!(value_of(&kvm, "-cpu"), Some("host,-arch-capabilities"));
-        assert_eq!(value_of(&tcg, "-machine"), Some("pc,accel=tcg"));
-        assert_eq!(value_of(&tcg, "-cpu"), Some("max"));
-        assert!(!tcg.iter().any(|x| x == "-bios"));
-        let quiet = QemuConfig {
-            exec: String::new(),
-            ..cfg()
-        };
-        assert!(!command_line(&quiet, Accel::Tcg, None)
-            .iter()
-            .any(|x| x == "-append"));
-    }
-
-    #[test]
-    fn guest_status_decodes_debug_exit() {
-        assert_eq!(guest_status(Some(1), true), Some(0));
-        assert_eq!(guest_status(Some(3), true), Some(1));
-        assert_eq!(guest_status(Some(5), false), Some(2));
-    }
-
-    #[test]
-    fn guest_status_is_none_without_debug_exit() {
-        // QEMU's own error exit, a reset with -no-reboot, a signal.
-        assert_eq!(guest_status(Some(1), false), None);
-        assert_eq!(guest_status(Some(0), true), None);
-        assert_eq!(guest_status(Some(2), true), None);
-        assert_eq!(guest_status(None, true), None);
-    }
-
-    /// Every value of a repeated flag, in order.
-    fn values_of<'a>(args: &'a [OsString], flag: &str) -> Vec<&'a str> {
-        args.windows(2)
-            .filter(|w| w[0] == flag)
-            .filter_map(|w| w[1].to_str())
-            .collect()
-    }
-
-    fn disk(kind: DiskKind, format: DiskFormat) -> QemuDisk {
-        QemuDisk {
-            kind,
-            path: "/d/disk.img".into(),
-            format,
-            read_only: false,
-        }
-    }
-
-    fn dgram() -> QemuNetdev {
-        QemuNetdev::Dgram {
-            local_port: 40001,
-            remote_port: 40002,
-        }
-    }
-
-    #[test]
-    fn no_devices_by_default() {
-        let a = command_line(&cfg(), Accel::Kvm, None);
-
-        assert_eq!(
-            values_of(&a, "-device").len(),
-            1,
-            "only isa-debug-exit: {a:?}"
-        );
-        for flag in ["-drive", "-netdev"] {
-            assert!(!a.iter().any(|x| x == flag), "{flag} in {a:?}");
-        }
-    }
-
-    #[test]
-    fn virtio_disk_is_modern_only_at_the_disk_slot() {
-        let a = disk_args(&disk(DiskKind::Virtio, DiskFormat::Raw));
-
-        assert_eq!(
-            values_of(&a, "-drive"),
-            ["if=none,id=disk0,format=raw,file=/d/disk.img"]
-        );
-        assert_eq!(
-            values_of(&a, "-device"),
-            ["virtio-blk-pci,drive=disk0,addr=04.0,disable-legacy=on,disable-modern=off,romfile="]
-        );
-    }
-
-    #[test]
-    fn ide_disk_is_the_primary_master_of_the_builtin_piix() {
-        let a = disk_args(&disk(DiskKind::Ide, DiskFormat::Qcow2));
-
-        assert_eq!(
-            values_of(&a, "-drive"),
-            ["if=none,id=disk0,format=qcow2,file=/d/disk.img"]
-        );
-        assert_eq!(
-            values_of(&a, "-device"),
-            ["ide-hd,drive=disk0,bus=ide.0,unit=0"]
-        );
-    }
-
-    #[test]
-    fn read_only_disk_opens_the_drive_read_only() {
-        let d = QemuDisk {
-            read_only: true,
-            ..disk(DiskKind::Virtio, DiskFormat::Qcow2)
-        };
-
-        let a = disk_args(&d);
-
-        assert_eq!(
-            values_of(&a, "-drive"),
-            ["if=none,id=disk0,format=qcow2,file=/d/disk.img,readonly=on"]
-        );
-    }
-
-    #[test]
-    fn commas_in_the_image_path_are_escaped() {
-        let d = QemuDisk {
-            path: "/d/a,b/x,readonly=on".into(),
-            ..disk(DiskKind::Virtio, DiskFormat::Raw)
-        };
-
-        let a = disk_args(&d);
-
-        assert_eq!(
-            values_of(&a, "-drive"),
-            ["if=none,id=disk0,format=raw,file=/d/a,,b/x,,readonly=on"]
-        );
-    }
-
-    #[test]
-    fn virtio_nic_is_modern_only_at_the_nic_slot_on_a_loopback_dgram_link() {
-        let a = nic_args(&QemuNic::new(NicKind::Virtio, dgram()));
-
-        assert_eq!(
-            values_of(&a, "-netdev"),
-            [
-                "dgram,id=net0,local.type=inet,local.host=127.0.0.1,local.port=40001,\
-              remote.type=inet,remote.host=127.0.0.1,remote.port=40002"
-            ]
-        );
-        assert_eq!(
-            values_of(&a, "-device"),
-            [
-                "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,addr=03.0,\
-              disable-legacy=on,disable-modern=off,romfile="
-            ]
-        );
-    }
-
-    #[test]
-    fn e1000_nic_takes_its_mac_at_the_nic_slot() {
-        let nic = QemuNic {
-            mac: [0x02, 0, 0, 0xab, 0xcd, 0xef],
-            ..QemuNic::new(NicKind::E1000, dgram())
-        };
-
-        let a = nic_args(&nic);
-
-        assert_eq!(
-            values_of(&a, "-device"),
-            ["e1000,netdev=net0,mac=02:00:00:ab:cd:ef,addr=03.0,romfile="]
-        );
-        assert_eq!(values_of(&a, "-netdev").len(), 1);
-    }
-
-    #[test]
-    fn devices_come_before_the_kernel() {
-        let c = QemuConfig {
-            disk: Some(disk(DiskKind::Virtio, DiskFormat::Raw)),
-            nic: Some(QemuNic::new(NicKind::Virtio, dgram())),
-            ..cfg()
-        };
-
-        let a = command_line(&c, Accel::Kvm, None);
-
-        let devices = values_of(&a, "-device");
-        assert_eq!(devices.len(), 3, "{devices:?}");
-        assert!(devices[1].starts_with("virtio-blk-pci,drive=disk0,"));
-        assert!(devices[2].starts_with("virtio-net-pci,netdev=net0,"));
-        assert_eq!(values_of(&a, "-drive").len(), 1);
-        assert_eq!(values_of(&a, "-netdev").len(), 1);
-        assert_eq!(a[a.len() - 4], "-kernel");
-    }
-
-    #[test]
-    fn format_comes_from_the_magic_not_the_name() {
-        assert_eq!(
-            DiskFormat::from_header(b"QFI\xfb\0\0\0\x03"),
-            DiskFormat::Qcow2
-        );
-        assert_eq!(DiskFormat::from_header(b"QFI\xfa"), DiskFormat::Raw);
-        assert_eq!(DiskFormat::from_header(b"QF"), DiskFormat::Raw);
-        assert_eq!(DiskFormat::from_header(&[0; 512]), DiskFormat::Raw);
-        assert_eq!(DiskFormat::from_header(&[]), DiskFormat::Raw);
-    }
-
-    #[test]
-    fn open_detects_the_format_of_the_file() {
-        let dir = std::env::temp_dir().join(format!("vmbench-qemu-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        // Names that lie about the contents.
-        let qcow = dir.join("looks-raw.img");
-        let raw = dir.join("looks.qcow2");
-        std::fs::write(&qcow, b"QFI\xfb\0\0\0\x03rest of a header").unwrap();
-        std::fs::write(&raw, [0u8; 4096]).unwrap();
-
-        let q = QemuDisk::open(DiskKind::Virtio, &qcow);
-        let r = QemuDisk::open(DiskKind::Ide, &raw);
-        let missing = QemuDisk::open(DiskKind::Virtio, dir.join("absent"));
-        std::fs::remove_dir_all(&dir).unwrap();
-
-        let q = q.unwrap();
-        assert_eq!((q.format, q.read_only), (DiskFormat::Qcow2, false));
-        assert_eq!(r.unwrap().format, DiskFormat::Raw);
-        assert!(matches!(missing, Err(Error::DiskUnreadable { .. })));
-    }
-
-    #[test]
-    fn read_only_ide_is_refused_before_starting_qemu() {
-        let c = QemuConfig {
-            disk: Some(QemuDisk {
-                read_only: true,
-                ..disk(DiskKind::Ide, DiskFormat::Raw)
-            }),
-            probe: std::env::current_exe().unwrap(),
-            ..cfg()
-        };
-
-        let e = run(&c, |_| {}).unwrap_err();
-
-        assert!(matches!(e, Error::ReadOnlyIde { .. }), "{e}");
-        assert!(e.to_string().contains("virtio"));
-    }
-
-    #[test]
-    fn errors_say_what_to_do() {
-        let e = Error::NotInstalled {
-            looked: "not on PATH".into(),
-        };
-
-        assert!(e.to_string().contains(INSTALL_HINT));
-        assert!(Error::ExecTooLong(200).to_string().contains("127"));
-    }
-}
+mod tests;
