@@ -42,6 +42,8 @@ pub struct Written {
     pub pngs: Vec<PathBuf>,
     /// The ids of the charts, in page order (each is `<svg id="chart-ID">` in the HTML).
     pub chart_ids: Vec<String>,
+    /// Each PNG's size in pixels, in the order of `pngs`.
+    pub png_sizes: Vec<(u32, u32)>,
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
@@ -86,6 +88,7 @@ pub fn render(
         summary,
         pngs,
         chart_ids: page.charts.iter().map(|c| c.id.clone()).collect(),
+        png_sizes: page.charts.iter().map(|c| c.png_size()).collect(),
     })
 }
 
