@@ -28,7 +28,7 @@ pub fn escape(s: &str) -> String {
 
 const CSS: &str = r#"
 :root{--bg:#f6f8fa;--fg:#212529;--mu:#5f6368;--gr:#e2e4e7;--chart-bg:#ffffff;--card:#eef1f4;--line:#d0d7de;--ok:#1a7f37;--bad:#cf222e;--warn:#9a6700;color-scheme:light dark}
-@media (prefers-color-scheme:dark){:root{--bg:#0d1117;--fg:#e6edf3;--mu:#9da7b3;--gr:#2d333b;--chart-bg:#161b22;--card:#161b22;--line:#30363d;--ok:#3fb950;--bad:#f85149;--warn:#d29922}}
+@media (prefers-color-scheme:dark){:root{--bg:#0d1117;--fg:#e6edf3;--mu:#9da7b3;--gr:#2d333b;--chart-bg:#161b22;--card:#1c2128;--line:#30363d;--ok:#3fb950;--bad:#f85149;--warn:#d29922}}
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif}
 header,nav,main{max-width:1120px;margin:0 auto;padding:0 18px}
