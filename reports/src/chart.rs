@@ -233,7 +233,7 @@ fn draw_legend(c: &mut dyn Canvas, items: &[(String, Paint)], marker: Option<&st
 
 /// About five round tick values covering `[lo, hi]`.
 pub fn ticks(lo: f64, hi: f64) -> Vec<f64> {
-    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+    if hi <= lo || hi.is_nan() || !lo.is_finite() || !hi.is_finite() {
         return vec![lo];
     }
     let raw = (hi - lo) / 5.0;

@@ -27,9 +27,11 @@ fn check_page(html: &str, w: &reports::Written, runs: &[&str]) -> Html {
     // Self-contained: no script, no external resource.
     assert_eq!(doc.select(&sel("script")).count(), 0);
     for (s, attr) in [("link", "href"), ("img", "src"), ("image", "href")] {
-        for e in doc.select(&sel(s)) {
-            panic!("external resource <{s} {attr}={:?}>", e.value().attr(attr));
-        }
+        let found: Vec<Option<&str>> = doc.select(&sel(s)).map(|e| e.value().attr(attr)).collect();
+        assert!(
+            found.is_empty(),
+            "external resources <{s} {attr}=...>: {found:?}"
+        );
     }
     assert!(!html.contains("@import") && !html.contains("url("));
     // Sections in the order.
