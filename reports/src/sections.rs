@@ -483,7 +483,11 @@ impl<'a> Builder<'a> {
                 let _ = write!(
                     text,
                     "<tr><td class=\"id\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} ({:.0}%)</td><td class=\"n\">{}</td></tr>",
-                    escape(&self.label(e).replace(&format!("workload={w}"), "")),
+                    escape(&if self.many() {
+                        format!("{} · {}", e.case.id, self.tag(e.run))
+                    } else {
+                        e.case.id.clone()
+                    }),
                     fmt("time_ns", why.time_ns),
                     escape(&format!("{:.2} total{}{}", why.vmbench_exits, if why.by_reason.is_empty() { "" } else { ": " }, pairs(&why.by_reason))),
                     escape(&pairs(&why.by_device)),
