@@ -22,6 +22,8 @@ enum Command {
     Bench(bench::Args),
     /// Boot one guest and run one workload in it.
     Boot(boot::Args),
+    /// Render report.html, PNGs and summary.md from results files (or a static site).
+    Report(reports::cli::Args),
     /// Build or show guest images.
     Images {
         #[command(subcommand)]
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Boot(args) => boot::run(args),
+        Command::Report(args) => reports::cli::run(args),
         Command::Images { command } => images(command),
     };
     match result {

@@ -95,6 +95,10 @@ pub struct RunResults {
     pub cases: Vec<CaseResult>,
     #[serde(default)]
     pub comparisons: Vec<Comparison>,
+    /// The exact command line that produced the run (argv, program first); absent in files
+    /// written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_line: Option<Vec<String>>,
 }
 
 /// A short calibration run at the start: this host's exit costs, to read the figures by.
@@ -256,6 +260,7 @@ impl RunResults {
             calibration: None,
             cases,
             comparisons: Vec::new(),
+            command_line: None,
         }
     }
 

@@ -94,7 +94,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         None => create_run_dir(Path::new("results"), &run_id(std::time::SystemTime::now()))?,
     };
-    let doc = RunResults::new(id.clone(), env, scenario.clone());
+    let mut doc = RunResults::new(id.clone(), env, scenario.clone());
+    doc.command_line = Some(std::env::args().collect());
     let mut writer = ResultsWriter::create(&dir, doc)?;
     writer.set_images(vec![serde_json::to_value(&manifest)?])?;
     eprintln!(
@@ -126,6 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Err(e) => {
             writer.interrupt(&e)?;
+            report(&dir);
             let doc = writer.results().clone();
             summary::print(
                 &doc,
@@ -141,6 +143,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .into());
         }
     };
+    report(&dir);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -166,6 +169,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// Renders report.html, the PNGs and summary.md into the run folder; a failure to render is
+/// reported and does not change the run's outcome (results.json is the record).
+fn report(dir: &Path) {
+    match reports::render_run_dir(dir) {
+        Ok(w) => eprintln!("report: {}", w.html.display()),
+        Err(e) => eprintln!("warning: no report rendered: {:#}", anyhow::Error::from(e)),
+    }
 }
 
 /// Refuses, before anything runs, what cannot run on this host.
