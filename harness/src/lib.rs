@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod boot;
 pub mod exitcode;
+pub mod gate;
 pub mod qemu;
 pub mod qemu_peer;
 pub mod record;

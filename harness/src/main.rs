@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use vmbench::{bench, boot, exitcode};
+use vmbench::{bench, boot, exitcode, gate};
 
 /// vmbench: a reproducible virtual test-bed and benchmark harness.
 #[derive(Parser)]
@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// The main job: run every case of a scenario, write results.json, print a summary.
     Bench(bench::Args),
+    /// Compare a run against a baseline and fail on regressions (docs/ci.md).
+    Gate(gate::Args),
     /// Boot one guest and run one workload in it.
     Boot(boot::Args),
     /// Build or show guest images.
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
     let verbose = cli.verbose;
     let result = match cli.command {
         Command::Bench(args) => bench::run(args),
+        Command::Gate(args) => gate::run(args),
         Command::Boot(args) => boot::run(args),
         Command::Images { command } => images(command),
     };
