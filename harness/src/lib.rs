@@ -5,6 +5,7 @@ pub mod bench;
 pub mod boot;
 pub mod exitcode;
 pub mod gate;
+pub mod merge;
 pub mod qemu;
 pub mod qemu_peer;
 pub mod record;

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use vmbench::{bench, boot, exitcode, gate};
+use vmbench::{bench, boot, exitcode, gate, merge};
 
 /// vmbench: a reproducible virtual test-bed and benchmark harness.
 #[derive(Parser)]
@@ -21,6 +21,8 @@ enum Command {
     Bench(bench::Args),
     /// Compare a run against a baseline and fail on regressions (docs/ci.md).
     Gate(gate::Args),
+    /// Merge the results of shards (`bench --shard I/N`) into one results.json.
+    Merge(merge::Args),
     /// Boot one guest and run one workload in it.
     Boot(boot::Args),
     /// Build or show guest images.
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Gate(args) => gate::run(args),
+        Command::Merge(args) => merge::run(args),
         Command::Boot(args) => boot::run(args),
         Command::Images { command } => images(command),
     };

@@ -20,7 +20,9 @@ use crate::results::{
     self, collect_environment, create_run_dir, run_id, Calibration, CaseStatus, ResultsWriter,
     RunResults,
 };
-use crate::scenario::{Case, Disk, DiskFormat, Engine, NetBackend, Nic, Overrides, Scenario, Slot};
+use crate::scenario::{
+    Case, Disk, DiskFormat, Engine, NetBackend, Nic, Overrides, Scenario, Shard, Slot,
+};
 use crate::session::{self, Limits, Outcome};
 use vmm::backend::block::OpenOptions;
 use vmm::machine::{DiskConfig, DiskKind, NetBackendKind, NicConfig, NicKind, GUEST_MAC};
@@ -54,6 +56,14 @@ pub struct Args {
     /// Print the results document as JSON on stdout instead of the summary table.
     #[arg(long)]
     pub json: bool,
+    /// Run only shard I of N: a deterministic, balanced share of the cases, for CI matrices
+    /// (`vmbench merge` joins the shards' results).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// A/A: run every case against itself, twice the repetitions in the order A B B A, and
+    /// store each case's noise floor for this host (results/noise/<host fingerprint>.json).
+    #[arg(long)]
+    pub aa: bool,
 }
 
 /// True once the user pressed Ctrl-C (or the process got SIGTERM).
@@ -63,10 +73,16 @@ pub fn interrupted() -> bool {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut scenario = Scenario::load(&args.scenario)?;
+    let repetitions = match args.aa {
+        // Both sides get what one run would have, at least 2 each.
+        true => Some(2 * args.repetitions.unwrap_or(scenario.run.repetitions).max(2)),
+        false => args.repetitions,
+    };
     scenario.apply(&Overrides {
-        repetitions: args.repetitions,
+        repetitions,
         duration_secs: args.duration,
         filter: args.filter.clone(),
+        shard: args.shard,
     })?;
     if scenario.cases.is_empty() {
         bail!(
@@ -143,6 +159,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .into());
         }
     };
+    if args.aa {
+        let floors = crate::gate::noise::floors_from_aa(&doc, &scenario.run.bootstrap())?;
+        print_floors(&floors);
+        let path = crate::gate::noise::store(&doc, floors, None)?;
+        eprintln!("noise floors stored in {}", path.display());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -168,6 +190,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+fn print_floors(f: &crate::gate::noise::ScenarioFloors) {
+    eprintln!(
+        "noise floors (A/A, {} vs {} repetitions): the smallest change each case can show",
+        f.repetitions_per_side, f.repetitions_per_side
+    );
+    for (case, metrics) in &f.floors {
+        let list: Vec<String> = metrics
+            .iter()
+            .map(|(m, v)| format!("{m} {v:.1}%"))
+            .collect();
+        eprintln!("  {case}: {}", list.join(", "));
+    }
 }
 
 /// Refuses, before anything runs, what cannot run on this host.
