@@ -74,8 +74,18 @@ pub fn interrupted() -> bool {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut scenario = Scenario::load(&args.scenario)?;
     let repetitions = match args.aa {
-        // Both sides get what one run would have, at least 2 each.
-        true => Some(2 * args.repetitions.unwrap_or(scenario.run.repetitions).max(2)),
+        // Each side gets what one run would have.
+        true => {
+            let per_side = args.repetitions.unwrap_or(scenario.run.repetitions);
+            if (per_side as usize) < crate::gate::MIN_REPETITIONS {
+                bail!(
+                    "--aa needs at least {} repetitions a side to measure a noise floor, got {per_side}; pass --repetitions {}",
+                    crate::gate::MIN_REPETITIONS,
+                    crate::gate::MIN_REPETITIONS
+                );
+            }
+            Some(2 * per_side)
+        }
         false => args.repetitions,
     };
     scenario.apply(&Overrides {
@@ -161,7 +171,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     if args.aa {
         let floors = crate::gate::noise::floors_from_aa(&doc, &scenario.run.bootstrap())?;
-        print_floors(&floors);
+        print_floors(&floors, &scenario);
         let path = crate::gate::noise::store(&doc, floors, None)?;
         eprintln!("noise floors stored in {}", path.display());
     }
@@ -192,17 +202,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_floors(f: &crate::gate::noise::ScenarioFloors) {
+/// Each case's floor for its primary metric (the file holds every metric's).
+fn print_floors(f: &crate::gate::noise::ScenarioFloors, scenario: &Scenario) {
     eprintln!(
         "noise floors (A/A, {} vs {} repetitions): the smallest change each case can show",
         f.repetitions_per_side, f.repetitions_per_side
     );
-    for (case, metrics) in &f.floors {
-        let list: Vec<String> = metrics
-            .iter()
-            .map(|(m, v)| format!("{m} {v:.1}%"))
-            .collect();
-        eprintln!("  {case}: {}", list.join(", "));
+    for c in &scenario.cases {
+        let (m, _) = primary(c.params.workload.kind());
+        if let Some(v) = f.floors.get(&c.id).and_then(|x| x.get(m)) {
+            eprintln!("  {:<45} {m} ±{v:.1}%", c.id);
+        }
     }
 }
 

@@ -44,7 +44,7 @@ pub enum NoiseError {
         #[source]
         source: std::io::Error,
     },
-    #[error("an A/A run needs at least 4 repetitions per case (A B B A), this one has {0}")]
+    #[error("an A/A run needs at least 6 repetitions per case (3 a side, A B B A), this one has {0}")]
     TooFewRepetitions(u32),
 }
 
@@ -169,7 +169,7 @@ pub fn floors_from_aa(
     opts: &BootstrapOptions,
 ) -> Result<ScenarioFloors, NoiseError> {
     let reps = doc.scenario.run.repetitions;
-    if reps < 4 {
+    if (reps as usize) < 2 * super::MIN_REPETITIONS {
         return Err(NoiseError::TooFewRepetitions(reps));
     }
     let (a, b) = split_aa(doc);
