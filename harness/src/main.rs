@@ -23,6 +23,13 @@ enum Command {
     Gate(gate::Args),
     /// Merge the results of shards (`bench --shard I/N`) into one results.json.
     Merge(merge::Args),
+    /// One repetition of one case as JSON: the interface `bench --ab` drives another build
+    /// through (docs/ci.md).
+    #[command(hide = true)]
+    RunOne(bench::RunOneArgs),
+    /// The versions of the interfaces this build speaks, as JSON.
+    #[command(hide = true)]
+    Protocol,
     /// Boot one guest and run one workload in it.
     Boot(boot::Args),
     /// Build or show guest images.
@@ -83,6 +90,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Gate(args) => gate::run(args),
         Command::Merge(args) => merge::run(args),
+        Command::RunOne(args) => bench::run_one(args),
+        Command::Protocol => bench::protocol(),
         Command::Boot(args) => boot::run(args),
         Command::Images { command } => images(command),
     };

@@ -4,6 +4,7 @@
 //! comparisons, optionally keeps sampling until the intervals are narrow enough, and prints a
 //! summary.
 
+mod ab;
 mod metrics;
 mod summary;
 
@@ -62,8 +63,85 @@ pub struct Args {
     pub shard: Option<Shard>,
     /// A/A: run every case against itself, twice the repetitions in the order A B B A, and
     /// store each case's noise floor for this host (results/noise/<host fingerprint>.json).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["ab", "ab_rev"])]
     pub aa: bool,
+    /// A/B: also run every case on OTHER_VMBENCH (another build, the baseline), interleaved
+    /// A B B A in one results file; `gate --ab` reads it. OTHER must speak the run-one
+    /// protocol (docs/ci.md).
+    #[arg(long, value_name = "OTHER_VMBENCH", conflicts_with = "ab_rev")]
+    pub ab: Option<PathBuf>,
+    /// A/B against git revision REV of this source tree, built in a temporary worktree.
+    #[arg(long, value_name = "REV")]
+    pub ab_rev: Option<String>,
+}
+
+/// `vmbench run-one`: one repetition of one case, printed as one line of JSON (the interface
+/// an A/B run drives the other build through; docs/ci.md).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunOneArgs {
+    pub scenario: PathBuf,
+    #[arg(long)]
+    pub case: String,
+    /// The repetition's index (its place in the schedule).
+    #[arg(long)]
+    pub index: u32,
+    #[arg(long)]
+    pub duration: Option<f64>,
+}
+
+/// `vmbench protocol`: the interfaces this build speaks, as JSON.
+pub fn protocol() -> anyhow::Result<()> {
+    println!("{}", serde_json::json!({ "run_one": ab::RUN_ONE_PROTOCOL }));
+    Ok(())
+}
+
+pub fn run_one(args: RunOneArgs) -> anyhow::Result<()> {
+    let mut scenario = Scenario::load(&args.scenario)?;
+    scenario.apply(&Overrides {
+        duration_secs: args.duration,
+        ..Default::default()
+    })?;
+    let Some(case) = scenario.case(&args.case).cloned() else {
+        bail!(
+            "{}: no case {}; ids look like {}",
+            args.scenario.display(),
+            args.case,
+            scenario.cases.first().map_or("", |c| c.id.as_str())
+        );
+    };
+    check_requirements(&scenario)?;
+    let manifest =
+        images::probe::build(&mut |m| eprintln!("{m}")).context("cannot build the probe guest")?;
+    let dir = std::env::temp_dir().join(format!("vmbench-run-one-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut runner = Runner {
+        scenario: &scenario,
+        probe: manifest.artifacts[0].path.clone(),
+        dir: dir.clone(),
+        disks: BTreeMap::new(),
+        measured: Duration::ZERO,
+        other: None,
+    };
+    let result = runner.repetition(&case, args.index);
+    runner.remove_disks();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = match result {
+        Ok(r) => ab::RunOneOutput {
+            run_one: ab::RUN_ONE_PROTOCOL,
+            repetition: Some(r),
+            failed: None,
+        },
+        Err((reason, console_tail)) => ab::RunOneOutput {
+            run_one: ab::RUN_ONE_PROTOCOL,
+            repetition: None,
+            failed: Some(ab::RunOneFailure {
+                reason,
+                console_tail,
+            }),
+        },
+    };
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
 }
 
 /// True once the user pressed Ctrl-C (or the process got SIGTERM).
@@ -73,13 +151,17 @@ pub fn interrupted() -> bool {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut scenario = Scenario::load(&args.scenario)?;
-    let repetitions = match args.aa {
+    let two_sided = args.aa || args.ab.is_some() || args.ab_rev.is_some();
+    if two_sided && args.target_ci.is_some() {
+        bail!("--target-ci cannot be combined with --aa or --ab: both sides must keep the A B B A order");
+    }
+    let repetitions = match two_sided {
         // Each side gets what one run would have.
         true => {
             let per_side = args.repetitions.unwrap_or(scenario.run.repetitions);
             if (per_side as usize) < crate::gate::MIN_REPETITIONS {
                 bail!(
-                    "--aa needs at least {} repetitions a side to measure a noise floor, got {per_side}; pass --repetitions {}",
+                    "--aa and --ab need at least {} repetitions a side, got {per_side}; pass --repetitions {}",
                     crate::gate::MIN_REPETITIONS,
                     crate::gate::MIN_REPETITIONS
                 );
@@ -111,6 +193,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     session::cancel_on_signals().context("cannot install the Ctrl-C handler")?;
 
+    let other = match (&args.ab, &args.ab_rev) {
+        (Some(bin), _) => Some(ab::Other::new(bin, &args.scenario, args.duration)?),
+        (None, Some(rev)) => Some(ab::Other::build_rev(rev, &args.scenario, args.duration)?),
+        (None, None) => None,
+    };
     let manifest =
         images::probe::build(&mut |m| eprintln!("{m}")).context("cannot build the probe guest")?;
     let probe = manifest.artifacts[0].path.clone();
@@ -125,6 +212,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let doc = RunResults::new(id.clone(), env, scenario.clone());
     let mut writer = ResultsWriter::create(&dir, doc)?;
     writer.set_images(vec![serde_json::to_value(&manifest)?])?;
+    if let Some(o) = &other {
+        let info = o.info.clone();
+        writer.update(|d| d.ab = Some(info))?;
+    }
     eprintln!(
         "run {id}: {} cases x {} repetitions -> {}",
         scenario.cases.len(),
@@ -138,6 +229,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         dir: dir.clone(),
         disks: BTreeMap::new(),
         measured: Duration::ZERO,
+        other,
     };
     let started = Instant::now();
     if let Some(c) = runner.calibrate() {
@@ -241,6 +333,8 @@ struct Runner<'a> {
     disks: BTreeMap<usize, PathBuf>,
     /// Time spent inside measurement windows.
     measured: Duration,
+    /// The other build of an A/B run: it runs the B repetitions (A B B A).
+    other: Option<ab::Other>,
 }
 
 impl Runner<'_> {
@@ -313,7 +407,13 @@ impl Runner<'_> {
             .is_none_or(|c| c.is_failed());
         bar.set_message(format!("{} (repetition {})", case.id, slot.repetition + 1));
         if !failed {
-            match self.repetition(case, slot.repetition) {
+            let result = match &self.other {
+                Some(o) if !crate::gate::noise::is_side_a(slot.repetition) => {
+                    o.repetition(case, slot.repetition)
+                }
+                _ => self.repetition(case, slot.repetition),
+            };
+            match result {
                 Ok(rep) => writer
                     .add_repetition(&case.id, rep)
                     .map_err(|e| e.to_string())?,

@@ -35,11 +35,15 @@ pub const MIN_REPETITIONS: usize = 3;
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// The baseline results.json.
-    #[arg(long, required_unless_present = "aa", conflicts_with = "aa")]
+    #[arg(long, required_unless_present_any = ["aa", "ab"], conflicts_with_all = ["aa", "ab"])]
     pub baseline: Option<PathBuf>,
     /// The results.json to judge against the baseline.
-    #[arg(long, required_unless_present = "aa", conflicts_with = "aa")]
+    #[arg(long, required_unless_present_any = ["aa", "ab"], conflicts_with_all = ["aa", "ab"])]
     pub current: Option<PathBuf>,
+    /// A/B: gate the results of `bench --ab` (or `--ab-rev`): the other build is the
+    /// baseline, this build the current.
+    #[arg(long, value_name = "RESULTS", conflicts_with = "aa")]
+    pub ab: Option<PathBuf>,
     /// A/A: gate the two halves of one run against each other, repetitions taken in the
     /// order A B B A (as `bench --aa` runs them): what the gate says when nothing changed.
     #[arg(long, value_name = "RESULTS")]
@@ -60,8 +64,11 @@ pub struct Args {
     #[arg(long)]
     pub allow_env_mismatch: bool,
     /// Noise floors to use (default: results/noise/<host fingerprint>.json, if it exists).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "no_noise_floors")]
     pub noise: Option<PathBuf>,
+    /// Use the threshold as given, whatever noise floors were measured.
+    #[arg(long)]
+    pub no_noise_floors: bool,
     /// Print the verdicts as JSON.
     #[arg(long)]
     pub json: bool,
@@ -486,6 +493,26 @@ fn decide(p: Pending, alpha: f64, family: usize) -> Row {
 /// The command: load, compare, print, export, and map the outcome to an exit code.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (baseline, current, names) = match (&args.aa, &args.baseline, &args.current) {
+        _ if args.ab.is_some() => {
+            let path = args.ab.as_deref().unwrap_or(Path::new(""));
+            let doc = results::load(path)?;
+            let Some(ab) = doc.ab.clone() else {
+                anyhow::bail!(
+                    "--ab {}: not an A/B run (made without bench --ab); use --aa for an A/A run or --baseline and --current",
+                    path.display()
+                );
+            };
+            let (this, other) = noise::split_aa(&doc);
+            let other_name = ab.other_revision.unwrap_or(ab.other_binary);
+            (
+                other,
+                this,
+                (
+                    format!("{} (other build {other_name})", path.display()),
+                    format!("{} (this build)", path.display()),
+                ),
+            )
+        }
         (Some(path), _, _) => {
             let doc = results::load(path)?;
             if doc.scenario.run.repetitions < 4 {
@@ -514,7 +541,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         allow_env_mismatch: args.allow_env_mismatch,
         bootstrap: current.scenario.run.bootstrap(),
     };
-    let floors = load_floors(args.noise.as_deref(), &current)?;
+    let floors = if args.no_noise_floors {
+        NoiseFloors::default()
+    } else {
+        load_floors(args.noise.as_deref(), &current)?
+    };
     let mut report = evaluate(&baseline, &current, &opts, &floors)?;
     (report.baseline, report.current) = names;
     if let Some(note) = floors.describe() {

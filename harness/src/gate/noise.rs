@@ -44,7 +44,9 @@ pub enum NoiseError {
         #[source]
         source: std::io::Error,
     },
-    #[error("an A/A run needs at least 6 repetitions per case (3 a side, A B B A), this one has {0}")]
+    #[error(
+        "an A/A run needs at least 6 repetitions per case (3 a side, A B B A), this one has {0}"
+    )]
     TooFewRepetitions(u32),
 }
 
