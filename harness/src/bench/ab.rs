@@ -115,10 +115,13 @@ impl Other {
         git(&["worktree", "add", "--detach", &dir_s, &full])
             .with_context(|| format!("--ab-rev {rev}: cannot make a worktree"))?;
         eprintln!("--ab-rev {rev}: building {} in {dir_s}", &full[..12]);
+        // A persistent target directory (a CI cache) saves rebuilding the dependencies.
+        let target = std::env::var_os("VMBENCH_AB_TARGET_DIR")
+            .map_or_else(|| dir.join("target"), PathBuf::from);
         let status = Command::new("cargo")
             .args(["build", "--release", "-p", "vmbench"])
             .current_dir(&dir)
-            .env("CARGO_TARGET_DIR", dir.join("target"))
+            .env("CARGO_TARGET_DIR", &target)
             .stdout(Stdio::null())
             .status()
             .context("cannot run cargo")?;
@@ -126,7 +129,11 @@ impl Other {
             let _ = git(&["worktree", "remove", "--force", &dir_s]);
             bail!("--ab-rev {rev}: cargo build failed in {dir_s}");
         }
-        let mut other = match Other::new(&dir.join("target/release/vmbench"), scenario, duration) {
+        // Copied out, so that a shared target directory can be reused at once.
+        let binary = dir.join("vmbench-other");
+        std::fs::copy(target.join("release/vmbench"), &binary)
+            .with_context(|| format!("--ab-rev {rev}: cannot copy the built vmbench"))?;
+        let mut other = match Other::new(&binary, scenario, duration) {
             Ok(o) => o,
             Err(e) => {
                 let _ = git(&["worktree", "remove", "--force", &dir_s]);
