@@ -73,6 +73,10 @@ pub struct Args {
     /// A/B against git revision REV of this source tree, built in a temporary worktree.
     #[arg(long, value_name = "REV")]
     pub ab_rev: Option<String>,
+    /// With --aa or --ab: up to N times, add a pair of rounds (one A-first, one B-first) for
+    /// the cases the gate (at its default 5% threshold and alpha 0.05) finds inconclusive.
+    #[arg(long, value_name = "N")]
+    pub retry_suspects: Option<u32>,
 }
 
 /// `vmbench run-one`: one repetition of one case, printed as one line of JSON (the interface
@@ -152,6 +156,9 @@ pub fn interrupted() -> bool {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut scenario = Scenario::load(&args.scenario)?;
     let two_sided = args.aa || args.ab.is_some() || args.ab_rev.is_some();
+    if args.retry_suspects.is_some() && !two_sided {
+        bail!("--retry-suspects needs --aa, --ab or --ab-rev: suspects are cases whose two sides the gate cannot tell apart yet");
+    }
     if two_sided && args.target_ci.is_some() {
         bail!("--target-ci cannot be combined with --aa or --ab: both sides must keep the A B B A order");
     }
@@ -385,6 +392,67 @@ impl Runner<'_> {
         if let Some(pct) = args.target_ci {
             let budget = Duration::from_secs_f64(args.budget.unwrap_or(600.0));
             self.adaptive(writer, pct, budget, started)?;
+        }
+        if let Some(n) = args.retry_suspects {
+            self.retry_suspects(writer, n)?;
+        }
+        Ok(())
+    }
+
+    /// Adds pairs of rounds (indices 2k and 2k+1: one A and one B, alternating which comes
+    /// first) for the cases the gate finds inconclusive, up to `times` pairs.
+    fn retry_suspects(&mut self, writer: &mut ResultsWriter, times: u32) -> Result<(), String> {
+        let mut round = self.scenario.run.repetitions;
+        for _ in 0..times {
+            let (a, b) = crate::gate::noise::split_aa(writer.results());
+            let opts = crate::gate::GateOptions {
+                allow_env_mismatch: true,
+                bootstrap: self.scenario.run.bootstrap(),
+                ..Default::default()
+            };
+            let report = crate::gate::evaluate(&b, &a, &opts, &Default::default())
+                .map_err(|e| e.to_string())?;
+            let suspects: Vec<usize> =
+                self.scenario
+                    .cases
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| {
+                        report.rows.iter().any(|r| {
+                            r.case == c.id && r.verdict == crate::gate::Verdict::Inconclusive
+                        })
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+            if suspects.is_empty() {
+                return Ok(());
+            }
+            eprintln!(
+                "--retry-suspects: {} inconclusive case(s), adding repetitions {round} and {}",
+                suspects.len(),
+                round + 1
+            );
+            let slots: Vec<Slot> = [round, round + 1]
+                .into_iter()
+                .flat_map(|r| self.scenario.round(r))
+                .filter(|s| suspects.contains(&s.case))
+                .collect();
+            let bar = progress(slots.len() as u64);
+            let mut remaining: BTreeMap<usize, u32> = slots.iter().map(|s| (s.case, 2)).collect();
+            for s in &slots {
+                writer
+                    .update(|d| {
+                        if let Ok(c) = d.case_mut(&self.scenario.cases[s.case].id) {
+                            if c.status == CaseStatus::Ok {
+                                c.status = CaseStatus::Pending;
+                            }
+                        }
+                    })
+                    .map_err(|e| e.to_string())?;
+                self.one(writer, s, &bar, &mut remaining)?;
+            }
+            bar.finish_and_clear();
+            round += 2;
         }
         Ok(())
     }
