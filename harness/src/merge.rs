@@ -25,6 +25,8 @@ pub struct Args {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
+    #[error("no results file to merge")]
+    Empty,
     #[error("{first} and {other} come from different scenario files (sha256 {a} vs {b}); merge shards of one scenario file")]
     Scenario {
         first: String,
@@ -60,7 +62,7 @@ pub fn merge(
 ) -> Result<RunResults, MergeError> {
     let mut docs = docs.into_iter();
     let Some(mut out) = docs.next() else {
-        unreachable!("clap requires at least one file")
+        return Err(MergeError::Empty);
     };
     let mut owner: Vec<(String, usize)> = out.cases.iter().map(|c| (c.id.clone(), 0)).collect();
     for (k, d) in docs.enumerate() {

@@ -131,9 +131,10 @@ impl Other {
         }
         // Copied out, so that a shared target directory can be reused at once.
         let binary = dir.join("vmbench-other");
-        std::fs::copy(target.join("release/vmbench"), &binary)
-            .with_context(|| format!("--ab-rev {rev}: cannot copy the built vmbench"))?;
-        let mut other = match Other::new(&binary, scenario, duration) {
+        let checked = std::fs::copy(target.join("release/vmbench"), &binary)
+            .with_context(|| format!("--ab-rev {rev}: cannot copy the built vmbench"))
+            .and_then(|_| Other::new(&binary, scenario, duration));
+        let mut other = match checked {
             Ok(o) => o,
             Err(e) => {
                 let _ = git(&["worktree", "remove", "--force", &dir_s]);

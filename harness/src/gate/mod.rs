@@ -310,17 +310,14 @@ pub fn evaluate(
                 }
                 _ => opts.threshold_pct,
             };
-            let seed = opts.bootstrap.seed ^ (pending.len() as u64).wrapping_mul(0x9e37_79b9);
-            pending.push(compare(
-                base,
-                cur,
-                &metric,
+            let spec = RowSpec {
+                metric,
                 direction,
                 threshold_pct,
                 floor,
-                opts,
-                seed,
-            ));
+                seed: opts.bootstrap.seed ^ (pending.len() as u64).wrapping_mul(0x9e37_79b9),
+            };
+            pending.push(compare(base, cur, spec, &opts.bootstrap));
         }
     }
     if !below_floor.is_empty() {
@@ -370,18 +367,31 @@ pub fn evaluate(
     })
 }
 
-/// Everything but the verdict of one row (that needs the family's adjusted p-values).
-#[allow(clippy::too_many_arguments)]
-fn compare(
-    base: &CaseResult,
-    cur: &CaseResult,
-    metric: &str,
+/// What one row compares, and how.
+struct RowSpec {
+    metric: String,
     direction: Direction,
     threshold_pct: f64,
     floor: Option<f64>,
-    opts: &GateOptions,
+    /// For the permutation test's random arrangements (large groups only).
     seed: u64,
+}
+
+/// Everything but the verdict of one row (that needs the family's adjusted p-values).
+fn compare(
+    base: &CaseResult,
+    cur: &CaseResult,
+    spec: RowSpec,
+    bootstrap: &BootstrapOptions,
 ) -> Pending {
+    let RowSpec {
+        metric,
+        direction,
+        threshold_pct,
+        floor,
+        seed,
+    } = spec;
+    let metric = metric.as_str();
     let (b, c) = (base.metric_values(metric), cur.metric_values(metric));
     let median = |v: &[f64]| {
         let mut s = v.to_vec();
@@ -414,7 +424,7 @@ fn compare(
     } else if b.is_empty() || c.is_empty() {
         row.why = format!("{metric} was not measured in both runs");
     } else {
-        match stats::ratio_of_medians(&c, &b, &opts.bootstrap) {
+        match stats::ratio_of_medians(&c, &b, bootstrap) {
             Err(e) => row.why = format!("cannot compare {metric}: {e}"),
             Ok(r) => {
                 row.ratio = Some(r.ratio);
