@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::results::{AbRun, Repetition};
 use crate::scenario::Case;
 
+/// How the reason of a case that failed on the other build of an A/B run starts.
+pub const OTHER_BUILD_FAILED: &str = "on the other build";
+
 /// The version of the run-one interface this build speaks and expects.
 pub const RUN_ONE_PROTOCOL: u32 = 1;
 
@@ -179,7 +182,10 @@ impl Other {
             })?;
         match (parsed.repetition, parsed.failed) {
             (Some(r), _) => Ok(r),
-            (None, Some(f)) => Err((format!("on the other build: {}", f.reason), f.console_tail)),
+            (None, Some(f)) => Err((
+                format!("{OTHER_BUILD_FAILED}: {}", f.reason),
+                f.console_tail,
+            )),
             (None, None) => Err((
                 "the other build reported neither a repetition nor a failure".into(),
                 vec![],

@@ -29,6 +29,7 @@ use vmm::backend::block::OpenOptions;
 use vmm::machine::{DiskConfig, DiskKind, NetBackendKind, NicConfig, NicKind, GUEST_MAC};
 use vmm::{Machine, MachineConfig};
 
+pub use ab::OTHER_BUILD_FAILED;
 pub use metrics::primary;
 
 #[derive(clap::Args, Debug, Clone)]

@@ -512,7 +512,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     path.display()
                 );
             };
-            let (this, other) = noise::split_aa(&doc);
+            let (this, other) = noise::split_ab(&doc);
             let other_name = ab.other_revision.unwrap_or(ab.other_binary);
             (
                 other,

@@ -165,6 +165,20 @@ pub fn split_aa(doc: &RunResults) -> (RunResults, RunResults) {
     (half(true), half(false))
 }
 
+/// The two builds of an A/B run (`bench --ab`): (this build, the other build). A case that
+/// failed on the other build (its reason says so) counts as failed there only.
+pub fn split_ab(doc: &RunResults) -> (RunResults, RunResults) {
+    let (mut this, other) = split_aa(doc);
+    for c in &mut this.cases {
+        if let results::CaseStatus::Failed { reason, .. } = &c.status {
+            if reason.starts_with(crate::bench::OTHER_BUILD_FAILED) {
+                c.status = results::CaseStatus::Ok;
+            }
+        }
+    }
+    (this, other)
+}
+
 /// Each case's floor for its primary metric and every metric with a known direction.
 pub fn floors_from_aa(
     doc: &RunResults,

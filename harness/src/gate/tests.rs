@@ -357,3 +357,28 @@ fn false_alarm_rate_over_1000_aa_families_is_at_most_alpha() {
         "no family reached adjusted p < alpha: the test has no power"
     );
 }
+
+#[test]
+fn in_an_ab_run_a_failure_on_the_other_build_is_not_the_candidates() {
+    let mut doc = synthetic::uniform(
+        FOUR,
+        Draw {
+            repetitions: 6,
+            ..draw(1.0, 0.01, 26)
+        },
+    );
+    doc.case_mut(TX).unwrap().status = CaseStatus::Failed {
+        reason: format!("{}: guest hung", crate::bench::OTHER_BUILD_FAILED),
+        console_tail: vec![],
+    };
+    let (this, other) = noise::split_ab(&doc);
+    assert!(!this.case(TX).unwrap().is_failed());
+    assert!(other.case(TX).unwrap().is_failed());
+    let r = gate(&other, &this);
+    assert_eq!(row(&r, TX).verdict, Verdict::Inconclusive);
+    assert!(
+        row(&r, TX).why.contains("failed in the baseline run"),
+        "{}",
+        row(&r, TX).why
+    );
+}
