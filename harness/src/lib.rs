@@ -5,6 +5,8 @@
 pub mod cli;
 pub mod engine;
 pub mod exitcode;
+pub mod gate;
+pub mod merge;
 pub mod record;
 pub mod results;
 pub mod scenario;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use vmbench::cli::{bench, boot};
-use vmbench::exitcode;
+use vmbench::{exitcode, gate, merge};
 
 /// vmbench: a reproducible virtual test-bed and benchmark harness.
 #[derive(Parser)]
@@ -20,6 +20,17 @@ struct Cli {
 enum Command {
     /// The main job: run every case of a scenario, write results.json, print a summary.
     Bench(bench::Args),
+    /// Compare a run against a baseline and fail on regressions (docs/ci.md).
+    Gate(gate::Args),
+    /// Merge the results of shards (`bench --shard I/N`) into one results.json.
+    Merge(merge::Args),
+    /// One repetition of one case as JSON: the interface `bench --ab` drives another build
+    /// through (docs/ci.md).
+    #[command(hide = true)]
+    RunOne(bench::RunOneArgs),
+    /// The versions of the interfaces this build speaks, as JSON.
+    #[command(hide = true)]
+    Protocol,
     /// Boot one guest and run one workload in it.
     Boot(boot::Args),
     /// Render report.html, PNGs and summary.md from results files (or a static site).
@@ -80,6 +91,10 @@ fn main() -> ExitCode {
     let verbose = cli.verbose;
     let result = match cli.command {
         Command::Bench(args) => bench::run(args),
+        Command::Gate(args) => gate::run(args),
+        Command::Merge(args) => merge::run(args),
+        Command::RunOne(args) => bench::run_one(args),
+        Command::Protocol => bench::protocol(),
         Command::Boot(args) => boot::run(args),
         Command::Report(args) => reports::cli::run(args),
         Command::Images { command } => images(command),

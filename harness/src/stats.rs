@@ -401,7 +401,7 @@ fn percentile_interval(replicates: &mut [f64], confidence: f64) -> (f64, f64) {
 /// cannot shift when an external crate changes its streams. Fast and statistically strong
 /// enough for resampling; not for cryptography.
 #[derive(Debug, Clone)]
-struct Rng {
+pub(crate) struct Rng {
     state: [u64; 4],
 }
 
@@ -409,7 +409,7 @@ impl Rng {
     /// Expands the seed with splitmix64, as the xoshiro authors recommend. Four outputs of
     /// splitmix64 come from distinct counter values through a bijection, so at most one is
     /// zero and the all-zero state (a fixed point of xoshiro) cannot occur.
-    fn from_seed(seed: u64) -> Self {
+    pub(crate) fn from_seed(seed: u64) -> Self {
         let mut counter = seed;
         Self {
             state: std::array::from_fn(|_| splitmix64(&mut counter)),
@@ -431,7 +431,7 @@ impl Rng {
 
     /// Uniform integer in `0..bound` (`bound > 0`), without modulo bias: Lemire's
     /// multiply-and-reject method ("Fast Random Integer Generation in an Interval", 2019).
-    fn below(&mut self, bound: usize) -> usize {
+    pub(crate) fn below(&mut self, bound: usize) -> usize {
         debug_assert!(bound > 0, "empty range");
         let bound = bound as u64;
         let mut product = u128::from(self.next_u64()) * u128::from(bound);

@@ -99,6 +99,22 @@ pub struct RunResults {
     /// written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_line: Option<Vec<String>>,
+    /// Set by an A/B run (`bench --ab`): repetitions 0 and 3 of every four (A B B A) ran on
+    /// this build, the others on the build described here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ab: Option<AbRun>,
+}
+
+/// The other build of an A/B run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AbRun {
+    pub other_binary: String,
+    /// Its `--version` line.
+    pub other_version: String,
+    /// The git revision it was built from (`--ab-rev`).
+    pub other_revision: Option<String>,
+    /// The run-one protocol version both spoke.
+    pub protocol: u32,
 }
 
 /// A short calibration run at the start: this host's exit costs, to read the figures by.
@@ -261,6 +277,7 @@ impl RunResults {
             cases,
             comparisons: Vec::new(),
             command_line: None,
+            ab: None,
         }
     }
 

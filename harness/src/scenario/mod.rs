@@ -18,6 +18,7 @@ mod error;
 mod expand;
 mod params;
 mod parse;
+mod shard;
 mod toml_doc;
 
 #[cfg(test)]
@@ -34,6 +35,8 @@ pub use params::{
     or_none, BlockIo, CaseParams, DeviceKind, DiskFormat, DiskKind, EngineKind, Guest,
     NetBackendKind, NicKind, Pattern, Profile, Workload, WorkloadKind, PROBE_EXEC_MAX,
 };
+
+pub use shard::Shard;
 
 use crate::session::Limits;
 use crate::stats::BootstrapOptions;
@@ -193,6 +196,9 @@ pub struct Overrides {
     /// wildcards; `|` separates alternatives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// Keeps this runner's share of the cases (`--shard I/N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
 }
 
 /// One slot of the run order: which case, which repetition.
@@ -318,6 +324,20 @@ impl Scenario {
                         "--filter '{pattern}' matches none of the {} cases; ids look like: {}",
                         self.cases.len(),
                         examples.join("; ")
+                    )));
+                }
+                kept
+            }
+        };
+        let cases = match o.shard {
+            None => cases,
+            Some(shard) => {
+                let n = cases.len();
+                let kept = shard.select(cases, &run);
+                if kept.is_empty() {
+                    return Err(ScenarioError::Override(format!(
+                        "--shard {shard}: only {n} case(s) to share, so shard {} has none; use at most {n} shards",
+                        shard.index
                     )));
                 }
                 kept

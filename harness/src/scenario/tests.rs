@@ -432,6 +432,7 @@ fn overrides_change_repetitions_duration_and_cases() {
         repetitions: Some(2),
         duration_secs: Some(0.25),
         filter: Some("virtio".into()),
+        ..Default::default()
     })
     .unwrap();
     assert_eq!(s.run.repetitions, 2);

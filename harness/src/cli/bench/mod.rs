@@ -4,6 +4,7 @@
 //! comparisons, optionally keeps sampling until the intervals are narrow enough, and prints a
 //! summary.
 
+mod ab;
 mod metrics;
 mod summary;
 
@@ -21,9 +22,10 @@ use crate::results::{
     self, collect_environment, create_run_dir, run_id, Calibration, CaseStatus, ResultsWriter,
     RunResults,
 };
-use crate::scenario::{Case, EngineKind, Overrides, Scenario, Slot};
+use crate::scenario::{Case, EngineKind, Overrides, Scenario, Shard, Slot};
 use crate::session::{self, Limits, Outcome};
 
+pub use ab::OTHER_BUILD_FAILED;
 pub use metrics::primary;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -52,6 +54,95 @@ pub struct Args {
     /// Print the results document as JSON on stdout instead of the summary table.
     #[arg(long)]
     pub json: bool,
+    /// Run only shard I of N: a deterministic, balanced share of the cases, for CI matrices
+    /// (`vmbench merge` joins the shards' results).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// A/A: run every case against itself, twice the repetitions in the order A B B A, and
+    /// store each case's noise floor for this host (results/noise/<host fingerprint>.json).
+    #[arg(long, conflicts_with_all = ["ab", "ab_rev"])]
+    pub aa: bool,
+    /// A/B: also run every case on OTHER_VMBENCH (another build, the baseline), interleaved
+    /// A B B A in one results file; `gate --ab` reads it. OTHER must speak the run-one
+    /// protocol (docs/ci.md).
+    #[arg(long, value_name = "OTHER_VMBENCH", conflicts_with = "ab_rev")]
+    pub ab: Option<PathBuf>,
+    /// A/B against git revision REV of this source tree, built in a temporary worktree.
+    #[arg(long, value_name = "REV")]
+    pub ab_rev: Option<String>,
+    /// With --aa or --ab: up to N times, add a pair of rounds (one A-first, one B-first) for
+    /// the cases the gate (at its default 5% threshold and alpha 0.05) finds inconclusive.
+    #[arg(long, value_name = "N")]
+    pub retry_suspects: Option<u32>,
+}
+
+/// `vmbench run-one`: one repetition of one case, printed as one line of JSON (the interface
+/// an A/B run drives the other build through; docs/ci.md).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunOneArgs {
+    pub scenario: PathBuf,
+    #[arg(long)]
+    pub case: String,
+    /// The repetition's index (its place in the schedule).
+    #[arg(long)]
+    pub index: u32,
+    #[arg(long)]
+    pub duration: Option<f64>,
+}
+
+/// `vmbench protocol`: the interfaces this build speaks, as JSON.
+pub fn protocol() -> anyhow::Result<()> {
+    println!("{}", serde_json::json!({ "run_one": ab::RUN_ONE_PROTOCOL }));
+    Ok(())
+}
+
+pub fn run_one(args: RunOneArgs) -> anyhow::Result<()> {
+    let mut scenario = Scenario::load(&args.scenario)?;
+    scenario.apply(&Overrides {
+        duration_secs: args.duration,
+        ..Default::default()
+    })?;
+    let Some(case) = scenario.case(&args.case).cloned() else {
+        bail!(
+            "{}: no case {}; ids look like {}",
+            args.scenario.display(),
+            args.case,
+            scenario.cases.first().map_or("", |c| c.id.as_str())
+        );
+    };
+    check_requirements(&scenario)?;
+    let manifest =
+        images::probe::build(&mut |m| eprintln!("{m}")).context("cannot build the probe guest")?;
+    let dir = std::env::temp_dir().join(format!("vmbench-run-one-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut runner = Runner {
+        scenario: &scenario,
+        probe: manifest.artifacts[0].path.clone(),
+        dir: dir.clone(),
+        disks: BTreeMap::new(),
+        measured: Duration::ZERO,
+        other: None,
+    };
+    let result = runner.repetition(&case, args.index);
+    runner.remove_disks();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = match result {
+        Ok(r) => ab::RunOneOutput {
+            run_one: ab::RUN_ONE_PROTOCOL,
+            repetition: Some(r),
+            failed: None,
+        },
+        Err((reason, console_tail)) => ab::RunOneOutput {
+            run_one: ab::RUN_ONE_PROTOCOL,
+            repetition: None,
+            failed: Some(ab::RunOneFailure {
+                reason,
+                console_tail,
+            }),
+        },
+    };
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
 }
 
 /// True once the user pressed Ctrl-C (or the process got SIGTERM).
@@ -61,10 +152,33 @@ pub fn interrupted() -> bool {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut scenario = Scenario::load(&args.scenario)?;
+    let two_sided = args.aa || args.ab.is_some() || args.ab_rev.is_some();
+    if args.retry_suspects.is_some() && !two_sided {
+        bail!("--retry-suspects needs --aa, --ab or --ab-rev: suspects are cases whose two sides the gate cannot tell apart yet");
+    }
+    if two_sided && args.target_ci.is_some() {
+        bail!("--target-ci cannot be combined with --aa or --ab: both sides must keep the A B B A order");
+    }
+    let repetitions = match two_sided {
+        // Each side gets what one run would have.
+        true => {
+            let per_side = args.repetitions.unwrap_or(scenario.run.repetitions);
+            if (per_side as usize) < crate::gate::MIN_REPETITIONS {
+                bail!(
+                    "--aa and --ab need at least {} repetitions a side, got {per_side}; pass --repetitions {}",
+                    crate::gate::MIN_REPETITIONS,
+                    crate::gate::MIN_REPETITIONS
+                );
+            }
+            Some(2 * per_side)
+        }
+        false => args.repetitions,
+    };
     scenario.apply(&Overrides {
-        repetitions: args.repetitions,
+        repetitions,
         duration_secs: args.duration,
         filter: args.filter.clone(),
+        shard: args.shard,
     })?;
     if scenario.cases.is_empty() {
         bail!(
@@ -83,6 +197,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     session::cancel_on_signals().context("cannot install the Ctrl-C handler")?;
 
+    let other = match (&args.ab, &args.ab_rev) {
+        (Some(bin), _) => Some(ab::Other::new(bin, &args.scenario, args.duration)?),
+        (None, Some(rev)) => Some(ab::Other::build_rev(rev, &args.scenario, args.duration)?),
+        (None, None) => None,
+    };
     let manifest =
         images::probe::build(&mut |m| eprintln!("{m}")).context("cannot build the probe guest")?;
     let probe = manifest.artifacts[0].path.clone();
@@ -98,6 +217,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     doc.command_line = Some(std::env::args().collect());
     let mut writer = ResultsWriter::create(&dir, doc)?;
     writer.set_images(vec![serde_json::to_value(&manifest)?])?;
+    if let Some(o) = &other {
+        let info = o.info.clone();
+        writer.update(|d| d.ab = Some(info))?;
+    }
     eprintln!(
         "run {id}: {} cases x {} repetitions -> {}",
         scenario.cases.len(),
@@ -111,6 +234,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         dir: dir.clone(),
         disks: BTreeMap::new(),
         measured: Duration::ZERO,
+        other,
     };
     let started = Instant::now();
     if let Some(c) = runner.calibrate() {
@@ -143,6 +267,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .into());
         }
     };
+    if args.aa {
+        let floors = crate::gate::noise::floors_from_aa(&doc, &scenario.run.bootstrap())?;
+        print_floors(&floors, &scenario);
+        let path = crate::gate::noise::store(&doc, floors, None)?;
+        eprintln!("noise floors stored in {}", path.display());
+    }
     report(&dir);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -180,6 +310,20 @@ fn report(dir: &Path) {
     }
 }
 
+/// Each case's floor for its primary metric (the file holds every metric's).
+fn print_floors(f: &crate::gate::noise::ScenarioFloors, scenario: &Scenario) {
+    eprintln!(
+        "noise floors (A/A, {} vs {} repetitions): the smallest change each case can show",
+        f.repetitions_per_side, f.repetitions_per_side
+    );
+    for c in &scenario.cases {
+        let (m, _) = primary(c.params.workload.kind());
+        if let Some(v) = f.floors.get(&c.id).and_then(|x| x.get(m)) {
+            eprintln!("  {:<45} {m} ±{v:.1}%", c.id);
+        }
+    }
+}
+
 /// Refuses, before anything runs, what cannot run on this host.
 fn check_requirements(s: &Scenario) -> anyhow::Result<()> {
     vmm::kvm::open()?;
@@ -204,6 +348,8 @@ struct Runner<'a> {
     disks: BTreeMap<usize, PathBuf>,
     /// Time spent inside measurement windows.
     measured: Duration,
+    /// The other build of an A/B run: it runs the B repetitions (A B B A).
+    other: Option<ab::Other>,
 }
 
 impl Runner<'_> {
@@ -258,6 +404,67 @@ impl Runner<'_> {
             let budget = Duration::from_secs_f64(args.budget.unwrap_or(600.0));
             self.adaptive(writer, pct, budget, started)?;
         }
+        if let Some(n) = args.retry_suspects {
+            self.retry_suspects(writer, n)?;
+        }
+        Ok(())
+    }
+
+    /// Adds pairs of rounds (indices 2k and 2k+1: one A and one B, alternating which comes
+    /// first) for the cases the gate finds inconclusive, up to `times` pairs.
+    fn retry_suspects(&mut self, writer: &mut ResultsWriter, times: u32) -> Result<(), String> {
+        let mut round = self.scenario.run.repetitions;
+        for _ in 0..times {
+            let (a, b) = crate::gate::noise::split_aa(writer.results());
+            let opts = crate::gate::GateOptions {
+                allow_env_mismatch: true,
+                bootstrap: self.scenario.run.bootstrap(),
+                ..Default::default()
+            };
+            let report = crate::gate::evaluate(&b, &a, &opts, &Default::default())
+                .map_err(|e| e.to_string())?;
+            let suspects: Vec<usize> =
+                self.scenario
+                    .cases
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| {
+                        report.rows.iter().any(|r| {
+                            r.case == c.id && r.verdict == crate::gate::Verdict::Inconclusive
+                        })
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+            if suspects.is_empty() {
+                return Ok(());
+            }
+            eprintln!(
+                "--retry-suspects: {} inconclusive case(s), adding repetitions {round} and {}",
+                suspects.len(),
+                round + 1
+            );
+            let slots: Vec<Slot> = [round, round + 1]
+                .into_iter()
+                .flat_map(|r| self.scenario.round(r))
+                .filter(|s| suspects.contains(&s.case))
+                .collect();
+            let bar = progress(slots.len() as u64);
+            let mut remaining: BTreeMap<usize, u32> = slots.iter().map(|s| (s.case, 2)).collect();
+            for s in &slots {
+                writer
+                    .update(|d| {
+                        if let Ok(c) = d.case_mut(&self.scenario.cases[s.case].id) {
+                            if c.status == CaseStatus::Ok {
+                                c.status = CaseStatus::Pending;
+                            }
+                        }
+                    })
+                    .map_err(|e| e.to_string())?;
+                self.one(writer, s, &bar, &mut remaining)?;
+            }
+            bar.finish_and_clear();
+            round += 2;
+        }
         Ok(())
     }
 
@@ -279,7 +486,13 @@ impl Runner<'_> {
             .is_none_or(|c| c.is_failed());
         bar.set_message(format!("{} (repetition {})", case.id, slot.repetition + 1));
         if !failed {
-            match self.repetition(case, slot.repetition) {
+            let result = match &self.other {
+                Some(o) if !crate::gate::noise::is_side_a(slot.repetition) => {
+                    o.repetition(case, slot.repetition)
+                }
+                _ => self.repetition(case, slot.repetition),
+            };
+            match result {
                 Ok(rep) => writer
                     .add_repetition(&case.id, rep)
                     .map_err(|e| e.to_string())?,
