@@ -7,6 +7,8 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
+use vm_memory::VolatileSlice;
+
 /// What a back-end can do beyond read, write and flush.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockFeatures {
@@ -30,6 +32,32 @@ pub trait BlockBackend: Send {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Writes `buf` at `offset`; `PermissionDenied` on a read-only disk.
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
+    /// Fills the guest buffers `bufs`, in order, from `offset`: the data of one request,
+    /// split across descriptors. The default reads into `scratch` (kept by the caller across
+    /// requests) and copies; back-ends that can, override it to read into guest memory.
+    fn read_vectored_at(
+        &mut self,
+        offset: u64,
+        bufs: &[VolatileSlice],
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        scratch.resize(total_len(bufs)?, 0);
+        self.read_at(offset, scratch)?;
+        copy_to_slices(scratch, bufs);
+        Ok(())
+    }
+    /// Writes the guest buffers `bufs`, in order, at `offset`; the default copies them into
+    /// `scratch` first (see [`BlockBackend::read_vectored_at`]).
+    fn write_vectored_at(
+        &mut self,
+        offset: u64,
+        bufs: &[VolatileSlice],
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        scratch.resize(total_len(bufs)?, 0);
+        copy_from_slices(bufs, scratch);
+        self.write_at(offset, scratch)
+    }
     /// Makes every completed write durable.
     fn flush(&mut self) -> io::Result<()>;
     fn discard(&mut self, _offset: u64, _len: u64) -> io::Result<()> {
@@ -50,6 +78,30 @@ pub fn check_range(offset: u64, len: u64, capacity: u64) -> io::Result<()> {
             io::ErrorKind::InvalidInput,
             format!("range {offset:#x}+{len:#x} is past the end of the disk ({capacity:#x} bytes)"),
         )),
+    }
+}
+
+/// The bytes in `bufs` together; `InvalidInput` if they overflow.
+pub fn total_len(bufs: &[VolatileSlice]) -> io::Result<usize> {
+    bufs.iter()
+        .try_fold(0usize, |n, b| n.checked_add(b.len()))
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// Copies `src` into `bufs` in order, as far as both go.
+pub fn copy_to_slices(mut src: &[u8], bufs: &[VolatileSlice]) {
+    for b in bufs {
+        let n = b.len().min(src.len());
+        b.copy_from(&src[..n]);
+        src = &src[n..];
+    }
+}
+
+/// Copies `bufs` in order into `dst`, as far as both go.
+pub fn copy_from_slices(bufs: &[VolatileSlice], mut dst: &mut [u8]) {
+    for b in bufs {
+        let n = b.copy_to(dst);
+        dst = &mut dst[n..];
     }
 }
 

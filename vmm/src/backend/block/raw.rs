@@ -5,7 +5,12 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{check_range, BlockBackend, BlockFeatures, OpenOptions};
+use vm_memory::VolatileSlice;
+
+use super::{
+    check_range, copy_from_slices, copy_to_slices, total_len, BlockBackend, BlockFeatures,
+    OpenOptions,
+};
 
 /// O_DIRECT transfers must be aligned to the logical block size; 4 KiB covers every device.
 const DIRECT_ALIGN: usize = 4096;
@@ -149,6 +154,55 @@ impl BlockBackend for RawFile {
         self.file.write_all_at(b, start)
     }
 
+    /// Straight into guest memory with preadv, unless O_DIRECT and a segment (or the offset)
+    /// is not aligned as it requires: then through the aligned bounce buffer.
+    fn read_vectored_at(
+        &mut self,
+        offset: u64,
+        bufs: &[VolatileSlice],
+        _scratch: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let n = total_len(bufs)?;
+        check_range(offset, n as u64, self.capacity)?;
+        if !self.opts.direct_io || direct_aligned(offset, bufs) {
+            return crate::sys::preadv_exact(&self.file, bufs, offset);
+        }
+        let (start, len) = Self::window(offset, n);
+        let skip = (offset - start) as usize;
+        let b = self.bounce.get(len);
+        self.file.read_exact_at(b, start)?;
+        copy_to_slices(&b[skip..skip + n], bufs);
+        Ok(())
+    }
+
+    /// Straight from guest memory with pwritev, unless O_DIRECT and a segment (or the
+    /// offset) is not aligned: then through the aligned bounce buffer (read-modify-write of
+    /// partial blocks).
+    fn write_vectored_at(
+        &mut self,
+        offset: u64,
+        bufs: &[VolatileSlice],
+        _scratch: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        if self.opts.read_only {
+            return Err(io::ErrorKind::PermissionDenied.into());
+        }
+        let n = total_len(bufs)?;
+        check_range(offset, n as u64, self.capacity)?;
+        if !self.opts.direct_io || direct_aligned(offset, bufs) {
+            return crate::sys::pwritev_all(&self.file, bufs, offset);
+        }
+        let (start, len) = Self::window(offset, n);
+        let skip = (offset - start) as usize;
+        let partial = skip != 0 || n != len;
+        let b = self.bounce.get(len);
+        if partial {
+            self.file.read_exact_at(b, start)?;
+        }
+        copy_from_slices(bufs, &mut b[skip..skip + n]);
+        self.file.write_all_at(b, start)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.file.sync_data()
     }
@@ -182,6 +236,16 @@ impl BlockBackend for RawFile {
             }
         )
     }
+}
+
+/// Whether O_DIRECT can take `bufs` at `offset` as they are: the offset and every segment's
+/// address and length multiples of [`DIRECT_ALIGN`].
+fn direct_aligned(offset: u64, bufs: &[VolatileSlice]) -> bool {
+    let a = DIRECT_ALIGN;
+    offset.is_multiple_of(a as u64)
+        && bufs.iter().all(|b| {
+            b.len().is_multiple_of(a) && (b.ptr_guard().as_ptr() as usize).is_multiple_of(a)
+        })
 }
 
 impl RawFile {

@@ -6,7 +6,7 @@ pub mod request;
 #[cfg(test)]
 mod tests;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,7 +29,8 @@ pub const F_DISCARD: u64 = 1 << 13;
 pub const F_WRITE_ZEROES: u64 = 1 << 14;
 
 pub const QUEUE_SIZE: u16 = 256;
-/// Largest transfer per request we accept (also the bounce buffer bound).
+/// Largest transfer per request we accept (also the bound of `buf`, the bounce buffer of
+/// back-ends that cannot move data to and from guest memory directly).
 const MAX_REQUEST: u64 = 4 << 20;
 const SEG_MAX: u32 = 128;
 
@@ -241,7 +242,8 @@ impl BlkWorker {
         chain: virtio_queue::DescriptorChain<&'m GuestMemoryMmap>,
     ) -> u32 {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let (req, mut reader, mut writer) = match Request::parse(mem, chain) {
+        let data_chain = chain.clone();
+        let (req, _reader, mut writer) = match Request::parse(mem, chain) {
             Ok(r) => r,
             Err(e) => {
                 // Without a parseable request there may be no status byte to write; the
@@ -255,10 +257,11 @@ impl BlkWorker {
         let mut backend = self.backend.lock().unwrap_or_else(|e| e.into_inner());
         let mut data_written = 0u32;
         let status = match (&req.kind, offset) {
+            // The data moves between the back-end and the guest's buffers directly (or through
+            // `buf` for back-ends that cannot: see `BlockBackend::read_vectored_at`).
             (Kind::Read { len }, Some(off)) if *len <= MAX_REQUEST => {
-                self.buf.resize(*len as usize, 0);
-                match backend.read_at(off, &mut self.buf) {
-                    Ok(()) => match writer.write_all(&self.buf) {
+                match request::data_slices(mem, data_chain, &req.kind) {
+                    Ok(bufs) => match backend.read_vectored_at(off, &bufs, &mut self.buf) {
                         Ok(()) => {
                             data_written = *len as u32;
                             self.counters.read_bytes.fetch_add(*len, Ordering::Relaxed);
@@ -273,9 +276,8 @@ impl BlkWorker {
                 if self.read_only {
                     request::S_IOERR
                 } else {
-                    self.buf.resize(*len as usize, 0);
-                    match reader.read_exact(&mut self.buf) {
-                        Ok(()) => match backend.write_at(off, &self.buf) {
+                    match request::data_slices(mem, data_chain, &req.kind) {
+                        Ok(bufs) => match backend.write_vectored_at(off, &bufs, &mut self.buf) {
                             Ok(()) => {
                                 self.counters.write_bytes.fetch_add(*len, Ordering::Relaxed);
                                 request::S_OK

@@ -3,8 +3,9 @@
 
 use std::io::Read;
 
+use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Reader, Writer};
-use vm_memory::{ByteValued, GuestMemoryMmap};
+use vm_memory::{Address, ByteValued, GuestMemory, GuestMemoryMmap, Permissions, VolatileSlice};
 
 pub const SECTOR: u64 = 512;
 pub const T_IN: u32 = 0;
@@ -141,4 +142,69 @@ impl Request {
             writer,
         ))
     }
+}
+
+/// The guest memory holding a request's data, as slices vm-memory checked (split where a
+/// descriptor or a memory region ends): for a read, the first `len` bytes of the writable
+/// descriptors (the byte after them is the status); for a write, the `len` bytes of the
+/// readable descriptors after the header. `chain` is the one [`Request::parse`] took, and
+/// `len` the length it returned in [`Kind::Read`] or [`Kind::Write`]; other kinds have no
+/// data.
+pub fn data_slices<'a>(
+    mem: &'a GuestMemoryMmap,
+    chain: DescriptorChain<&'a GuestMemoryMmap>,
+    kind: &Kind,
+) -> Result<Vec<VolatileSlice<'a>>, Error> {
+    match *kind {
+        Kind::Read { len } => take(mem, chain.writable(), Permissions::Write, 0, len),
+        Kind::Write { len } => take(
+            mem,
+            chain.readable(),
+            Permissions::Read,
+            std::mem::size_of::<Header>() as u64,
+            len,
+        ),
+        Kind::Flush
+        | Kind::GetId
+        | Kind::Discard(_)
+        | Kind::WriteZeroes(_)
+        | Kind::Unsupported(_) => Ok(Vec::new()),
+    }
+}
+
+/// `len` bytes of the descriptors `descs` after the first `skip`, as guest memory slices.
+fn take<'a>(
+    mem: &'a GuestMemoryMmap,
+    descs: impl Iterator<Item = Descriptor>,
+    access: Permissions,
+    mut skip: u64,
+    len: u64,
+) -> Result<Vec<VolatileSlice<'a>>, Error> {
+    let mut left = len;
+    let mut out = Vec::new();
+    for d in descs {
+        if left == 0 {
+            break;
+        }
+        let dlen = u64::from(d.len());
+        if skip >= dlen {
+            skip -= dlen;
+            continue;
+        }
+        let n = (dlen - skip).min(left);
+        let addr = d.addr().checked_add(skip).ok_or(Error::Chain)?;
+        skip = 0;
+        let count = usize::try_from(n).map_err(|_| Error::Chain)?;
+        for s in mem
+            .get_slices(addr, count, access)
+            .map_err(|_| Error::Chain)?
+        {
+            out.push(s.map_err(|_| Error::Chain)?);
+        }
+        left -= n;
+    }
+    if left != 0 {
+        return Err(Error::Chain);
+    }
+    Ok(out)
 }
