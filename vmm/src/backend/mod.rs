@@ -5,6 +5,7 @@
 pub mod block;
 pub mod gso;
 pub mod host_services;
+pub mod lock;
 pub mod net;
 pub mod net_util;
 pub mod netns;

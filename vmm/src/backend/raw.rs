@@ -56,6 +56,8 @@ pub enum Error {
     },
     #[error("disk image {path} is {size} bytes, not a multiple of 512")]
     Size { path: String, size: u64 },
+    #[error(transparent)]
+    Lock(#[from] super::lock::Error),
 }
 
 impl RawFile {
@@ -80,6 +82,7 @@ impl RawFile {
         if size % 512 != 0 {
             return Err(Error::Size { path: p, size });
         }
+        super::lock::lock(&file, path, super::lock::LockMode::of(&opts))?;
         Ok(RawFile {
             file,
             path: path.to_path_buf(),
