@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use probe_abi::{layout, ports};
 use vmm::machine::{DISK_SLOT, NIC_SLOT};
+use vmm::process::DieWithParent;
 
 use crate::record::Record;
 
@@ -562,6 +563,7 @@ fn run_once(
     let start = Instant::now();
     let deadline = start + cfg.timeout;
     let mut child = Command::new(qemu)
+        .die_with_parent()
         .args(command_line(cfg, accel, bios))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -10,6 +10,7 @@ pub mod interrupt;
 pub mod kvm;
 pub mod machine;
 pub mod pci;
+pub mod process;
 pub mod virtio;
 
 pub use event::Event;
