@@ -111,6 +111,7 @@ pub fn disk_config(args: &Args) -> anyhow::Result<Option<DiskConfig>> {
         options: OpenOptions {
             read_only: args.disk_readonly,
             direct_io: args.direct_io,
+            format: None,
         },
     }))
 }

@@ -54,4 +54,10 @@ pub struct OpenOptions {
     pub read_only: bool,
     /// O_DIRECT: bypass the host page cache (raw files).
     pub direct_io: bool,
+    /// The format the user stated; None: recognised from the contents ([`detect_format`]),
+    /// and then, as QEMU does, a raw image refuses guest writes that would make its first
+    /// sector look like another format.
+    pub format: Option<ImageFormat>,
 }
+
+pub use super::format::{detect_format, DetectedFormat, ImageFormat};

@@ -699,6 +699,7 @@ fn open_backing(
     let ro = OpenOptions {
         read_only: true,
         direct_io: false,
+        format: None,
     };
     let file = match File::open(path) {
         Ok(f) => f,

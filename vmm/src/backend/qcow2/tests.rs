@@ -237,6 +237,7 @@ fn created_images_parse_back() {
         OpenOptions {
             read_only: true,
             direct_io: false,
+            format: None,
         },
     )
     .unwrap();
@@ -247,7 +248,8 @@ fn created_images_parse_back() {
             &p,
             OpenOptions {
                 read_only: false,
-                direct_io: true
+                direct_io: true,
+                format: None,
             }
         ),
         Err(Error::DirectIo)
