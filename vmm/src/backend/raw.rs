@@ -368,7 +368,10 @@ mod tests {
 
         assert_eq!(header.unwrap_err().kind(), io::ErrorKind::PermissionDenied);
         assert!(piecewise.is_ok());
-        assert_eq!(completes.unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            completes.unwrap_err().kind(),
+            io::ErrorKind::PermissionDenied
+        );
         assert!(partition_table.is_ok());
         assert!(elsewhere.is_ok());
         assert!(stated_header.is_ok(), "a stated raw format takes any write");
