@@ -87,6 +87,7 @@ fn o_direct_serves_the_same_bytes() {
         OpenOptions {
             direct_io: true,
             read_only: false,
+            format: None,
         },
         "blk-pattern sectors=1000 seed=3",
     );
@@ -108,6 +109,7 @@ fn a_read_only_disk_refuses_writes_and_stays_unchanged() {
         OpenOptions {
             read_only: true,
             direct_io: false,
+            format: None,
         },
         "blk-pattern sectors=256 seed=1",
     );

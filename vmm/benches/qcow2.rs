@@ -39,6 +39,7 @@ fn random_reads(c: &mut Criterion) {
     let ro = OpenOptions {
         read_only: true,
         direct_io: false,
+        format: None,
     };
     for (name, path) in [("raw", &raw), ("qcow2", &img)] {
         let mut disk = open_disk(path, ro).expect("open image");

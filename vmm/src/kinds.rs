@@ -5,7 +5,6 @@
 //! schema (v1) and of the scenario format: never rename one.
 
 use std::fmt;
-use std::fs::File;
 use std::io;
 use std::path::Path;
 
@@ -127,13 +126,7 @@ impl DiskFormat {
     /// file's name plays no part. Both engines use this (the VMM's block back-end through
     /// [`crate::backend::block::qcow2::has_magic`], which this calls), so they never disagree.
     pub fn detect(path: &Path) -> io::Result<DiskFormat> {
-        Ok(
-            if crate::backend::block::qcow2::has_magic(&File::open(path)?)? {
-                DiskFormat::Qcow2
-            } else {
-                DiskFormat::Raw
-            },
-        )
+        crate::backend::block::detect_format(path).map_err(io::Error::other)
     }
 }
 

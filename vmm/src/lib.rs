@@ -13,6 +13,7 @@ pub mod kvm;
 pub mod machine;
 pub mod memory_map;
 pub mod pci;
+pub mod process;
 pub mod sys;
 pub mod virtio;
 pub mod worker;

@@ -39,13 +39,15 @@ pub fn machine_config(spec: &GuestSpec) -> MachineConfig {
         probe: spec.probe.clone(),
         exec: spec.exec.clone(),
         // The block back-end reads the format from the image with the same function that
-        // filled in `d.format` (vmm::kinds::DiskFormat::detect).
+        // filled in `d.format` (vmm::kinds::DiskFormat::detect); left unstated, so that a
+        // guessed raw image keeps QEMU's guard on its first sector.
         disk: spec.disk.as_ref().map(|d| DiskConfig {
             kind: d.kind,
             path: d.image.clone(),
             options: OpenOptions {
                 read_only: d.read_only,
                 direct_io: d.direct_io,
+                format: None,
             },
         }),
         nic: spec.nic.as_ref().map(|n| NicConfig {

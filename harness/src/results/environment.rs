@@ -8,6 +8,7 @@ use std::process::Command;
 
 use kvm_ioctls::Cap;
 use serde::{Deserialize, Serialize};
+use vmm::process::DieWithParent;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Environment {
@@ -143,6 +144,7 @@ fn kvm_info() -> KvmInfo {
 pub fn revision(dir: &Path) -> Revision {
     let git = |args: &[&str]| -> Option<String> {
         let out = Command::new("git")
+            .die_with_parent()
             .arg("-C")
             .arg(dir)
             .args(args)

@@ -371,8 +371,14 @@ pub fn load(path: &Path) -> Result<RunResults, ResultsError> {
         path: path.to_path_buf(),
         source,
     })?;
+    parse(path, &bytes)
+}
+
+/// Parses the bytes of a results file read from `path` (named in errors); what [`load`] does
+/// once it has the bytes, and what the fuzz target feeds.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<RunResults, ResultsError> {
     let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|source| ResultsError::Json {
+        serde_json::from_slice(bytes).map_err(|source| ResultsError::Json {
             path: path.to_path_buf(),
             source,
         })?;

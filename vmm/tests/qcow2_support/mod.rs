@@ -89,6 +89,7 @@ pub fn ro() -> OpenOptions {
     OpenOptions {
         read_only: true,
         direct_io: false,
+        format: None,
     }
 }
 

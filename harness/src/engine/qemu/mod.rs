@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use probe_abi::{layout, ports, EXEC_MAX};
 use vmm::kinds::{DiskFormat, DiskKind, NicKind};
 use vmm::machine::{DISK_SLOT, NIC_SLOT};
+use vmm::process::DieWithParent;
 
 use crate::record::Record;
 
@@ -516,6 +517,7 @@ fn run_once(
     let start = Instant::now();
     let deadline = start + cfg.timeout;
     let mut child = Command::new(qemu)
+        .die_with_parent()
         .args(command_line(cfg, accel, bios))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

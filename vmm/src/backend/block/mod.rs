@@ -3,7 +3,6 @@
 pub mod qcow2;
 pub mod raw;
 
-use std::fs::File;
 use std::io;
 use std::path::Path;
 
@@ -111,7 +110,17 @@ pub struct OpenOptions {
     pub read_only: bool,
     /// O_DIRECT: bypass the host page cache (raw files).
     pub direct_io: bool,
+    /// The format the user stated; None: recognised from the contents ([`detect_format`]),
+    /// and then, as QEMU does, a raw image refuses guest writes that would make its first
+    /// sector look like another format.
+    pub format: Option<DiskFormat>,
 }
+
+pub use crate::kinds::DiskFormat;
+pub use format::{detect_format, DetectedFormat};
+
+pub mod format;
+pub mod lock;
 
 /// Why a disk image could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +133,8 @@ pub enum DiskError {
     },
     #[error(transparent)]
     Raw(#[from] raw::Error),
+    #[error(transparent)]
+    Format(#[from] format::Error),
     #[error("cannot open qcow2 image {path}")]
     Qcow2 {
         path: String,
@@ -135,12 +146,11 @@ pub enum DiskError {
 /// Opens a disk image as qcow2 if it starts with the qcow2 magic, else as a raw file. The
 /// format comes from the file's contents, never from its name.
 pub fn open_disk(path: &Path, opts: OpenOptions) -> Result<Box<dyn BlockBackend>, DiskError> {
-    let open_err = |source| DiskError::Open {
-        path: path.display().to_string(),
-        source,
+    let format = match opts.format {
+        Some(f) => f,
+        None => detect_format(path)?,
     };
-    let is_qcow2 = qcow2::has_magic(&File::open(path).map_err(open_err)?).map_err(open_err)?;
-    if is_qcow2 {
+    if format == DiskFormat::Qcow2 {
         let q = qcow2::Qcow2::open(path, opts).map_err(|source| DiskError::Qcow2 {
             path: path.display().to_string(),
             source,

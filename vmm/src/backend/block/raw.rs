@@ -12,6 +12,8 @@ use super::{
     OpenOptions,
 };
 
+/// The sector a guessed raw image guards ([`RawFile::guard_first_sector`]).
+const FIRST_SECTOR: u64 = 512;
 /// O_DIRECT transfers must be aligned to the logical block size; 4 KiB covers every device.
 const DIRECT_ALIGN: usize = 4096;
 
@@ -61,6 +63,8 @@ pub enum Error {
     },
     #[error("disk image {path} is {size} bytes, not a multiple of 512")]
     Size { path: String, size: u64 },
+    #[error(transparent)]
+    Lock(#[from] super::lock::Error),
 }
 
 impl RawFile {
@@ -85,6 +89,7 @@ impl RawFile {
         if size % 512 != 0 {
             return Err(Error::Size { path: p, size });
         }
+        super::lock::lock(&file, path, super::lock::LockMode::of(&opts))?;
         Ok(RawFile {
             file,
             path: path.to_path_buf(),
@@ -138,6 +143,9 @@ impl BlockBackend for RawFile {
             return Err(io::ErrorKind::PermissionDenied.into());
         }
         check_range(offset, buf.len() as u64, self.capacity)?;
+        if self.opts.format.is_none() && offset < FIRST_SECTOR {
+            self.guard_first_sector(offset, buf)?;
+        }
         if !self.opts.direct_io {
             return self.file.write_all_at(buf, offset);
         }
@@ -249,6 +257,28 @@ fn direct_aligned(offset: u64, bufs: &[VolatileSlice]) -> bool {
 }
 
 impl RawFile {
+    /// The image's format was guessed: a write that would make its first sector look like
+    /// another format (a qcow2 header naming a backing file on the host, say) is refused, as
+    /// QEMU refuses it, so that the next open does not take the guest's word for the format.
+    fn guard_first_sector(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let n = FIRST_SECTOR.min(self.capacity) as usize;
+        let mut sector = vec![0u8; n];
+        self.read_at(0, &mut sector)?;
+        let at = offset as usize;
+        let take = (n - at).min(buf.len());
+        sector[at..at + take].copy_from_slice(&buf[..take]);
+        match super::format::detect_bytes(&sector, None) {
+            super::format::DetectedFormat::Served(super::DiskFormat::Raw) => Ok(()),
+            other => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "write refused: it would make the first sector of {} (probed as raw) look like {other:?}",
+                    self.path.display()
+                ),
+            )),
+        }
+    }
+
     fn punch(&mut self, offset: u64, len: u64, mode: i32) -> io::Result<()> {
         if self.opts.read_only {
             return Err(io::ErrorKind::PermissionDenied.into());
@@ -262,6 +292,7 @@ impl RawFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::block::DiskFormat;
 
     fn image(bytes: usize) -> (tempdir::Dir, PathBuf) {
         let d = tempdir::Dir::new();
@@ -299,6 +330,7 @@ mod tests {
                 OpenOptions {
                     direct_io,
                     read_only: false,
+                    format: None,
                 },
             )
             .unwrap();
@@ -365,5 +397,40 @@ mod tests {
             RawFile::open(&p, OpenOptions::default()),
             Err(Error::Size { size: 1000, .. })
         ));
+    }
+
+    #[test]
+    fn a_guessed_raw_image_refuses_writes_that_make_it_look_like_another_format() {
+        let (_d, p) = image(1 << 16);
+        let mut guessed = RawFile::open(&p, OpenOptions::default()).unwrap();
+        let mut qcow2_header = vec![0u8; 512];
+        qcow2_header[..8].copy_from_slice(b"QFI\xfb\0\0\0\x03");
+
+        let header = guessed.write_at(0, &qcow2_header);
+        let piecewise = guessed.write_at(1, b"DMV"); // "\0DMV" is harmless...
+        let completes = guessed.write_at(0, b"K"); // ...until "KDMV"
+        let partition_table = guessed.write_at(446, &[0x80; 66]);
+        let elsewhere = guessed.write_at(512, &qcow2_header);
+        drop(guessed);
+        let mut stated = RawFile::open(
+            &p,
+            OpenOptions {
+                format: Some(DiskFormat::Raw),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let stated_header = stated.write_at(0, &qcow2_header);
+
+        assert_eq!(header.unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+        assert!(piecewise.is_ok());
+        assert_eq!(
+            completes.unwrap_err().kind(),
+            io::ErrorKind::PermissionDenied
+        );
+        assert!(partition_table.is_ok());
+        assert!(elsewhere.is_ok());
+        assert!(stated_header.is_ok(), "a stated raw format takes any write");
+        assert_eq!(&std::fs::read(&p).unwrap()[..4], b"QFI\xfb");
     }
 }

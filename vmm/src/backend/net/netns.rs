@@ -17,6 +17,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
+use crate::process::DieWithParent;
+
 pub const DEFAULT_PREFIX: &str = "vmbench";
 
 /// Said whenever the kernel refuses us for lack of privilege.
@@ -148,6 +150,7 @@ fn netns_dir() -> PathBuf {
 
 fn ip(args: &[&str]) -> Result<(), Error> {
     let out = Command::new("ip")
+        .die_with_parent()
         .args(args)
         .output()
         .map_err(Error::IpMissing)?;
@@ -169,6 +172,7 @@ fn classify_ip_failure(args: String, stderr: String) -> Error {
 /// The names `ip netns list` shows.
 pub fn list() -> Result<Vec<String>, Error> {
     let out = Command::new("ip")
+        .die_with_parent()
         .args(["netns", "list"])
         .output()
         .map_err(Error::IpMissing)?;

@@ -422,6 +422,7 @@ fn raw_fixture(image: &RawImage, direct_io: bool) -> Fixture {
         crate::backend::block::OpenOptions {
             read_only: false,
             direct_io,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -19,12 +19,14 @@ use miniz_oxide::inflate::core::{decompress, inflate_flags, DecompressorOxide};
 use miniz_oxide::inflate::TINFLStatus;
 
 use super::cache::TableCache;
-use super::header::{incompat, Header, OFF_AUTOCLEAR};
+use super::header::{incompat, Header, OFF_AUTOCLEAR, OFF_INCOMPATIBLE};
+use super::overlap::{self, Layout};
 use super::refcount::{write_entries, Refcounts};
 use super::tables::{
     decode_l1, decode_l2, table_from_bytes, table_to_bytes, Mapping, COPIED, ZERO,
 };
 use super::{has_magic, read_at, sync, write_at, Error};
+use crate::backend::block::lock::{self, LockMode};
 use crate::backend::block::raw::RawFile;
 use crate::backend::block::{check_range, BlockBackend, BlockFeatures, OpenOptions};
 
@@ -63,6 +65,9 @@ pub struct Qcow2 {
     scratch: Vec<u8>,
     /// A cluster of zeroes, for writing zeroes where no zero flag can do it.
     zeros: Vec<u8>,
+    /// A data write was about to land on metadata: the image is marked corrupt and nothing
+    /// more is written to it, data or metadata.
+    corrupt: bool,
 }
 
 impl Qcow2 {
@@ -97,6 +102,8 @@ impl Qcow2 {
             .write(!opts.read_only)
             .open(path)
             .map_err(open_err)?;
+        // Locked before anything is read: another writer may be changing the metadata.
+        lock::lock(&file, path, LockMode::of(&opts))?;
         let file_size = file.metadata().map_err(open_err)?.len();
         let mut first = vec![0u8; file_size.min(HEADER_READ) as usize];
         read_at(&file, &mut first, 0, "header")?;
@@ -160,6 +167,7 @@ impl Qcow2 {
             inflater: Box::default(),
             scratch: vec![0u8; cs as usize],
             zeros: vec![0u8; cs as usize],
+            corrupt: false,
             header,
         })
     }
@@ -372,6 +380,7 @@ impl Qcow2 {
         let m = decode_l2(entry, self.header.cluster_bits, self.header.version)?;
         match m {
             Mapping::Data { host, copied: true } => {
+                self.guard(host + within as u64, data.len() as u64)?;
                 return write_at(&self.file, data, host + within as u64, "data cluster");
             }
             Mapping::Zero {
@@ -379,6 +388,7 @@ impl Qcow2 {
                 copied: true,
             } => {
                 // Preallocated zero cluster: fill it, keep it.
+                self.guard(host, cs)?;
                 self.scratch.fill(0);
                 self.scratch[within..within + data.len()].copy_from_slice(data);
                 write_at(&self.file, &self.scratch, host, "data cluster")?;
@@ -390,6 +400,7 @@ impl Qcow2 {
         // Copy-on-write into a new cluster: from the backing file, a shared or compressed
         // cluster, or zeroes.
         let new = self.alloc()?;
+        self.guard(new, cs)?;
         if full {
             write_at(&self.file, data, new, "data cluster")?;
         } else {
@@ -418,6 +429,55 @@ impl Qcow2 {
         Ok(())
     }
 
+    /// Refuses a data write to host `[offset, offset + len)` if it would land on metadata
+    /// (QEMU's `overlap-check=cached`): the image is then marked corrupt, as QEMU marks it.
+    fn guard(&mut self, offset: u64, len: u64) -> Result<(), Error> {
+        if self.corrupt {
+            return Err(Error::MarkedCorrupt);
+        }
+        let rc = self
+            .refcounts
+            .as_ref()
+            .expect("writable image has refcounts");
+        let layout = Layout {
+            cluster_bits: self.header.cluster_bits,
+            l1_offset: self.header.l1_table_offset,
+            l1: &self.l1,
+            refcount_table_offset: rc.table_offset(),
+            refcount_table_bytes: rc.table().len() as u64 * 8,
+            refcount_table: rc.table(),
+            snapshots_offset: self.header.snapshots_offset,
+            nb_snapshots: self.header.nb_snapshots,
+        };
+        let Some(hit) = overlap::check(&layout, offset, len) else {
+            return Ok(());
+        };
+        self.mark_corrupt();
+        Err(Error::MetadataOverlap {
+            what: hit.name(),
+            offset,
+        })
+    }
+
+    /// Sets the header's corrupt bit (version 3; version 2 has no feature bits and is only
+    /// refused in this process) and stops every later write.
+    fn mark_corrupt(&mut self) {
+        self.corrupt = true;
+        if self.header.version < 3 {
+            return;
+        }
+        self.header.incompatible_features |= incompat::CORRUPT;
+        let bits = self.header.incompatible_features.to_be_bytes();
+        let marked =
+            write_at(&self.file, &bits, OFF_INCOMPATIBLE, "header").and_then(|()| sync(&self.file));
+        if let Err(e) = marked {
+            log::error!(
+                "qcow2 {}: cannot mark the image corrupt: {e}",
+                self.path.display()
+            );
+        }
+    }
+
     /// Defers the refcount decrement of whatever `m` pointed to.
     fn free_mapping(&mut self, m: Mapping) {
         let cs = self.cs();
@@ -433,6 +493,9 @@ impl Qcow2 {
     }
 
     fn write_inner(&mut self, offset: u64, buf: &[u8]) -> Result<(), Error> {
+        if self.corrupt {
+            return Err(Error::MarkedCorrupt);
+        }
         self.writeback_if_full()?;
         let cs = self.cs();
         let mut done = 0usize;
@@ -448,6 +511,9 @@ impl Qcow2 {
     /// Makes `[offset, offset + len)` read as zeroes. Whole clusters become zero clusters (v3)
     /// or are deallocated; `dealloc` also drops preallocated clusters (discard).
     fn zero_range(&mut self, offset: u64, len: u64, dealloc: bool) -> Result<(), Error> {
+        if self.corrupt {
+            return Err(Error::MarkedCorrupt);
+        }
         self.writeback_if_full()?;
         let cs = self.cs();
         let end = offset + len;
@@ -529,6 +595,10 @@ impl Qcow2 {
         if self.read_only {
             return Ok(());
         }
+        if self.corrupt {
+            // The tables in memory may point anywhere: writing them could spread the damage.
+            return Err(Error::MarkedCorrupt);
+        }
         let file = &self.file;
         let rc = self
             .refcounts
@@ -563,6 +633,13 @@ impl Qcow2 {
     #[cfg(test)]
     pub(super) fn flush_until(&mut self, stage: Stage) -> Result<(), Error> {
         self.flush_metadata(Some(stage))
+    }
+
+    /// Test hook: closes the image as a crash would, with no write-back (the file and its
+    /// lock are released, as the kernel releases them for a dead process).
+    #[cfg(test)]
+    pub(super) fn crash(mut self) {
+        self.read_only = true;
     }
 
     /// The refcount of the host cluster at `offset` (tests).
@@ -622,6 +699,7 @@ fn open_backing(
     let ro = OpenOptions {
         read_only: true,
         direct_io: false,
+        format: None,
     };
     let file = match File::open(path) {
         Ok(f) => f,
@@ -731,6 +809,9 @@ impl BlockBackend for Qcow2 {
 impl Drop for Qcow2 {
     /// A clean shutdown writes the metadata back; a crash is what the flush order protects.
     fn drop(&mut self) {
+        if self.corrupt {
+            return;
+        }
         if let Err(e) = self.flush_metadata(None) {
             log::error!(
                 "qcow2 {}: metadata write-back on close failed: {e}",

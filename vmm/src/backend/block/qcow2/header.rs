@@ -18,6 +18,7 @@ pub const MAX_REFCOUNT_TABLE_BYTES: u64 = 8 << 20;
 
 /// Byte offsets of the fields the engine rewrites in place.
 pub const OFF_REFCOUNT_TABLE: u64 = 48;
+pub const OFF_INCOMPATIBLE: u64 = 72;
 pub const OFF_AUTOCLEAR: u64 = 88;
 
 const EXT_END: u32 = 0;

@@ -9,6 +9,7 @@ mod cache;
 mod create;
 mod engine;
 mod header;
+mod overlap;
 mod refcount;
 mod tables;
 #[cfg(test)]
@@ -119,6 +120,12 @@ pub enum Error {
     BackingRead(#[source] io::Error),
     #[error("o_direct is not supported for qcow2 images")]
     DirectIo,
+    #[error("preventing a data write at {offset:#x} onto the {what}: image marked corrupt (repair: qemu-img check -r all)")]
+    MetadataOverlap { what: &'static str, offset: u64 },
+    #[error("image was marked corrupt after a write onto its metadata: writes are refused")]
+    MarkedCorrupt,
+    #[error(transparent)]
+    Lock(#[from] crate::backend::block::lock::Error),
 }
 
 impl From<Error> for io::Error {

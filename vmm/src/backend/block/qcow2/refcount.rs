@@ -66,6 +66,16 @@ impl Refcounts {
         1 << self.cluster_bits
     }
 
+    /// Where the refcount table is now (it moves when it grows).
+    pub fn table_offset(&self) -> u64 {
+        self.table_offset
+    }
+
+    /// The refcount table's entries, as in memory.
+    pub fn table(&self) -> &[u64] {
+        &self.table
+    }
+
     /// Refcount entries in one block.
     fn per_block(&self) -> u64 {
         (self.cs() * 8) >> self.order

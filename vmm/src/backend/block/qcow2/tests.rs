@@ -167,7 +167,7 @@ fn crash_at_each_write_back_stage_leaves_no_corruption() {
             Some(s) => q.flush_until(s).unwrap(),
             None => q.flush().unwrap(),
         }
-        std::mem::forget(q);
+        q.crash();
         let (code, out) = check_code(&p);
         match stage {
             // Nothing points at the new clusters yet, or the old ones are not yet freed: leaks.
@@ -237,6 +237,7 @@ fn created_images_parse_back() {
         OpenOptions {
             read_only: true,
             direct_io: false,
+            format: None,
         },
     )
     .unwrap();
@@ -247,7 +248,8 @@ fn created_images_parse_back() {
             &p,
             OpenOptions {
                 read_only: false,
-                direct_io: true
+                direct_io: true,
+                format: None,
             }
         ),
         Err(Error::DirectIo)

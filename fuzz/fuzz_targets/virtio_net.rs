@@ -1,0 +1,53 @@
+//! virtio-net: transmit and receive chains, and the virtio-net header, as a hostile driver
+//! writes them. The input picks queue sizes, negotiated features and frames the peer
+//! delivers, then becomes guest memory (RX rings at 0/0x1000/0x1400, TX rings at
+//! 0x2000/0x3000/0x3400, buffers anywhere).
+#![no_main]
+
+use std::sync::{Arc, Mutex};
+
+use libfuzzer_sys::fuzz_target;
+use vmbench_fuzz::{guest_memory, ready_queue, Input, LoopNet, NoQueueInterrupt};
+use vmm::backend::net::{NetBackend, Offloads};
+use vmm::virtio::net::{NetWorker, MAX_FRAME};
+use vmm_sys_util::eventfd::EventFd;
+
+const MEM: usize = 64 << 10;
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input::new(data);
+    let rx_size = 1u16 << (input.u8() % 9);
+    let tx_size = 1u16 << (input.u8() % 9);
+    let features = input.u64();
+    let offload_bits = input.u8();
+    let mut net = LoopNet {
+        offloads: Offloads {
+            csum: offload_bits & 1 != 0,
+            tso: offload_bits & 2 != 0,
+        },
+        ..Default::default()
+    };
+    for _ in 0..input.u8() % 4 {
+        net.inbox.push_back(input.chunk(4096).to_vec());
+    }
+    let mem = guest_memory(MEM, input.bytes(MEM));
+    let backend: Box<dyn NetBackend> = Box::new(net);
+    let mut worker = NetWorker {
+        mem,
+        rxq: ready_queue(rx_size, 0, 0x1000, 0x1400),
+        txq: ready_queue(tx_size, 0x2000, 0x3000, 0x3400),
+        rx_notify: EventFd::new(0).unwrap(),
+        tx_notify: EventFd::new(0).unwrap(),
+        kill: EventFd::new(0).unwrap(),
+        interrupt: Arc::new(NoQueueInterrupt),
+        backend: Arc::new(Mutex::new(backend)),
+        counters: Arc::default(),
+        features,
+        frame: vec![0u8; MAX_FRAME],
+        pending: None,
+    };
+    for _ in 0..2 {
+        let _ = worker.process_tx();
+        let _ = worker.process_rx();
+    }
+});
