@@ -147,6 +147,7 @@ pub fn rr(words: &[&str], boot: &Boot) -> Outcome {
         .kv("window_ns", window_ns)
         .kv("mismatches", mismatches)
         .kv("lost", lost)
+        .kv("sent_total", seq)
         .kv("size", size)
         .kv("nic", nic.kind)
         .kv("driver", &nic.driver)

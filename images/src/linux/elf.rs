@@ -117,3 +117,26 @@ pub fn dynamic(file: &[u8]) -> Result<Dynamic, Error> {
     }
     Ok(Dynamic { needed, interp })
 }
+
+/// Whether an ELF note section holds a note of `name` and `kind`.
+pub fn has_note(notes: &[u8], name: &str, kind: u32) -> bool {
+    let mut off = 0usize;
+    let align4 = |n: usize| (n + 3) & !3;
+    while off + 12 <= notes.len() {
+        let (Ok(namesz), Ok(descsz), Ok(t)) = (
+            u32_at(notes, off),
+            u32_at(notes, off + 4),
+            u32_at(notes, off + 8),
+        ) else {
+            return false;
+        };
+        let n = notes
+            .get(off + 12..off + 12 + namesz as usize)
+            .unwrap_or_default();
+        if t == kind && n.strip_suffix(&[0]).unwrap_or(n) == name.as_bytes() {
+            return true;
+        }
+        off += 12 + align4(namesz as usize) + align4(descsz as usize);
+    }
+    false
+}
