@@ -393,11 +393,12 @@ pub fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Manifest,
 
     // The kernel and its modules.
     let kroot = root(&lock.kernel);
+    // The devices' modules first: a kernel without them is refused before anything else.
+    let index = modules::Index::new(&kroot, &lock.kernel)?;
+    let mods = index.closure(&lock.kernel)?;
     let vmlinuz = find_vmlinuz(&kroot, &lock.kernel)?;
     progress("extracting vmlinux (xz) for PVH boot");
     let vmlinux = extract_vmlinux(&vmlinuz, &lock.kernel)?;
-    let index = modules::Index::new(&kroot, &lock.kernel)?;
-    let mods = index.closure(&lock.kernel)?;
     let mut order = String::new();
     for m in &mods {
         tree.insert(
