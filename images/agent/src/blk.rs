@@ -216,7 +216,7 @@ pub fn stream(words: &[&str], write: bool) -> Outcome {
     let seed: u64 = a.num("seed", 1)?;
     let warmup_ms: u64 = a.num("warmup_ms", 200)?;
     let duration_ms: u64 = a.num("duration_ms", 1000)?;
-    if bs == 0 || bs % SECTOR != 0 || bs > 16 << 20 {
+    if bs == 0 || !bs.is_multiple_of(SECTOR) || bs > 16 << 20 {
         return Err(format!("`bs={bs}`: use a multiple of 512 up to 16 MiB"));
     }
     if !(1..=256).contains(&qd) {

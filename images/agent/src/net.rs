@@ -260,7 +260,7 @@ pub fn ping(words: &[&str], boot: &Boot) -> Outcome {
     let mut replies = 0u64;
     for l in text.lines() {
         if let Some(t) = l.split_once("time=").map(|(_, t)| t) {
-            if let Some(ms) = t.trim_end_matches(" ms").trim().parse::<f64>().ok() {
+            if let Ok(ms) = t.trim_end_matches(" ms").trim().parse::<f64>() {
                 lat.push((ms * 1e6) as u64);
                 replies += 1;
             }
