@@ -278,7 +278,7 @@ fn round_trips(kind: NicKind) {
     assert_eq!(r.get("name"), Some("net-rr"), "{r}");
     assert_eq!(run.one("done").get("status"), Some("ok"), "{}", run.tail());
     let ops = r.get_u64("ops").expect("ops");
-    assert!(ops > 10, "only {ops} round trips: {r}");
+    assert!(ops > 0, "no round trip in the window: {r}");
     assert_eq!(r.get_u64("lost"), Some(0), "{r}");
     assert_eq!(r.get_u64("mismatches"), Some(0), "{r}");
     // Every datagram the guest sent was echoed by the peer, and nothing more.
@@ -315,4 +315,66 @@ fn a_kernel_panic_fails_with_the_console_tail() {
     let e = e.expect("the guest must fail");
     assert!(e.contains("without reporting done"), "{e}");
     assert!(e.contains("Kernel panic"), "{e}");
+}
+
+#[test]
+fn e1000_pings_the_peer() {
+    let bridge = PeerBridge::start().expect("the peer bridge starts");
+    let nic = QemuNic::new(NicKind::E1000, bridge.netdev());
+    let run = boot(
+        nic_args(&nic),
+        "vmb.ip=10.0.2.15/24 vmb.gw=10.0.2.2 -- ping count=5",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = run.one("result");
+    assert_eq!(r.get("name"), Some("ping"), "{r}");
+    assert_eq!(r.get_u64("ops"), Some(5), "{r}; console:\n{}", run.tail());
+    assert_eq!(run.one("latency").get_u64("n"), Some(5));
+    assert_eq!(run.one("done").get("status"), Some("ok"));
+}
+
+#[test]
+fn virtio_net_receives_the_peers_source_stream() {
+    let bridge = PeerBridge::start().expect("the peer bridge starts");
+    let nic = QemuNic::new(NicKind::Virtio, bridge.netdev());
+    let run = boot(
+        nic_args(&nic),
+        "vmb.ip=10.0.2.15/24 vmb.gw=10.0.2.2 -- net-rx size=1024 warmup_ms=200 duration_ms=1000",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = run.one("result");
+    assert_eq!(r.get("name"), Some("net-rx"), "{r}");
+    let total = r.get_u64("frames_total").expect("frames_total");
+    assert!(r.get_u64("frames").unwrap_or(0) > 0, "{r}");
+    // The guest cannot have received more than the peer sent.
+    let sourced = bridge
+        .counters()
+        .get("sourced_frames")
+        .copied()
+        .unwrap_or(0);
+    assert!(total <= sourced, "{r}: the peer sourced {sourced}");
+    assert_eq!(run.one("done").get("status"), Some("ok"));
+}
+
+#[test]
+fn virtio_blk_random_reads_fill_a_window() {
+    let tmp = TempDir::new("linux-blk-read");
+    let raw = tmp.path("disk.raw");
+    sized_file(&raw, 64 << 20);
+    let d = QemuDisk::open(DiskKind::Virtio, &raw).expect("the image opens");
+    let run = boot(
+        disk_args(&d),
+        "-- blk-read pattern=rand bs=4096 qd=4 warmup_ms=200 duration_ms=1000 disk=virtio",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = run.one("result");
+    assert_eq!(r.get("name"), Some("blk-read"), "{r}");
+    let ops = r.get_u64("ops").expect("ops");
+    assert!(ops > 0, "{r}");
+    assert_eq!(r.get_u64("errors"), Some(0), "{r}");
+    assert_eq!(r.get_u64("bytes"), Some(ops * 4096), "{r}");
+    assert_eq!(r.get_u64("qd"), Some(4), "{r}");
+    assert_eq!(run.one("latency").get_u64("n"), Some(ops));
+    assert_eq!(run.one("window-end").get_u64("ops"), Some(ops));
+    assert_eq!(run.one("done").get("status"), Some("ok"));
 }
