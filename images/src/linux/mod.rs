@@ -105,6 +105,19 @@ pub fn lock_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("linux.lock")
 }
 
+/// The workloads the agent runs (`images/agent/src/main.rs`, `WORKLOADS`), for refusing an
+/// unknown one when a scenario loads instead of in the guest.
+pub const AGENT_WORKLOADS: &[&str] = &[
+    "hello",
+    "blk-pattern",
+    "blk-read",
+    "blk-write",
+    "net-rr",
+    "net-tx",
+    "net-rx",
+    "ping",
+];
+
 /// The packages besides the kernel: busybox, iperf3 and the libraries iperf3 links.
 const USERLAND: &[&str] = &[
     "busybox-static",
@@ -654,4 +667,23 @@ fn add_with_libraries(
         first = false;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent's own list and this copy of it name the same workloads.
+    #[test]
+    fn agent_workloads_match_the_agents_list() {
+        let main = std::fs::read_to_string(agent::source_dir().join("src/main.rs"))
+            .expect("the agent's main.rs");
+        let start = main
+            .find("pub const WORKLOADS: &[&str] = &[")
+            .expect("the agent's WORKLOADS");
+        let list = &main[start..];
+        let list = &list[list.find('[').unwrap_or(0)..list.find("];").unwrap_or(0)];
+        let names: Vec<&str> = list.split('"').skip(1).step_by(2).collect();
+        assert_eq!(names, AGENT_WORKLOADS);
+    }
 }
