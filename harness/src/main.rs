@@ -44,7 +44,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ImagesCommand {
-    /// Build (or reuse from the cache) an image: `probe` or a recipe in images/recipes/.
+    /// Build (or reuse from the cache) an image: `probe`, `linux` or a recipe in
+    /// images/recipes/.
     Build {
         #[arg(default_value = "probe")]
         name: String,
@@ -55,6 +56,17 @@ enum ImagesCommand {
     Show {
         #[arg(default_value = "probe")]
         name: String,
+    },
+    /// Lock the Debian packages of the `linux` image at the mirror's current versions
+    /// (rewrites images/linux.lock).
+    Lock {
+        /// The only image with a lock.
+        #[arg(value_parser = ["linux"])]
+        name: String,
+        /// The kernel package, Debian's generic flavour (default: the lock's kernel, else
+        /// what linux-image-amd64 depends on).
+        #[arg(long)]
+        kernel: Option<String>,
     },
 }
 
@@ -69,6 +81,14 @@ fn images(cmd: ImagesCommand) -> anyhow::Result<()> {
         ImagesCommand::Show { name } => {
             let m = images::build(&name, &mut progress)?;
             println!("{}", serde_json::to_string_pretty(&m)?);
+        }
+        ImagesCommand::Lock { name: _, kernel } => {
+            let opts = images::linux::Options::default();
+            let lock = images::linux::lock(&opts, kernel.as_deref(), &mut progress)?;
+            for p in &lock.packages {
+                println!("{} {} {} {}", p.name, p.version, p.arch, p.sha256);
+            }
+            eprintln!("wrote {}", opts.lock.display());
         }
         ImagesCommand::List => {
             let entries = images::list()?;

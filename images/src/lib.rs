@@ -1,7 +1,9 @@
 //! Builds what vmbench guests boot, cached by content and recorded in a manifest, so a result
 //! can say exactly which bytes ran: the probe (`probe`) and the disk images that recipes in
-//! `images/recipes/` declare (`recipe`).
+//! `images/recipes/` declare (`recipe`), and the Linux guest (`linux`: a Debian kernel and an
+//! initramfs with vmbench's agent, from the packages locked in `images/linux.lock`).
 
+pub mod linux;
 pub mod manifest;
 pub mod probe;
 pub mod recipe;
@@ -24,14 +26,17 @@ pub enum Error {
     Probe(#[from] probe::Error),
     #[error(transparent)]
     Recipe(#[from] recipe::Error),
+    #[error(transparent)]
+    Linux(#[from] linux::Error),
 }
 
-/// Builds (or reuses from the cache) the image called `name`: `probe` or a recipe's name.
+/// Builds (or reuses from the cache) the image called `name`: `probe`, `linux` or a recipe's
+/// name.
 pub fn build(name: &str, progress: &mut dyn FnMut(&str)) -> Result<Manifest, Error> {
-    if name == "probe" {
-        Ok(probe::build(progress)?)
-    } else {
-        Ok(recipe::build(name, progress)?)
+    match name {
+        "probe" => Ok(probe::build(progress)?),
+        "linux" => Ok(linux::build(&linux::Options::default(), progress)?),
+        _ => Ok(recipe::build(name, progress)?),
     }
 }
 
@@ -64,6 +69,12 @@ pub fn list() -> Result<Vec<Entry>, Error> {
         description: "vmbench's own minimal x86-64 guest (no_std Rust)".into(),
         status: status(probe::cached().map_err(|e| error_chain(&e))),
     }];
+    out.push(Entry {
+        name: "linux".into(),
+        description: "a Debian kernel and an initramfs with vmbench's agent (images/linux.lock)"
+            .into(),
+        status: status(linux::cached(&linux::Options::default()).map_err(|e| error_chain(&e))),
+    });
     for path in recipe::paths(&recipe::recipes_dir())? {
         let stem = path
             .file_stem()

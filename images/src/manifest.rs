@@ -22,6 +22,10 @@ pub struct Manifest {
     /// Tool versions that produced the image.
     pub tools: Vec<(String, String)>,
     pub artifacts: Vec<Artifact>,
+    /// What else went in, as (kind, description): for the linux image every Debian package
+    /// (`deb`: name, version, architecture, SHA-256) and kernel module (`module`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<(String, String)>,
 }
 
 impl Manifest {

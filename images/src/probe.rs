@@ -76,7 +76,11 @@ fn tool_version(tool: &str, arg: &str) -> Result<String, Error> {
 }
 
 /// Every file under `dir` except build output, sorted, as (relative path, contents).
-fn collect(dir: &Path, rel: &str, out: &mut Vec<(String, Vec<u8>)>) -> std::io::Result<()> {
+pub(crate) fn collect(
+    dir: &Path,
+    rel: &str,
+    out: &mut Vec<(String, Vec<u8>)>,
+) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
@@ -225,6 +229,7 @@ pub fn build(progress: &mut dyn FnMut(&str)) -> Result<Manifest, Error> {
             sha256,
             bytes,
         }],
+        inputs: Vec::new(),
     };
     m.store(&manifest_path).map_err(cache_err)?;
     Ok(m)

@@ -166,6 +166,7 @@ pub fn build_in(
         input_hash: inputs.hash.clone(),
         tools: inputs.tools.versions.clone(),
         artifacts,
+        inputs: Vec::new(),
     };
     m.store(&staging.path().join("manifest.json"))
         .map_err(cache_err(staging.path()))?;

@@ -240,10 +240,13 @@ fn validate(r: &Recipe) -> Result<(), Error> {
             format!("= {:?} is not a valid name; {NAME_RULE}", r.name),
         ));
     }
-    if r.name == "probe" {
+    if r.name == "probe" || r.name == "linux" {
         return Err(invalid(
             "name".into(),
-            "= \"probe\" is taken by the probe guest; choose another name".into(),
+            format!(
+                "= {:?} is taken by a built-in image; choose another name",
+                r.name
+            ),
         ));
     }
     let stem = r.path.file_stem().map(|s| s.to_string_lossy().into_owned());
