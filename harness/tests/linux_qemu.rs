@@ -16,9 +16,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use support::{qemu_img, sized_file, TempDir};
-use vmbench::qemu::{disk_args, find_qboot, nic_args, DiskKind, NicKind, QemuDisk, QemuNic};
-use vmbench::qemu_peer::PeerBridge;
+use vmbench::engine::qemu::peer::PeerBridge;
+use vmbench::engine::qemu::{disk_args, find_qboot, nic_args, QemuDisk, QemuNic};
 use vmbench::record::Record;
+use vmm::kinds::{DiskKind, NicKind};
 
 struct Image {
     vmlinux: PathBuf,
