@@ -448,23 +448,33 @@ impl Runner<'_> {
                 .flat_map(|r| self.scenario.round(r))
                 .filter(|s| suspects.contains(&s.case))
                 .collect();
-            let bar = progress(slots.len() as u64);
-            let mut remaining: BTreeMap<usize, u32> = slots.iter().map(|s| (s.case, 2)).collect();
-            for s in &slots {
-                writer
-                    .update(|d| {
-                        if let Ok(c) = d.case_mut(&self.scenario.cases[s.case].id) {
-                            if c.status == CaseStatus::Ok {
-                                c.status = CaseStatus::Pending;
-                            }
-                        }
-                    })
-                    .map_err(|e| e.to_string())?;
-                self.one(writer, s, &bar, &mut remaining)?;
-            }
-            bar.finish_and_clear();
+            self.extra(writer, &slots)?;
             round += 2;
         }
+        Ok(())
+    }
+
+    /// Runs `slots`, repetitions added to cases that already ran: their cases are pending
+    /// again until their last new repetition is in.
+    fn extra(&mut self, writer: &mut ResultsWriter, slots: &[Slot]) -> Result<(), String> {
+        let bar = progress(slots.len() as u64);
+        let mut remaining: BTreeMap<usize, u32> = BTreeMap::new();
+        for s in slots {
+            *remaining.entry(s.case).or_default() += 1;
+        }
+        for s in slots {
+            writer
+                .update(|d| {
+                    if let Ok(c) = d.case_mut(&self.scenario.cases[s.case].id) {
+                        if c.status == CaseStatus::Ok {
+                            c.status = CaseStatus::Pending;
+                        }
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            self.one(writer, s, &bar, &mut remaining)?;
+        }
+        bar.finish_and_clear();
         Ok(())
     }
 
@@ -568,21 +578,7 @@ impl Runner<'_> {
                 .into_iter()
                 .filter(|s| wide.contains(&s.case))
                 .collect();
-            let bar = progress(slots.len() as u64);
-            let mut remaining: BTreeMap<usize, u32> = slots.iter().map(|s| (s.case, 1)).collect();
-            for s in &slots {
-                writer
-                    .update(|d| {
-                        if let Ok(c) = d.case_mut(&self.scenario.cases[s.case].id) {
-                            if c.status == CaseStatus::Ok {
-                                c.status = CaseStatus::Pending;
-                            }
-                        }
-                    })
-                    .map_err(|e| e.to_string())?;
-                self.one(writer, s, &bar, &mut remaining)?;
-            }
-            bar.finish_and_clear();
+            self.extra(writer, &slots)?;
             round += 1;
         }
     }
