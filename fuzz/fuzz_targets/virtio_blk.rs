@@ -24,7 +24,6 @@ fuzz_target!(|data: &[u8]| {
         mem,
         queue: ready_queue(size, 0, 0x400, 0x800),
         notify: EventFd::new(0).unwrap(),
-        kill: EventFd::new(0).unwrap(),
         interrupt: Arc::new(NoQueueInterrupt),
         backend: Arc::new(Mutex::new(disk)),
         id: *b"fuzz-disk-serial-id!",
