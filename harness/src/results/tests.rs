@@ -24,33 +24,11 @@ baseline = "e1000"
 /// Environment variable that turns `crash_child` into the process the crash test kills.
 const CRASH_DIR_VAR: &str = "VMBENCH_TEST_CRASH_DIR";
 
+/// The gate's synthetic host, with one capability so capabilities round-trip too.
 fn environment() -> Environment {
-    Environment {
-        host: Host {
-            hostname: "test".into(),
-            kernel_release: "6.1.0".into(),
-            kernel_version: "#1 SMP".into(),
-            arch: "x86_64".into(),
-            cpu_model: "Test CPU".into(),
-            cores: 2,
-            memory_mib: 24_000,
-        },
-        kvm: KvmInfo {
-            flavour: "kvm-pvm".into(),
-            cpl0_native: false,
-            nested: true,
-            api_version: Some(12),
-            max_vcpus: Some(288),
-            capabilities: BTreeMap::from([("Irqfd".to_string(), true)]),
-            error: None,
-        },
-        vmbench: Revision {
-            version: "0.1.0".into(),
-            git_revision: "0123abcd".into(),
-            dirty: Some(false),
-        },
-        probe_sha256: Some("ab".repeat(32)),
-    }
+    let mut e = crate::gate::synthetic::environment();
+    e.kvm.capabilities = BTreeMap::from([("Irqfd".to_string(), true)]);
+    e
 }
 
 fn doc() -> RunResults {
