@@ -6,6 +6,7 @@ pub mod cli;
 pub mod engine;
 pub mod exitcode;
 pub mod gate;
+pub mod input;
 pub mod merge;
 pub mod record;
 pub mod results;

@@ -1,74 +1,10 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::Parser;
 
-use vmbench::cli::{bench, boot};
+use vmbench::cli::{bench, boot, Cli, Command, ImagesCommand};
 use vmbench::{exitcode, gate, merge};
-
-/// vmbench: a reproducible virtual test-bed and benchmark harness.
-#[derive(Parser)]
-#[command(name = "vmbench", version, about)]
-struct Cli {
-    /// On errors, print the full error chain (with a backtrace when RUST_BACKTRACE=1).
-    #[arg(long, global = true)]
-    verbose: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// The main job: run every case of a scenario, write results.json, print a summary.
-    Bench(bench::Args),
-    /// Compare a run against a baseline and fail on regressions (docs/ci.md).
-    Gate(gate::Args),
-    /// Merge the results of shards (`bench --shard I/N`) into one results.json.
-    Merge(merge::Args),
-    /// One repetition of one case as JSON: the interface `bench --ab` drives another build
-    /// through (docs/ci.md).
-    #[command(hide = true)]
-    RunOne(bench::RunOneArgs),
-    /// The versions of the interfaces this build speaks, as JSON.
-    #[command(hide = true)]
-    Protocol,
-    /// Boot one guest and run one workload in it.
-    Boot(boot::Args),
-    /// Render report.html, PNGs and summary.md from results files (or a static site).
-    Report(reports::cli::Args),
-    /// Build or show guest images.
-    Images {
-        #[command(subcommand)]
-        command: ImagesCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum ImagesCommand {
-    /// Build (or reuse from the cache) an image: `probe`, `linux` or a recipe in
-    /// images/recipes/.
-    Build {
-        #[arg(default_value = "probe")]
-        name: String,
-    },
-    /// List the images vmbench builds, with their descriptions and whether they are built.
-    List,
-    /// Show an image's manifest (building it first if needed).
-    Show {
-        #[arg(default_value = "probe")]
-        name: String,
-    },
-    /// Lock the Debian packages of the `linux` image at the mirror's current versions
-    /// (rewrites images/linux.lock).
-    Lock {
-        /// The only image with a lock.
-        #[arg(value_parser = ["linux"])]
-        name: String,
-        /// The kernel package, Debian's generic flavour (default: the lock's kernel, else
-        /// what linux-image-amd64 depends on).
-        #[arg(long)]
-        kernel: Option<String>,
-    },
-}
 
 fn images(cmd: ImagesCommand) -> anyhow::Result<()> {
     let mut progress = |msg: &str| eprintln!("{msg}");
@@ -106,8 +42,30 @@ fn images(cmd: ImagesCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A command line clap refuses: one line (clap's first) and exit 2; help and the version
+/// print as clap prints them.
+fn usage_error(e: clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        _ => {
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("error");
+            eprintln!("{first}; see --help");
+            ExitCode::from(exitcode::UNUSABLE as u8)
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let verbose = cli.verbose;
     let result = match cli.command {
         Command::Bench(args) => bench::run(args),

@@ -87,7 +87,7 @@ pub enum Ending {
         phase: &'static str,
         after: Duration,
     },
-    /// The user interrupted the run (Ctrl-C); the VM was stopped.
+    /// The user interrupted the run (Ctrl-C or SIGTERM: [`cancel_reason`]); the VM was stopped.
     Cancelled,
     /// The engine (QEMU) ended without the guest's exit status; it says no more than this
     /// (no vCPU, no registers).
@@ -97,8 +97,28 @@ pub enum Ending {
 /// Set from a signal handler to stop the session in progress promptly.
 pub static CANCEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+/// The signal that set [`CANCEL`] (0: none yet), so that a run says what stopped it.
+static SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let _ = SIGNAL.compare_exchange(
+        0,
+        sig,
+        std::sync::atomic::Ordering::SeqCst,
+        std::sync::atomic::Ordering::SeqCst,
+    );
     CANCEL.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Why the run was cancelled, for results and messages: `interrupted by Ctrl-C (SIGINT)` or
+/// `interrupted by SIGTERM`.
+pub fn cancel_reason() -> String {
+    match SIGNAL.load(std::sync::atomic::Ordering::SeqCst) {
+        libc::SIGINT => "interrupted by Ctrl-C (SIGINT)".to_string(),
+        libc::SIGTERM => "interrupted by SIGTERM".to_string(),
+        0 => "interrupted".to_string(),
+        n => format!("interrupted by signal {n}"),
+    }
 }
 
 /// Ctrl-C and SIGTERM cancel the session in progress instead of killing the process, so the
@@ -143,8 +163,14 @@ impl Outcome {
     /// Why the session did not end with the guest exiting cleanly (status 0), in one line
     /// that says what the guest last did; `None` if it did.
     pub fn failure(&self) -> Option<String> {
+        if let (Ending::Exited { code }, false) = (&self.ending, self.reported_ready()) {
+            return Some(format!(
+                "the guest exited with status {code} without ever reporting ready; {}",
+                self.last_words()
+            ));
+        }
         match &self.ending {
-            Ending::Exited { code: 0 } => None,
+            Ending::Exited { code: 0 } => self.workload_errors(),
             Ending::Exited { code } => Some(format!(
                 "the guest ended with status {code}: {}",
                 self.guest_error().unwrap_or_else(|| self.last_words())
@@ -158,7 +184,7 @@ impl Outcome {
                 "the guest crashed on vCPU {vcpu} at rip={rip:#x}: {reason}; registers: {registers}; {}",
                 self.last_words()
             )),
-            Ending::Cancelled => Some("interrupted by Ctrl-C; the VM was stopped".into()),
+            Ending::Cancelled => Some(format!("{}; the VM was stopped", cancel_reason())),
             Ending::EngineEnded { reason } => Some(format!("{reason}; {}", self.last_words())),
             Ending::TimedOut { phase, after } => {
                 let what = if *phase == "ready" {
@@ -174,6 +200,34 @@ impl Outcome {
                 ))
             }
         }
+    }
+
+    /// Whether vCPU 0 reported ready (a guest that never did could not be used at all).
+    pub fn reported_ready(&self) -> bool {
+        self.records_of("ready").any(|t| t.vcpu.unwrap_or(0) == 0)
+    }
+
+    /// Errors a workload counted in its result or `done` records although the guest exited
+    /// cleanly: failed requests, bytes read back wrong, `done status=failed`.
+    pub fn workload_errors(&self) -> Option<String> {
+        const COUNTS: [&str; 4] = ["errors", "write_errors", "read_errors", "mismatches"];
+        for t in self.records_of("result") {
+            let r = &t.record;
+            let seen: Vec<String> = COUNTS
+                .iter()
+                .filter_map(|k| r.get_u64(k).filter(|&n| n > 0).map(|n| format!("{k}={n}")))
+                .collect();
+            if !seen.is_empty() {
+                return Some(format!(
+                    "the workload {} saw errors: {}",
+                    r.get("name").unwrap_or("?"),
+                    seen.join(" ")
+                ));
+            }
+        }
+        self.records_of("done")
+            .find(|t| t.record.get("status").is_some_and(|s| s != "ok"))
+            .map(|t| format!("the guest's workload ended with '{}'", t.record))
     }
 
     /// The last thing the guest said: its last record or console line.
@@ -192,6 +246,13 @@ impl Outcome {
             (None, None) => "no record or console output".into(),
         }
     }
+}
+
+/// `t + d`, or a deadline a year away where that overflows (the flags are bounded to a day;
+/// this keeps a limit from elsewhere from panicking).
+fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + Duration::from_secs(365 * 86_400))
 }
 
 /// Starts `m`, runs it to its end or a limit, stops it, and reports. `on_record` sees each
@@ -217,8 +278,8 @@ pub fn run(
     let mut console: VecDeque<String> = VecDeque::new();
     let ending = loop {
         let (phase, deadline) = match timeline.ready[0] {
-            None => ("ready", start + limits.ready),
-            Some(r) => ("run", r + limits.run),
+            None => ("ready", after(start, limits.ready)),
+            Some(r) => ("run", after(r, limits.run)),
         };
         let now = Instant::now();
         if now >= deadline {

@@ -273,7 +273,7 @@ fn cli_too_little_memory() {
         &[],
     );
     assert_eq!(code, 2);
-    assert_one_line_error(&err, "guest memory of 4 MiB is too small");
+    assert_one_line_error(&err, "invalid value '4' for '--mem <MEM>'");
 }
 
 #[test]

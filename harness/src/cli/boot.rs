@@ -6,21 +6,21 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use vmm::exits::{ExitSnapshot, VcpuExits};
-use vmm::kinds::{DiskKind, NetBackendKind, NicKind};
+use vmm::kinds::{DiskFormat, DiskKind, NetBackendKind, NicKind};
 
-use super::kind_or_none;
+use super::{kind_or_none, num};
 use crate::engine::{self, DiskSpec, GuestSpec, NicSpec, GUEST_MAC};
 use crate::exitcode::Failed;
 use crate::scenario::{or_none, EngineKind, Guest};
-use crate::session::{self, window, Ending, Limits, Outcome, Timed};
+use crate::session::{self, window, Limits, Outcome, Timed};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// Number of vCPUs; the probe runs on each and each reports ready.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = num::int::<usize>(1, vmm::boot::MAX_VCPUS as u64))]
     pub vcpus: usize,
     /// Guest memory in MiB.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = num::int::<u64>(vmm::boot::MIN_MEM_MIB, vmm::boot::MAX_MEM_MIB))]
     pub mem: u64,
     /// The probe workload and its arguments: hello, calibrate [n=N], crash, hang.
     #[arg(long, default_value = "hello")]
@@ -28,18 +28,24 @@ pub struct Args {
     /// A probe ELF to boot instead of the one vmbench builds.
     #[arg(long)]
     pub probe: Option<PathBuf>,
-    /// Seconds to wait for the guest to report ready.
-    #[arg(long, default_value_t = 10.0)]
+    /// Seconds to wait for the guest to report ready (at most a day).
+    #[arg(long, default_value_t = 10.0, value_parser = num::float(SECS))]
     pub timeout: f64,
-    /// Seconds the workload may run after ready.
-    #[arg(long, default_value_t = 120.0)]
+    /// Seconds the workload may run after ready (at most a day).
+    #[arg(long, default_value_t = 120.0, value_parser = num::float(SECS))]
     pub run_timeout: f64,
     /// The disk controller: virtio (virtio-blk), ide (PIIX3, emulated) or none.
     #[arg(long, value_parser = kind_or_none::<DiskKind>(), default_value = or_none::NONE)]
     pub disk: std::option::Option<DiskKind>,
-    /// The disk image (raw or qcow2, told apart by its contents), required with --disk.
+    /// The disk image, required with --disk: raw or qcow2, recognised by its contents unless
+    /// --disk-format says which.
     #[arg(long)]
     pub disk_image: Option<PathBuf>,
+    /// The image's format, stated: not guessed from the contents, and a raw image then takes
+    /// any write (a guessed raw image refuses guest writes that would make its first sector
+    /// look like another format, as QEMU does).
+    #[arg(long, value_enum, requires = "disk_image")]
+    pub disk_format: Option<DiskFormat>,
     /// Serve the disk read-only.
     #[arg(long)]
     pub disk_readonly: bool,
@@ -67,11 +73,17 @@ pub fn guest_spec(args: &Args, probe: PathBuf) -> anyhow::Result<GuestSpec> {
         (Some(kind), None) => bail!(
             "--disk {kind} needs --disk-image FILE (a raw image; make one with `truncate -s 64M disk.img`)"
         ),
-        (Some(kind), Some(image)) => Some(DiskSpec {
-            read_only: args.disk_readonly,
-            direct_io: args.direct_io,
-            ..DiskSpec::open(kind, image.clone())?
-        }),
+        (Some(kind), Some(image)) => {
+            let d = match args.disk_format {
+                None => DiskSpec::open(kind, image.clone())?,
+                Some(format) => DiskSpec::stated(kind, image.clone(), format)?,
+            };
+            Some(DiskSpec {
+                read_only: args.disk_readonly,
+                direct_io: args.direct_io,
+                ..d
+            })
+        }
     };
     let spec = GuestSpec {
         guest: Guest::Probe,
@@ -89,17 +101,15 @@ pub fn guest_spec(args: &Args, probe: PathBuf) -> anyhow::Result<GuestSpec> {
     Ok(spec)
 }
 
-fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(s)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("--{what} must be a positive number of seconds, got {s}"))
-}
+/// `--timeout` and `--run-timeout`: positive, at most a day (so no deadline overflows).
+const SECS: num::FloatRange = num::FloatRange::seconds(0.0, num::MAX_SECS);
 
 /// The probe to boot: the given file or the one from the image cache.
 pub fn probe_path(given: Option<PathBuf>) -> anyhow::Result<(PathBuf, String)> {
     match given {
         Some(p) => {
+            crate::input::open_regular(&p, crate::input::MAX_PROBE_BYTES)
+                .with_context(|| format!("--probe {}", p.display()))?;
             let sha = images::manifest::sha256_file(&p).unwrap_or_else(|_| "unreadable".into());
             Ok((p, sha))
         }
@@ -114,12 +124,12 @@ pub fn probe_path(given: Option<PathBuf>) -> anyhow::Result<(PathBuf, String)> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let limits = Limits {
-        ready: secs(args.timeout, "timeout")?,
-        run: secs(args.run_timeout, "run-timeout")?,
+        ready: Duration::from_secs_f64(args.timeout),
+        run: Duration::from_secs_f64(args.run_timeout),
     };
     let (probe, sha) = probe_path(args.probe.clone())?;
     let spec = guest_spec(&args, probe.clone())?;
-    session::cancel_on_signals().context("cannot install the Ctrl-C handler")?;
+    session::cancel_on_signals().context("cannot install the SIGINT and SIGTERM handlers")?;
     println!(
         "probe {} (sha256 {}), {} vCPU(s), {} MiB, exec '{}'",
         probe.display(),
@@ -135,12 +145,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let c: Vec<String> = counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!("{dev}: {}", c.join(", "));
     }
-    match (&out.ending, out.failure()) {
+    // A guest that never got going (no `ready`, whatever its ending) is unusable input
+    // (exit 2); one that ran and failed, or whose workload saw errors, is a failed run (1).
+    match (out.reported_ready(), out.failure()) {
         (_, None) => Ok(()),
-        // A guest that never got going is unusable input (exit 2); one that ran and failed
-        // is a failed run (exit 1).
-        (Ending::TimedOut { .. }, Some(why)) => bail!(why),
-        (_, Some(why)) => Err(Failed(why).into()),
+        (false, Some(why)) => bail!(why),
+        (true, Some(why)) => Err(Failed(why).into()),
     }
 }
 

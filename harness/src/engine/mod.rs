@@ -43,8 +43,13 @@ pub struct NicSpec {
 pub struct DiskSpec {
     pub kind: DiskKind,
     pub image: PathBuf,
-    /// What the image's header says it is (checked when the spec is built).
+    /// The image's format: what its contents say (checked when the spec is built), or what
+    /// the user or the scenario stated.
     pub format: DiskFormat,
+    /// `format` was stated (`boot --disk-format`, a scenario's `disk_format`), not guessed:
+    /// both engines are told it, and a raw image then takes any write; a guessed raw image
+    /// refuses guest writes that would make its first sector look like another format.
+    pub format_stated: bool,
     pub read_only: bool,
     /// Bypass the host page cache (O_DIRECT).
     pub direct_io: bool,
@@ -61,6 +66,36 @@ impl DiskSpec {
             kind,
             image,
             format,
+            format_stated: false,
+            read_only: false,
+            direct_io: false,
+        })
+    }
+
+    /// A writable disk on `image` in the format the user stated. A stated raw format is not
+    /// checked against the contents (a raw disk may hold anything, as with QEMU's
+    /// `format=raw`); a stated qcow2 must be one.
+    pub fn stated(kind: DiskKind, image: PathBuf, format: DiskFormat) -> Result<DiskSpec, Error> {
+        let found = match format {
+            DiskFormat::Raw => std::fs::metadata(&image).map(|_| DiskFormat::Raw),
+            DiskFormat::Qcow2 => DiskFormat::detect(&image),
+        }
+        .map_err(|source| Error::DiskUnreadable {
+            path: image.clone(),
+            source,
+        })?;
+        if found != format {
+            return Err(Error::FormatMismatch {
+                path: image,
+                wanted: format,
+                found,
+            });
+        }
+        Ok(DiskSpec {
+            kind,
+            image,
+            format,
+            format_stated: true,
             read_only: false,
             direct_io: false,
         })
@@ -81,7 +116,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("disk image {} is {found}, but the case asks for {wanted}", path.display())]
+    #[error("disk image {} is {found}, but the case asks for {wanted}; make or convert the image (qemu-img convert -O {wanted}), or state its format", path.display())]
     FormatMismatch {
         path: PathBuf,
         wanted: DiskFormat,
@@ -145,6 +180,8 @@ impl GuestSpec {
             (None, _) => None,
             (Some(kind), None) => return Err(Error::NoDiskImage(kind)),
             (Some(kind), Some(image)) => {
+                // The scenario states the format (and made the image in it): checked against
+                // the contents all the same, then passed on as stated.
                 let d = DiskSpec::open(kind, image)?;
                 if d.format != p.disk_format {
                     return Err(Error::FormatMismatch {
@@ -153,7 +190,10 @@ impl GuestSpec {
                         found: d.format,
                     });
                 }
-                Some(d)
+                Some(DiskSpec {
+                    format_stated: true,
+                    ..d
+                })
             }
         };
         let spec = GuestSpec {

@@ -77,10 +77,57 @@ fn every_disk_and_format_reaches_the_spec_and_the_machine() {
             assert_eq!((d.kind, d.format, &d.image), (*disk, *format, &img));
             let md = m.disk.unwrap();
             assert_eq!((md.kind, &md.path), (*disk, &img));
+            // The scenario states the format: the VMM is told it, not left to guess.
+            assert_eq!(md.options.format, Some(*format));
             let qd = q.disk.unwrap();
             assert_eq!((qd.kind, qd.format, &qd.path), (*disk, *format, &img));
         }
     }
+}
+
+#[test]
+fn a_stated_format_reaches_both_engines_and_a_guessed_one_stays_unstated() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = image(&dir, DiskFormat::Raw);
+    // A raw disk whose first sector looks like a VMDK: refused when guessed, served when
+    // stated raw (as QEMU's format=raw serves it).
+    let vmdk_like = dir.path().join("looks-like.vmdk");
+    let mut bytes = vec![0u8; 1 << 20];
+    bytes[..4].copy_from_slice(b"KDMV");
+    std::fs::write(&vmdk_like, bytes).unwrap();
+    let spec = |d: DiskSpec| GuestSpec {
+        guest: Guest::Probe,
+        probe: "/p.elf".into(),
+        vcpus: 1,
+        mem_mib: 64,
+        exec: "hello".into(),
+        nic: None,
+        disk: Some(d),
+    };
+
+    let guessed = spec(DiskSpec::open(DiskKind::Virtio, raw.clone()).unwrap());
+    let stated = spec(DiskSpec::stated(DiskKind::Ide, vmdk_like.clone(), DiskFormat::Raw).unwrap());
+    let refused = DiskSpec::open(DiskKind::Virtio, vmdk_like.clone()).unwrap_err();
+    let wrong = DiskSpec::stated(DiskKind::Virtio, raw.clone(), DiskFormat::Qcow2).unwrap_err();
+
+    assert_eq!(machine_config(&guessed).disk.unwrap().options.format, None);
+    assert_eq!(
+        machine_config(&stated).disk.unwrap().options.format,
+        Some(DiskFormat::Raw)
+    );
+    let q = Qemu::default()
+        .config(&stated, &limits())
+        .unwrap()
+        .disk
+        .unwrap();
+    assert_eq!((q.format, &q.path), (DiskFormat::Raw, &vmdk_like));
+    assert!(chain(&refused).contains("vmdk"), "{}", chain(&refused));
+    assert!(
+        wrong
+            .to_string()
+            .contains("is raw, but the case asks for qcow2"),
+        "{wrong}"
+    );
 }
 
 #[test]

@@ -38,16 +38,17 @@ pub fn machine_config(spec: &GuestSpec) -> MachineConfig {
         mem_mib: spec.mem_mib,
         probe: spec.probe.clone(),
         exec: spec.exec.clone(),
-        // The block back-end reads the format from the image with the same function that
-        // filled in `d.format` (vmm::kinds::DiskFormat::detect); left unstated, so that a
-        // guessed raw image keeps QEMU's guard on its first sector.
+        // A stated format is passed on; a guessed one is left unstated, so the block back-end
+        // recognises it with the same function that filled in `d.format`
+        // (vmm::kinds::DiskFormat::detect) and a guessed raw image keeps QEMU's guard on its
+        // first sector.
         disk: spec.disk.as_ref().map(|d| DiskConfig {
             kind: d.kind,
             path: d.image.clone(),
             options: OpenOptions {
                 read_only: d.read_only,
                 direct_io: d.direct_io,
-                format: None,
+                format: d.format_stated.then_some(d.format),
             },
         }),
         nic: spec.nic.as_ref().map(|n| NicConfig {

@@ -32,6 +32,13 @@ pub use noise::NoiseFloors;
 /// Fewer repetitions than this on either side cannot support a verdict.
 pub const MIN_REPETITIONS: usize = 3;
 
+/// `--threshold`: a percentage, checked where parsed as [`evaluate`] checks it.
+const THRESHOLD: crate::cli::num::FloatRange =
+    crate::cli::num::FloatRange::open(0.0, 100.0, "percent");
+/// `--alpha`: a probability, above 0 and below 1.
+const ALPHA: crate::cli::num::FloatRange =
+    crate::cli::num::FloatRange::open(0.0, 1.0, "probability");
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// The baseline results.json.
@@ -49,10 +56,10 @@ pub struct Args {
     #[arg(long, value_name = "RESULTS")]
     pub aa: Option<PathBuf>,
     /// Smallest change, in percent, that counts as a regression.
-    #[arg(long, value_name = "PCT", default_value_t = 5.0)]
+    #[arg(long, value_name = "PCT", default_value_t = 5.0, value_parser = crate::cli::num::float(THRESHOLD))]
     pub threshold: f64,
     /// Family-wise error rate: the chance that a run with no regression fails the gate.
-    #[arg(long, value_name = "A", default_value_t = 0.05)]
+    #[arg(long, value_name = "A", default_value_t = 0.05, value_parser = crate::cli::num::float(ALPHA))]
     pub alpha: f64,
     /// Also gate on this metric (repeatable); the primary metric of each case always counts.
     #[arg(long = "metric", value_name = "NAME")]

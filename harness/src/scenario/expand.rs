@@ -120,6 +120,7 @@ pub(crate) fn expand(r: &mut Reader<'_>, spec: &Spec) -> Option<Expanded> {
     let mut fixed_used = vec![false; spec.fixed.len()];
     let mut fixed_why: Vec<Option<String>> = vec![None; spec.fixed.len()];
     let mut tally = Tally::default();
+    let mut ids: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for combination in 0..combinations {
         let picks = picks(spec, combination);
         let mut a = base.clone();
@@ -167,6 +168,11 @@ pub(crate) fn expand(r: &mut Reader<'_>, spec: &Spec) -> Option<Expanded> {
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        if let Some(first) = ids.get(&id) {
+            duplicate_id(r, spec, &id, first, &picks);
+            continue;
+        }
+        ids.insert(id.clone(), picks.clone());
         for (p, _) in PARAMS {
             let why = p.not_applicable(&params);
             if let Origin::Fixed(i) = a[*p as usize].1 {
@@ -268,6 +274,25 @@ pub(crate) fn expand(r: &mut Reader<'_>, spec: &Spec) -> Option<Expanded> {
         comparisons,
         warnings,
     })
+}
+
+/// Two combinations that spell the same case id (`{ workload = "hello" }` and `"hello"` in
+/// one axis) would share one case's results: refused, naming both places.
+fn duplicate_id(r: &mut Reader<'_>, spec: &Spec, id: &str, first: &[usize], second: &[usize]) {
+    let Some(axis) = (0..second.len()).find(|&a| first[a] != second[a]) else {
+        return;
+    };
+    let elements = &spec.axes[axis].elements;
+    let (a, b) = (&elements[first[axis]], &elements[second[axis]]);
+    let first_at = r.location(a.span.start);
+    r.error(
+        &b.span,
+        format!(
+            "case id `{id}` comes from two values of matrix axis `{}`: this one and the one at {first_at}",
+            spec.axes[axis].name
+        ),
+        Some("each case needs its own id; remove one of the two values".into()),
+    );
 }
 
 /// The element index of each axis for combination number `n` (the last axis varies fastest).

@@ -41,6 +41,13 @@ pub use shard::Shard;
 use crate::session::Limits;
 use crate::stats::BootstrapOptions;
 
+/// The longest time a scenario or a flag sets, in seconds (a day).
+pub const MAX_SECS: f64 = 86_400.0;
+/// The most repetitions per case a scenario or `--repetitions` asks for.
+pub const MAX_REPETITIONS: u32 = 100_000;
+/// The shortest measurement window: the probe counts in milliseconds.
+pub const MIN_DURATION_SECS: f64 = 0.001;
+
 /// How each case is run: the `[run]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSettings {
@@ -234,7 +241,9 @@ pub struct Scenario {
 impl Scenario {
     /// Reads, checks and expands a scenario file. Errors name the file, line and column.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        let read = crate::input::read_regular(path, crate::input::MAX_SCENARIO_BYTES)
+            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other));
+        let text = read.map_err(|source| ScenarioError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -282,17 +291,17 @@ impl Scenario {
     pub fn apply(&mut self, o: &Overrides) -> Result<(), ScenarioError> {
         let mut run = self.run.clone();
         if let Some(n) = o.repetitions {
-            if n == 0 {
-                return Err(ScenarioError::Override(
-                    "--repetitions must be at least 1".into(),
-                ));
+            if n == 0 || n > MAX_REPETITIONS {
+                return Err(ScenarioError::Override(format!(
+                    "--repetitions {n} is out of range; use 1 to {MAX_REPETITIONS}"
+                )));
             }
             run.repetitions = n;
         }
         if let Some(d) = o.duration_secs {
-            if !(d.is_finite() && d > 0.0) {
+            if !(d.is_finite() && (MIN_DURATION_SECS..=MAX_SECS).contains(&d)) {
                 return Err(ScenarioError::Override(format!(
-                    "--duration must be a positive number of seconds, got {d}"
+                    "--duration {d} is out of range; use {MIN_DURATION_SECS} to {MAX_SECS} seconds (the probe counts whole milliseconds)"
                 )));
             }
             run.duration_secs = d;
@@ -310,6 +319,11 @@ impl Scenario {
         }
         let cases = match &o.filter {
             None => self.cases.clone(),
+            Some(pattern) if pattern.split('|').any(str::is_empty) => {
+                return Err(ScenarioError::Override(format!(
+                    "--filter '{pattern}' has an empty alternative, which would match every case; write PATTERN or A|B with text on both sides of each |"
+                )));
+            }
             Some(pattern) => {
                 let kept: Vec<Case> = self
                     .cases

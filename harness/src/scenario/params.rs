@@ -405,8 +405,25 @@ pub(crate) const PARAMS: &[(P, ParamSpec)] = {
                 D::Str("vmbench"),
             ),
         ),
-        (P::Vcpus, p("vcpus", S::Vm, int(1, 64), D::Int(1))),
-        (P::MemMib, p("mem_mib", S::Vm, int(32, 65536), D::Int(256))),
+        // The VMM's limits, defined once there.
+        (
+            P::Vcpus,
+            p(
+                "vcpus",
+                S::Vm,
+                int(1, vmm::boot::MAX_VCPUS as i64),
+                D::Int(1),
+            ),
+        ),
+        (
+            P::MemMib,
+            p(
+                "mem_mib",
+                S::Vm,
+                int(32, vmm::boot::MAX_MEM_MIB as i64),
+                D::Int(256),
+            ),
+        ),
         (
             P::Nic,
             p(
@@ -475,7 +492,16 @@ pub(crate) const PARAMS: &[(P, ParamSpec)] = {
             P::FrameSize,
             p("frame_size", S::Workload, int(60, 1514), D::Int(64)),
         ),
-        (P::Batch, p("batch", S::Workload, int(1, 256), D::Int(1))),
+        // The probe's limits, defined once in its ABI.
+        (
+            P::Batch,
+            p(
+                "batch",
+                S::Workload,
+                int(1, probe_abi::limits::NET_TX_BATCH_MAX as i64),
+                D::Int(1),
+            ),
+        ),
         (
             P::Pattern,
             p(
@@ -500,7 +526,12 @@ pub(crate) const PARAMS: &[(P, ParamSpec)] = {
         ),
         (
             P::QueueDepth,
-            p("queue_depth", S::Workload, int(1, 128), D::Int(1)),
+            p(
+                "queue_depth",
+                S::Workload,
+                int(1, probe_abi::limits::BLK_QUEUE_DEPTH_MAX as i64),
+                D::Int(1),
+            ),
         ),
     ]
 };

@@ -279,14 +279,14 @@ fn run_settings(r: &mut Reader<'_>, t: &DeTable<'_>, spec: &mut Spec) {
     let run = &mut spec.run;
     let secs = |min, min_exclusive| NumRange {
         min,
-        max: 86_400.0,
+        max: super::MAX_SECS,
         min_exclusive,
     };
     for (key, _, v) in entries(t) {
         let what = format!("run.{key}");
         match key {
             "repetitions" => {
-                if let Some(n) = r.integer(v, &what, 1, 100_000) {
+                if let Some(n) = r.integer(v, &what, 1, i64::from(super::MAX_REPETITIONS)) {
                     run.repetitions = n as u32;
                 }
             }
@@ -297,7 +297,8 @@ fn run_settings(r: &mut Reader<'_>, t: &DeTable<'_>, spec: &mut Spec) {
             }
             "duration_secs" => {
                 spec.run_spans.duration = Some(v.span());
-                if let Some(x) = r.number(v, &what, secs(0.0, true)) {
+                // The probe counts in milliseconds: less than one would be zero.
+                if let Some(x) = r.number(v, &what, secs(super::MIN_DURATION_SECS, false)) {
                     run.duration_secs = x;
                 }
             }

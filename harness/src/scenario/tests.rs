@@ -217,11 +217,11 @@ fn wrong_types_are_reported_at_the_value() {
 fn out_of_range_values_say_the_range() {
     assert_eq!(
         err("[vm]\nvcpus = 0\n"),
-        "`vm.vcpus` = 0 is out of range at x.toml:2:9; use an integer from 1 to 64"
+        "`vm.vcpus` = 0 is out of range at x.toml:2:9; use an integer from 1 to 32"
     );
     assert_eq!(
         err("[run]\nduration_secs = 0\n"),
-        "`run.duration_secs` = 0 is out of range at x.toml:2:17; use a number above 0 up to 86400"
+        "`run.duration_secs` = 0 is out of range at x.toml:2:17; use a number from 0.001 up to 86400"
     );
     assert_eq!(
         err("[workload]\nblock_size = 1000\n"),
@@ -489,7 +489,10 @@ fn bad_overrides_are_refused() {
             ..Default::default()
         })
         .unwrap_err();
-    assert_eq!(e.to_string(), "--repetitions must be at least 1");
+    assert_eq!(
+        e.to_string(),
+        "--repetitions 0 is out of range; use 1 to 100000"
+    );
     let e = s
         .apply(&Overrides {
             duration_secs: Some(100.0),
@@ -508,7 +511,7 @@ fn bad_overrides_are_refused() {
         .unwrap_err();
     assert_has(
         &e.to_string(),
-        "--duration must be a positive number of seconds",
+        "--duration NaN is out of range; use 0.001 to 86400 seconds",
     );
     assert_eq!(s.run.repetitions, 5, "a refused override changes nothing");
 }
@@ -638,4 +641,128 @@ fn qemu_with_more_than_one_vcpu_is_refused() {
          (case `workload=hello`) at x.toml:3:9; use vcpus = 1 with engine = \"qemu\", \
          or drop such cases with an [[exclude]] entry"
     );
+}
+
+// Issue 15: ids, limits and overrides that used to be accepted.
+
+#[test]
+fn two_matrix_values_spelling_one_case_id_are_refused_naming_both() {
+    let e = err("[matrix]\nworkload = [{ workload = \"hello\" }, \"hello\"]\n");
+
+    assert_has(
+        &e,
+        "case id `workload=hello` comes from two values of matrix axis `workload`",
+    );
+    assert_has(&e, "x.toml:2:37");
+    assert_has(&e, "the one at x.toml:2:13");
+}
+
+#[test]
+fn vm_shape_limits_are_the_vmms() {
+    let max_vcpus = vmm::boot::MAX_VCPUS;
+    let max_mem = vmm::boot::MAX_MEM_MIB;
+
+    parse(&format!("[vm]\nvcpus = {max_vcpus}\nmem_mib = {max_mem}\n"));
+    let e = err(&format!(
+        "[vm]\nvcpus = {}\nmem_mib = {}\n",
+        max_vcpus + 1,
+        max_mem + 1
+    ));
+
+    assert_has(
+        &e,
+        &format!("`vm.vcpus` = {} is out of range", max_vcpus + 1),
+    );
+    assert_has(&e, &format!("use an integer from 1 to {max_vcpus}"));
+    assert_has(
+        &e,
+        &format!("`vm.mem_mib` = {} is out of range", max_mem + 1),
+    );
+}
+
+#[test]
+fn the_probes_argument_limits_bound_the_scenario() {
+    let max = probe_abi::limits::NET_TX_BATCH_MAX;
+    let e = err(&format!(
+        "[devices]\nnic = \"virtio\"\n[workload]\nname = \"net-tx\"\nbatch = {}\n",
+        max + 1
+    ));
+    let zero = err("[devices]\nnic = \"virtio\"\n[workload]\nname = \"net-tx\"\nbatch = 0\n");
+
+    assert_has(&e, &format!("use an integer from 1 to {max}"));
+    assert_has(&zero, "`workload.batch` = 0 is out of range");
+}
+
+#[test]
+fn a_window_under_a_millisecond_is_refused_in_the_file_and_on_the_command_line() {
+    let windowed = "[devices]\nnic = \"virtio\"\n[workload]\nname = \"net-rr\"\n";
+    let e = err(&format!("{windowed}[run]\nduration_secs = 0.0004\n"));
+    let mut s = parse(windowed);
+
+    assert_has(&e, "`run.duration_secs` = 0.0004 is out of range");
+    let o = s.apply(&Overrides {
+        duration_secs: Some(0.0004),
+        ..Default::default()
+    });
+    assert_has(
+        &o.unwrap_err().to_string(),
+        "--duration 0.0004 is out of range",
+    );
+    s.apply(&Overrides {
+        duration_secs: Some(MIN_DURATION_SECS),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_has(s.cases[0].probe_exec(), "duration_ms=1");
+}
+
+#[test]
+fn repetitions_above_the_scenario_maximum_are_refused() {
+    let mut s = parse("");
+    let e = s.apply(&Overrides {
+        repetitions: Some(MAX_REPETITIONS + 1),
+        ..Default::default()
+    });
+
+    assert_has(
+        &e.unwrap_err().to_string(),
+        &format!("use 1 to {MAX_REPETITIONS}"),
+    );
+    assert_has(
+        &err(&format!("[run]\nrepetitions = {}\n", MAX_REPETITIONS + 1)),
+        "`run.repetitions`",
+    );
+}
+
+#[test]
+fn a_filter_with_an_empty_alternative_is_refused() {
+    for f in ["|", "nic=e1000|", "|nic=e1000", "a||b"] {
+        let mut s = parse("[matrix]\nnic = [\"e1000\", \"virtio\"]\n");
+        let e = s.apply(&Overrides {
+            filter: Some(f.into()),
+            ..Default::default()
+        });
+        assert_has(&e.unwrap_err().to_string(), "has an empty alternative");
+    }
+}
+
+#[test]
+fn a_matrix_too_large_is_refused_before_it_is_expanded() {
+    let axis = |name: &str, from: u32, n: u32| {
+        let v: Vec<String> = (from..from + n).map(|i| i.to_string()).collect();
+        format!("{name} = [{}]\n", v.join(", "))
+    };
+    let text = format!(
+        "[matrix]\n{}{}{}{}{}",
+        axis("vcpus", 1, 32),
+        axis("mem_mib", 32, 100),
+        axis("disk_size_mib", 1, 100),
+        axis("iterations", 1, 100),
+        axis("frame_size", 60, 100)
+    );
+
+    // 3.2e9 combinations: refused from the axis lengths (expanding them would not finish).
+    let e = err(&text);
+
+    assert_has(&e, "the matrix has more than 100000 combinations");
 }

@@ -66,6 +66,15 @@ pub const BOOT_VERSION: u32 = 1;
 /// check against this.
 pub const EXEC_MAX: usize = 127;
 
+/// Workload arguments' limits: the probe refuses a value outside them (an error record), and
+/// the scenario model offers no more.
+pub mod limits {
+    /// Frames queued per notification (`net-tx batch=`).
+    pub const NET_TX_BATCH_MAX: u64 = 128;
+    /// Block requests in flight (`blk-read`/`blk-write qd=`).
+    pub const BLK_QUEUE_DEPTH_MAX: u64 = 128;
+}
+
 /// `BootInfo::flags`.
 pub mod flags {
     /// Started by vmbench's VMM (else: by the PVH stub under another VMM).

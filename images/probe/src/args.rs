@@ -65,7 +65,22 @@ impl<'a> Args<'a> {
         }
     }
 
-    pub fn bad(&mut self, key: &str, value: &str, want: &str) {
+    /// A number that must lie in `min..=max`: anything else is an error record (and the
+    /// default), never silently clamped.
+    pub fn u64_in(&mut self, key: &str, default: u64, min: u64, max: u64) -> u64 {
+        let Some(v) = self.get(key) else {
+            return default;
+        };
+        match v.parse::<u64>() {
+            Ok(x) if (min..=max).contains(&x) => x,
+            _ => {
+                self.bad(key, v, format_args!("a number from {min} to {max}"));
+                default
+            }
+        }
+    }
+
+    pub fn bad(&mut self, key: &str, value: &str, want: impl core::fmt::Display) {
         Record::new("error")
             .text(format_args!(
                 "{}: {key}={value} is not valid; want {want}",

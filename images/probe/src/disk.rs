@@ -409,6 +409,9 @@ pub fn stream_ide(env: &Env, st: &Stream, sel: &Selection) -> u32 {
         .kv("pio_data", Mean(counted.data, ops))
         .kv("ata_cmds", Mean(counted.commands, ops))
         .send(env);
+    if errors > 0 {
+        return errors_seen(env, name, format_args!("{errors} request(s) failed"));
+    }
     exit::OK
 }
 
@@ -529,7 +532,22 @@ pub fn pattern(env: &Env, args: SplitAsciiWhitespace) -> u32 {
         .kv("flush_status", flush)
         .kv("mismatches", mismatches);
     d.describe(r).send(env);
+    if write_errors + read_errors + mismatches > 0 {
+        return errors_seen(
+            env,
+            "blk-pattern",
+            format_args!("{write_errors} failed write(s), {read_errors} failed read(s), {mismatches} byte(s) read back wrong"),
+        );
+    }
     exit::OK
+}
+
+/// A workload that saw errors ends failed, after its result record said how many.
+pub fn errors_seen(env: &Env, name: &str, what: core::fmt::Arguments) -> u32 {
+    Record::new("error")
+        .text(format_args!("{name}: {what}"))
+        .send(env);
+    exit::FAILED
 }
 
 /// A timed stream's parameters.
@@ -606,7 +624,7 @@ pub fn stream(env: &Env, write: bool, args: SplitAsciiWhitespace) -> u32 {
         write,
         random,
         bs: a.u64("bs", 4096),
-        qd: a.u64("qd", 1).clamp(1, 128) as usize,
+        qd: a.u64_in("qd", 1, 1, probe_abi::limits::BLK_QUEUE_DEPTH_MAX) as usize,
         duration_ms: a.u64("duration_ms", 1000),
         warmup_ms: a.u64("warmup_ms", 200),
         raw: a.u64("raw", 0) != 0,
@@ -707,5 +725,8 @@ fn stream_virtio(env: &Env, st: &Stream, sel: &Selection) -> u32 {
         .kv("disk", "virtio")
         .kv("mode", "virtqueue")
         .send(env);
+    if errors > 0 {
+        return errors_seen(env, name, format_args!("{errors} request(s) failed"));
+    }
     exit::OK
 }

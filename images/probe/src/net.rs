@@ -438,7 +438,7 @@ fn check_size(env: &Env, name: &str, size: usize) -> bool {
 pub fn tx(env: &Env, args: SplitAsciiWhitespace) -> u32 {
     let mut a = Args::new(env, "net-tx", args);
     let c = common(&mut a, 64);
-    let batch = a.u64("batch", 32).clamp(1, 128) as usize;
+    let batch = a.u64_in("batch", 32, 1, probe_abi::limits::NET_TX_BATCH_MAX) as usize;
     if !a.finish() || !check_size(env, "net-tx", c.size) {
         return exit::BAD_EXEC;
     }
@@ -682,6 +682,13 @@ fn rr_run(env: &Env, c: &Common, nic: &mut dyn Nic, peer: [u8; 6]) -> u32 {
                 .kv("profile", c.profile.name()),
         )
         .send(env);
+    if mismatches > 0 {
+        return crate::disk::errors_seen(
+            env,
+            "net-rr",
+            format_args!("{mismatches} reply(ies) differed from the request"),
+        );
+    }
     exit::OK
 }
 

@@ -32,6 +32,8 @@ pub enum Error {
     Placement { path: String, start: u64, end: u64 },
     #[error("guest memory of {got} MiB is too small: the probe needs at least {} MiB", layout::MIN_MEM >> 20)]
     MemoryTooSmall { got: u64 },
+    #[error("guest memory of {got} MiB is too large: at most {MAX_MEM_MIB} MiB are supported")]
+    MemoryTooLarge { got: u64 },
     #[error("{0} vCPUs requested: between 1 and {max} are supported", max = layout::MAX_VCPUS)]
     Vcpus(usize),
     #[error("exec text is {0} bytes; at most {max} fit in the boot information", max = probe_abi::EXEC_MAX)]
@@ -55,8 +57,23 @@ pub struct Start {
     pub tss: u64,
 }
 
+/// The most vCPUs a machine has (one mailbox page and stack each): the one limit the VMM,
+/// `boot --vcpus` and scenario files check against.
+pub const MAX_VCPUS: usize = layout::MAX_VCPUS as usize;
+/// The least guest memory, in MiB, a machine is built with.
+pub const MIN_MEM_MIB: u64 = layout::MIN_MEM >> 20;
+/// The most guest memory, in MiB: the page tables map [`probe_abi::layout::MAX_PD`] GiB of
+/// guest-physical space, and RAM past the 32-bit MMIO hole moves above 4 GiB, so the hole's
+/// size is lost at the top. The one limit the VMM, `boot --mem` and scenario files check.
+pub const MAX_MEM_MIB: u64 = (layout::MAX_PD << 10) - (((1u64 << 32) - layout::MMIO_HOLE) >> 20);
+
 /// Checks what can be checked before any KVM object exists.
 pub fn check_shape(mem_size: u64, vcpus: usize) -> Result<(), Error> {
+    if mem_size > MAX_MEM_MIB << 20 {
+        return Err(Error::MemoryTooLarge {
+            got: mem_size >> 20,
+        });
+    }
     if mem_size < layout::MIN_MEM {
         return Err(Error::MemoryTooSmall {
             got: mem_size >> 20,

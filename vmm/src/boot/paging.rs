@@ -136,4 +136,15 @@ mod tests {
     fn too_large_is_refused() {
         assert_eq!(entries(65 * GIB, 0), Err(Error::TooLarge(65 * GIB)));
     }
+
+    #[test]
+    fn the_most_memory_the_machine_takes_is_mapped_and_one_mib_more_is_not() {
+        let top = |mib: u64| crate::memory_map::ram_top(mib << 20);
+        let max = super::super::MAX_MEM_MIB;
+
+        assert!(entries(top(max), 0).is_ok());
+        assert!(entries(top(max + 1), 0).is_err());
+        assert!(super::super::check_shape((max + 1) << 20, 1).is_err());
+        assert!(super::super::check_shape(max << 20, super::super::MAX_VCPUS).is_ok());
+    }
 }

@@ -105,7 +105,7 @@ impl Machine {
     /// Builds the VM and loads the probe; nothing runs until [`Machine::start`].
     pub fn new(cfg: &MachineConfig) -> Result<Machine, Error> {
         let begin = Instant::now();
-        let mem_size = cfg.mem_mib << 20;
+        let mem_size = cfg.mem_mib.saturating_mul(1 << 20);
         boot::check_shape(mem_size, cfg.vcpus)?;
         boot::check_exec(&cfg.exec)?;
         let kvm_fd = kvm::open()?;

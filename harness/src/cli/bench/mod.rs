@@ -6,6 +6,7 @@
 
 mod ab;
 mod metrics;
+pub mod rundir;
 mod summary;
 
 use std::collections::BTreeMap;
@@ -16,13 +17,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::num;
 use crate::engine::{self, chain, Engine, GuestSpec};
 use crate::exitcode::Failed;
 use crate::results::{
     self, collect_environment, create_run_dir, run_id, Calibration, CaseStatus, ResultsWriter,
     RunResults,
 };
-use crate::scenario::{Case, EngineKind, Overrides, Scenario, Shard, Slot};
+use crate::scenario::{
+    Case, EngineKind, Overrides, Scenario, Shard, Slot, MAX_REPETITIONS, MIN_DURATION_SECS,
+};
 use crate::session::{self, Limits, Outcome};
 
 pub use ab::OTHER_BUILD_FAILED;
@@ -32,24 +36,28 @@ pub use metrics::primary;
 pub struct Args {
     /// The scenario file (scenarios/*.toml).
     pub scenario: PathBuf,
-    /// Where to write results.json (default: results/<run-id>/).
+    /// Where to write results.json (default: results/<run-id>/). Locked while the run lasts;
+    /// a directory that already holds a results.json is refused unless --replace is given.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Overwrite the results (results.json, the report) already in --out.
+    #[arg(long, requires = "out")]
+    pub replace: bool,
     /// Repetitions per case, overriding the scenario.
-    #[arg(long)]
+    #[arg(long, value_parser = num::int::<u32>(1, u64::from(MAX_REPETITIONS)))]
     pub repetitions: Option<u32>,
-    /// Measurement window in seconds, overriding the scenario.
-    #[arg(long)]
+    /// Measurement window in seconds, overriding the scenario (1 ms to a day).
+    #[arg(long, value_parser = num::float(DURATION))]
     pub duration: Option<f64>,
     /// Only the cases whose id contains PATTERN (or matches it as a glob; `a|b` for either).
     #[arg(long)]
     pub filter: Option<String>,
     /// Keep adding interleaved repetitions until every case's 95% interval of the median of
     /// its primary metric is narrower than PCT percent of the median.
-    #[arg(long, value_name = "PCT")]
+    #[arg(long, value_name = "PCT", value_parser = num::float(PERCENT))]
     pub target_ci: Option<f64>,
-    /// Time budget in seconds for --target-ci (default 600).
-    #[arg(long, value_name = "SECS")]
+    /// Time budget in seconds for --target-ci (default 600, at most a day).
+    #[arg(long, value_name = "SECS", requires = "target_ci", value_parser = num::float(num::FloatRange::seconds(0.0, num::MAX_SECS)))]
     pub budget: Option<f64>,
     /// Print the results document as JSON on stdout instead of the summary table.
     #[arg(long)]
@@ -72,9 +80,19 @@ pub struct Args {
     pub ab_rev: Option<String>,
     /// With --aa or --ab: up to N times, add a pair of rounds (one A-first, one B-first) for
     /// the cases the gate (at its default 5% threshold and alpha 0.05) finds inconclusive.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = num::int::<u32>(1, MAX_RETRIES))]
     pub retry_suspects: Option<u32>,
 }
+
+/// `--duration`: the probe counts whole milliseconds.
+const DURATION: num::FloatRange = num::FloatRange::seconds(MIN_DURATION_SECS, num::MAX_SECS);
+/// `--target-ci`: a percentage of the median, above 0 and below 100.
+const PERCENT: num::FloatRange = num::FloatRange::open(0.0, 100.0, "percent");
+/// `--retry-suspects`: each retry adds two rounds for the suspects.
+const MAX_RETRIES: u64 = 100;
+/// `run-one --index`: a repetition's place in the schedule (added rounds go past the
+/// scenario's repetitions, never this far).
+const MAX_INDEX: u64 = 4 * MAX_REPETITIONS as u64;
 
 /// `vmbench run-one`: one repetition of one case, printed as one line of JSON (the interface
 /// an A/B run drives the other build through; docs/ci.md).
@@ -84,9 +102,9 @@ pub struct RunOneArgs {
     #[arg(long)]
     pub case: String,
     /// The repetition's index (its place in the schedule).
-    #[arg(long)]
+    #[arg(long, value_parser = num::int::<u32>(0, MAX_INDEX))]
     pub index: u32,
-    #[arg(long)]
+    #[arg(long, value_parser = num::float(DURATION))]
     pub duration: Option<f64>,
 }
 
@@ -113,7 +131,8 @@ pub fn run_one(args: RunOneArgs) -> anyhow::Result<()> {
     check_requirements(&scenario)?;
     let manifest =
         images::probe::build(&mut |m| eprintln!("{m}")).context("cannot build the probe guest")?;
-    let dir = std::env::temp_dir().join(format!("vmbench-run-one-{}", std::process::id()));
+    remove_stale_run_one_dirs();
+    let dir = std::env::temp_dir().join(format!("{RUN_ONE_DIR}{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut runner = Runner {
         scenario: &scenario,
@@ -143,6 +162,26 @@ pub fn run_one(args: RunOneArgs) -> anyhow::Result<()> {
     };
     println!("{}", serde_json::to_string(&out)?);
     Ok(())
+}
+
+/// `run-one`'s scratch directory in the temp dir: this prefix and the pid.
+const RUN_ONE_DIR: &str = "vmbench-run-one-";
+
+/// Removes the scratch directories of `run-one` processes that are gone (killed with -9).
+fn remove_stale_run_one_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(RUN_ONE_DIR))
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !rundir::alive(p)) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// True once the user pressed Ctrl-C (or the process got SIGTERM).
@@ -186,16 +225,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.scenario.display()
         );
     }
-    if let Some(p) = args.target_ci {
-        if !(p > 0.0 && p < 100.0) {
-            bail!("--target-ci must be a percentage between 0 and 100, got {p}");
-        }
-    }
     check_requirements(&scenario)?;
     for w in &scenario.warnings {
         eprintln!("warning: {w}");
     }
-    session::cancel_on_signals().context("cannot install the Ctrl-C handler")?;
+    session::cancel_on_signals().context("cannot install the SIGINT and SIGTERM handlers")?;
 
     let other = match (&args.ab, &args.ab_rev) {
         (Some(bin), _) => Some(ab::Other::new(bin, &args.scenario, args.duration)?),
@@ -207,12 +241,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let probe = manifest.artifacts[0].path.clone();
     let env = collect_environment(Some(manifest.artifacts[0].sha256.clone()));
     let (dir, id) = match &args.out {
-        Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-            (d.clone(), run_id(std::time::SystemTime::now()))
-        }
+        Some(d) => (d.clone(), run_id(std::time::SystemTime::now())),
         None => create_run_dir(Path::new("results"), &run_id(std::time::SystemTime::now()))?,
     };
+    let replace = match args.replace {
+        true => rundir::Replace::Yes,
+        false => rundir::Replace::No,
+    };
+    // Held until the run returns: no second run writes here meanwhile.
+    let _run_dir = rundir::RunDir::lock(&dir, replace)?;
     let mut doc = RunResults::new(id.clone(), env, scenario.clone());
     doc.command_line = Some(std::env::args().collect());
     let mut writer = ResultsWriter::create(&dir, doc)?;
@@ -487,7 +524,7 @@ impl Runner<'_> {
         remaining: &mut BTreeMap<usize, u32>,
     ) -> Result<(), String> {
         if interrupted() {
-            return Err("interrupted by Ctrl-C".into());
+            return Err(session::cancel_reason());
         }
         let case = &self.scenario.cases[slot.case];
         let failed = writer
@@ -508,7 +545,7 @@ impl Runner<'_> {
                     .map_err(|e| e.to_string())?,
                 Err((reason, tail)) => {
                     if interrupted() {
-                        return Err("interrupted by Ctrl-C".into());
+                        return Err(session::cancel_reason());
                     }
                     bar.println(format!("case {} failed: {reason}", case.id));
                     writer
@@ -645,7 +682,7 @@ impl Runner<'_> {
         }
         let path = crate::engine::create_image(
             &self.dir,
-            &format!("disk-{}", case.index),
+            &rundir::scratch_name(&format!("disk-{}", case.index)),
             case.params.disk_format,
             case.params.disk_size_mib,
         )?;
@@ -657,6 +694,13 @@ impl Runner<'_> {
         for p in std::mem::take(&mut self.disks).into_values() {
             let _ = std::fs::remove_file(p);
         }
+    }
+}
+
+/// Scratch disks go on every way out of a run: a return, an error, a panic.
+impl Drop for Runner<'_> {
+    fn drop(&mut self) {
+        self.remove_disks();
     }
 }
 
