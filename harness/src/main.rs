@@ -42,7 +42,7 @@ fn images(cmd: ImagesCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A command line clap refuses: one line (clap's first) and exit 2; help and the version
+/// A command line clap refuses: one line and exit 2; help and the version
 /// print as clap prints them.
 fn usage_error(e: clap::Error) -> ExitCode {
     match e.kind() {
@@ -50,12 +50,16 @@ fn usage_error(e: clap::Error) -> ExitCode {
         | ErrorKind::DisplayVersion
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
         _ => {
+            // clap's message is its first paragraph (a list of missing arguments goes on
+            // the following lines); the usage and tips after it are left to --help.
             let text = e.render().to_string();
-            let first = text
+            let message: Vec<&str> = text
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("error");
-            eprintln!("{first}; see --help");
+                .skip_while(|l| l.trim().is_empty())
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{}; see --help", message.join(" "));
             ExitCode::from(exitcode::UNUSABLE as u8)
         }
     }

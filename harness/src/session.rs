@@ -143,6 +143,9 @@ pub struct Outcome {
     pub ioeventfd_writes: Option<u64>,
     /// The TSC rate the VMM told the guest (`None`: the engine does not say).
     pub tsc_khz: Option<u32>,
+    /// Device threads that failed and stopped during the run (`None`: the engine cannot
+    /// tell, QEMU). A failed device fails the run even if the guest exited cleanly.
+    pub failed_workers: Option<Vec<String>>,
     /// Device operation counters at the end (requests, frames, kicks...).
     pub device_counters:
         std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
@@ -170,7 +173,7 @@ impl Outcome {
             ));
         }
         match &self.ending {
-            Ending::Exited { code: 0 } => self.workload_errors(),
+            Ending::Exited { code: 0 } => self.worker_failure().or_else(|| self.workload_errors()),
             Ending::Exited { code } => Some(format!(
                 "the guest ended with status {code}: {}",
                 self.guest_error().unwrap_or_else(|| self.last_words())
@@ -205,6 +208,15 @@ impl Outcome {
     /// Whether vCPU 0 reported ready (a guest that never did could not be used at all).
     pub fn reported_ready(&self) -> bool {
         self.records_of("ready").any(|t| t.vcpu.unwrap_or(0) == 0)
+    }
+
+    /// The device threads that failed during the run, as a sentence.
+    pub fn worker_failure(&self) -> Option<String> {
+        let failed = self.failed_workers.as_ref().filter(|w| !w.is_empty())?;
+        Some(format!(
+            "device thread(s) failed during the run: {} (the VMM's log says why)",
+            failed.join(", ")
+        ))
     }
 
     /// Errors a workload counted in its result or `done` records although the guest exited
@@ -381,6 +393,7 @@ pub fn run(
         last_exit,
         ioeventfd_writes: Some(m.ioeventfd_count()),
         tsc_khz: Some(m.tsc_khz()),
+        failed_workers: Some(m.failed_workers().into_iter().map(String::from).collect()),
         device_counters: m.device_counters(),
     })
 }
@@ -441,4 +454,71 @@ pub fn window(out: &Outcome) -> Option<Window> {
         cpu: end.cpu?.since(&start.cpu?),
         kvm,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(lines: &[&str], failed_workers: Option<Vec<String>>) -> Outcome {
+        let records = lines
+            .iter()
+            .map(|l| Timed {
+                record: Record::parse(&format!("{}{l}", probe_abi::RECORD_PREFIX)).unwrap(),
+                vcpu: Some(0),
+                at: Instant::now(),
+                exits: None,
+                cpu: None,
+                kvm: None,
+            })
+            .collect();
+        Outcome {
+            ending: Ending::Exited { code: 0 },
+            records,
+            console_tail: Vec::new(),
+            timeline: Timeline::default(),
+            exits: None,
+            last_exit: String::new(),
+            ioeventfd_writes: None,
+            tsc_khz: None,
+            failed_workers,
+            device_counters: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_clean_exit_fails_on_errors_counted_failed_workers_or_no_ready() {
+        let ok = [
+            "ready vcpu=0",
+            "result name=blk-pattern write_errors=0 mismatches=0",
+            "done status=ok",
+        ];
+        let counted = [
+            "ready vcpu=0",
+            "result name=blk-pattern write_errors=16 mismatches=1044480",
+            "done status=ok",
+        ];
+        let never_ready = ["log hello"];
+
+        assert_eq!(outcome(&ok, Some(vec![])).failure(), None);
+        assert_eq!(outcome(&ok, None).failure(), None);
+        let e = outcome(&counted, None).failure().unwrap();
+        assert!(
+            e.contains("blk-pattern saw errors: write_errors=16 mismatches=1044480"),
+            "{e}"
+        );
+        let w = outcome(&ok, Some(vec!["virtio-blk".into()]))
+            .failure()
+            .unwrap();
+        assert!(
+            w.contains("device thread(s) failed during the run: virtio-blk"),
+            "{w}"
+        );
+        let n = outcome(&never_ready, None);
+        assert!(!n.reported_ready());
+        assert!(n
+            .failure()
+            .unwrap()
+            .contains("without ever reporting ready"));
+    }
 }

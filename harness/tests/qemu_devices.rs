@@ -97,7 +97,14 @@ fn read_only_virtio_disk_refuses_writes_and_stays_unchanged() {
     assert_eq!(field(r, "read_errors"), 0, "{r}");
     // It read back the seed-99 bytes, not the seed-5 ones it tried to write.
     assert!(field(r, "mismatches") > 0, "{r}");
-    assert_finished_ok(&o);
+    // A workload that saw errors ends failed (issue 15, item 8).
+    assert_eq!(
+        o.records_of("done").last().and_then(|r| r.get("status")),
+        Some("failed"),
+        "{:#?}",
+        o.records
+    );
+    assert_ne!(o.guest_status, Some(0));
     assert!(
         fs::read(&img).unwrap() == before,
         "the read-only image changed"

@@ -108,8 +108,13 @@ const SECS: num::FloatRange = num::FloatRange::seconds(0.0, num::MAX_SECS);
 pub fn probe_path(given: Option<PathBuf>) -> anyhow::Result<(PathBuf, String)> {
     match given {
         Some(p) => {
-            crate::input::open_regular(&p, crate::input::MAX_PROBE_BYTES)
-                .with_context(|| format!("--probe {}", p.display()))?;
+            // A missing file is the VMM's to report (with how to build the probe).
+            match crate::input::open_regular(&p, crate::input::MAX_PROBE_BYTES) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("--probe {}", p.display()))
+                }
+                _ => {}
+            }
             let sha = images::manifest::sha256_file(&p).unwrap_or_else(|_| "unreadable".into());
             Ok((p, sha))
         }

@@ -11,6 +11,7 @@ mod blk;
 mod calibrate;
 mod disk;
 mod e1000;
+mod hostile;
 mod ide;
 mod io;
 mod mem;
@@ -151,6 +152,7 @@ fn run(env: &Env) -> u32 {
         "net-tx" => net::tx(env, words),
         "net-rx" => net::rx(env, words),
         "net-rr" => net::rr(env, words),
+        "hostile" => hostile::run(env, words),
         "crash" => crash(env),
         // `hang after-ready`: stops after `ready`, for the harness's run timeout.
         "hang" => {
@@ -161,7 +163,7 @@ fn run(env: &Env) -> u32 {
         }
         other => {
             Record::new("error")
-                .text(format_args!("unknown workload '{other}'; known: hello, calibrate, blk-pattern, blk-read, blk-write, ide-check, net-tx, net-rx, net-rr, crash, hang"))
+                .text(format_args!("unknown workload '{other}'; known: hello, calibrate, blk-pattern, blk-read, blk-write, ide-check, net-tx, net-rx, net-rr, hostile, crash, hang"))
                 .send(env);
             exit::BAD_EXEC
         }

@@ -147,6 +147,7 @@ fn outcome(q: &super::QemuOutcome, begin: Instant, records: Vec<Timed>) -> Outco
         last_exit: format!("QEMU ({})", q.accel.name()),
         ioeventfd_writes: None,
         tsc_khz: None,
+        failed_workers: None,
         device_counters: Default::default(),
     }
 }
