@@ -113,9 +113,10 @@ fn interleaved_comparison_and_json_output() {
     );
 }
 
-#[test]
-fn ctrl_c_keeps_the_finished_cases_and_says_so() {
-    let out_dir = TempDir::new("sigint");
+/// A run of net.toml stopped by `signal` after its first repetition is on disk: its output and
+/// its results file.
+fn interrupted(signal: i32, name: &str) -> (std::process::Output, results::RunResults) {
+    let out_dir = TempDir::new(name);
     let file = out_dir.0.join(results::RESULTS_FILE);
     let child = vmbench()
         .args([
@@ -146,8 +147,15 @@ fn ctrl_c_keeps_the_finished_cases_and_says_so() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // SAFETY: kill sends a signal to the child we spawned; no memory is involved.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(child.id() as i32, signal) };
     let out = child.wait_with_output().unwrap();
+    let doc = results::load(&file).unwrap();
+    (out, doc)
+}
+
+#[test]
+fn ctrl_c_keeps_the_finished_cases_and_says_so() {
+    let (out, doc) = interrupted(libc::SIGINT, "sigint");
 
     assert_eq!(
         out.status.code(),
@@ -155,17 +163,26 @@ fn ctrl_c_keeps_the_finished_cases_and_says_so() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let doc = results::load(&file).unwrap();
     assert!(!doc.finished);
     assert!(
         doc.interrupted
             .as_deref()
-            .is_some_and(|r| r.contains("Ctrl-C")),
+            .is_some_and(|r| r.contains("Ctrl-C (SIGINT)")),
         "{:?}",
         doc.interrupted
     );
     assert!(doc.cases.iter().any(|c| !c.repetitions.is_empty()));
     assert!(String::from_utf8_lossy(&out.stderr).contains("the finished cases are in"));
+}
+
+#[test]
+fn sigterm_is_recorded_as_sigterm_not_ctrl_c() {
+    let (out, doc) = interrupted(libc::SIGTERM, "sigterm");
+
+    assert_eq!(out.status.code(), Some(1));
+    let why = doc.interrupted.unwrap_or_default();
+    assert!(why.contains("SIGTERM") && !why.contains("Ctrl-C"), "{why}");
+    assert!(doc.cases.iter().any(|c| !c.repetitions.is_empty()));
 }
 
 #[test]

@@ -325,3 +325,33 @@ fn a_stated_format_is_checked_and_a_stated_raw_image_is_served_whatever_its_firs
         "the guest's pattern replaced the first sector"
     );
 }
+
+#[test]
+fn the_probe_refuses_a_batch_out_of_range_instead_of_clamping() {
+    let probe = probe();
+    for (dev, exec, want) in [
+        (
+            "--nic",
+            "net-tx size=64 batch=0 duration_ms=10 warmup_ms=0",
+            "batch=0 is not valid; want a number from 1 to 128",
+        ),
+        (
+            "--nic",
+            "net-tx size=64 batch=129 duration_ms=10 warmup_ms=0",
+            "batch=129 is not valid; want a number from 1 to 128",
+        ),
+    ] {
+        let o = vmbench(&[
+            "boot".as_ref(),
+            "--probe".as_ref(),
+            probe.as_os_str(),
+            dev.as_ref(),
+            "virtio".as_ref(),
+            "--probe-exec".as_ref(),
+            std::ffi::OsStr::new(exec),
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{exec}: {out}{}", stderr(&o));
+        assert!(out.contains(want), "{exec}: {out}");
+    }
+}
