@@ -478,11 +478,10 @@ fn iperf3_runs_against_the_server_in_the_namespace() {
     assert_eq!(run.one("done").get("status"), Some("ok"), "{}", run.tail());
     // Two measured one-second intervals after the omitted one; bytes and rate from iperf3.
     assert_eq!(r.get_u64("ops"), Some(2), "{r}");
-    let bytes = r.get_u64("bytes").expect("bytes");
-    assert!(
-        bytes > 0 && bytes <= r.get_u64("bytes_sent").unwrap_or(0),
-        "{r}"
-    );
+    // iperf3's own sums: the receiver's bytes, and the sender's (each side leaves out the
+    // omitted second by its own clock, so they differ a little, either way).
+    assert!(r.get_u64("bytes").unwrap_or(0) > 0, "{r}");
+    assert!(r.get_u64("bytes_sent").unwrap_or(0) > 0, "{r}");
     assert!(r.get_u64("bits_per_second").unwrap_or(0) > 0, "{r}");
     let window = r.get_u64("window_ns").unwrap_or(0);
     assert!((1_900_000_000..3_000_000_000).contains(&window), "{r}");

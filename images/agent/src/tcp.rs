@@ -74,13 +74,15 @@ pub fn stream(words: &[&str], boot: &Boot) -> Outcome {
     if !(1..=1 << 20).contains(&size) {
         return Err(format!("`size={size}`: use 1 to 1048576 bytes per call"));
     }
-    let mut w = Window::new(a.num("warmup_ms", 200)?, a.num("duration_ms", 1000)?);
+    let (warmup_ms, duration_ms) = (a.num("warmup_ms", 200)?, a.num("duration_ms", 1000)?);
     let nic = up(boot, a.str("nic", "auto"))?;
     let port = match dir {
         Direction::Tx => SINK_PORT,
         Direction::Rx => SOURCE_PORT,
     };
     let mut s = connect(&nic, port)?;
+    // The clock starts once the link is up and connected (e1000's link takes seconds).
+    let mut w = Window::new(warmup_ms, duration_ms);
     // The source's byte i is `i as u8`: a window of the pattern 256 bytes longer than a read
     // holds every expected chunk.
     let pattern: Vec<u8> = (0..size + 256).map(|i| i as u8).collect();
@@ -145,6 +147,9 @@ pub fn stream(words: &[&str], boot: &Boot) -> Outcome {
         return Err(format!(
             "{mismatches} reads did not hold the source's pattern"
         ));
+    }
+    if ops == 0 {
+        return Err("no byte moved in the window".into());
     }
     Ok(())
 }
