@@ -2,24 +2,31 @@
 //! through PVH with the initramfs, the agent loads the module closure and reports, read by the
 //! harness's own record parser; Linux's virtio_blk and ata_piix write a pattern the host then
 //! finds byte for byte in raw and qcow2 images; Linux's e1000 and virtio_net make UDP round
-//! trips with vmbench's peer (counts checked against the peer's); a kernel panic and an
-//! unknown workload give their errors. One image build per test binary; each guest boots in
+//! trips with vmbench's peer (counts checked against the peer's) and TCP streams through a TAP
+//! in a namespace vmbench creates (bytes checked against its TCP services'), and the image's
+//! iperf3 runs against an `iperf3 -s` there; a kernel panic and an unknown workload give
+//! their errors. One image build per test binary; each guest boots in
 //! ~10-15 s of TCG.
 
 mod support;
 
 use std::ffi::OsString;
 use std::io::Read;
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use support::{qemu_img, sized_file, TempDir};
+use vmbench::engine::qemu::link::QemuTap;
 use vmbench::engine::qemu::peer::PeerBridge;
-use vmbench::engine::qemu::{disk_args, find_qboot, nic_args, QemuDisk, QemuNic};
+use vmbench::engine::qemu::{
+    disk_args, find_qboot, nic_args, QemuDisk, QemuNetdev, QemuNic, DEFAULT_MAC,
+};
 use vmbench::record::Record;
 use vmm::kinds::{DiskKind, NicKind};
+use vmm::process::{DieWithParent, PassFd};
 
 struct Image {
     vmlinux: PathBuf,
@@ -79,9 +86,18 @@ impl Run {
 /// Boots the image with `devices` and the kernel command line `cmdline` (the agent's part
 /// after `--`); `Err` with the console's tail if the guest never reports `done`.
 fn boot(devices: Vec<OsString>, cmdline: &str) -> Result<Run, String> {
+    boot_passing(devices, cmdline, None)
+}
+
+/// [`boot`], QEMU inheriting `fd` (a TAP's, for `-netdev tap,fd=`).
+fn boot_passing(devices: Vec<OsString>, cmdline: &str, fd: Option<RawFd>) -> Result<Run, String> {
     let img = image();
     let qemu = PathBuf::from("qemu-system-x86_64");
     let mut c = Command::new(&qemu);
+    c.die_with_parent();
+    if let Some(fd) = fd {
+        c.pass_fd(fd);
+    }
     c.args(["-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "1"])
         .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
         .args(["-no-reboot", "-nodefaults"]);
@@ -378,4 +394,97 @@ fn virtio_blk_random_reads_fill_a_window() {
     assert_eq!(run.one("latency").get_u64("n"), Some(ops));
     assert_eq!(run.one("window-end").get_u64("ops"), Some(ops));
     assert_eq!(run.one("done").get("status"), Some("ok"));
+}
+
+/// A TAP in a namespace vmbench creates, with its host services (and `iperf3 -s` if asked),
+/// and Linux's driver for `kind` on it; the agent runs `workload`.
+fn on_tap(kind: NicKind, iperf3: bool, workload: &str) -> (Run, QemuTap) {
+    let tap = QemuTap::start(DEFAULT_MAC, iperf3)
+        .unwrap_or_else(|e| panic!("the TAP and its namespace (needs root, iperf3): {e:?}"));
+    let nic = QemuNic::new(kind, tap.netdev());
+    let QemuNetdev::Tap { fd } = nic.netdev else {
+        unreachable!("a TAP's netdev")
+    };
+    let run = boot_passing(
+        nic_args(&nic),
+        &format!("vmb.ip=10.0.2.15/24 vmb.gw=10.0.2.2 -- {workload}"),
+        Some(fd),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    (run, tap)
+}
+
+/// tcp-stream through Linux's driver for `kind` over the TAP, in `direction`: the bytes the
+/// guest moved over the whole connection are the bytes the host's TCP service counted.
+fn tcp_stream(kind: NicKind, direction: &str) {
+    let (run, tap) = on_tap(
+        kind,
+        false,
+        &format!("tcp-stream direction={direction} warmup_ms=300 duration_ms=1500"),
+    );
+    let driver = match kind {
+        NicKind::E1000 => "e1000",
+        NicKind::Virtio => "virtio_net",
+    };
+    assert_eq!(run.one("nic").get("driver"), Some(driver));
+    let r = run.one("result");
+    assert_eq!(
+        r.get("name"),
+        Some("tcp-stream"),
+        "{r}; console:\n{}",
+        run.tail()
+    );
+    assert_eq!(run.one("done").get("status"), Some("ok"), "{}", run.tail());
+    assert_eq!(r.get("direction"), Some(direction), "{r}");
+    assert_eq!(r.get_u64("mismatches"), Some(0), "{r}");
+    let bytes = r.get_u64("bytes").expect("bytes");
+    let total = r.get_u64("bytes_total").expect("bytes_total");
+    assert!(bytes > 0 && bytes <= total, "{r}");
+    assert!(r.get_u64("window_ns").unwrap_or(0) > 0, "{r}");
+    assert_eq!(run.one("window-end").get_u64("ops"), r.get_u64("ops"));
+    let c = tap.counters();
+    let (host_bytes, connections) = match direction {
+        "tx" => ("tcp_sunk_bytes", "tcp_sink_connections"),
+        _ => ("tcp_sourced_bytes", "tcp_source_connections"),
+    };
+    assert_eq!(c[host_bytes], total, "{r}; host: {c:?}");
+    assert_eq!(c[connections], 1, "{c:?}");
+}
+
+#[test]
+fn e1000_streams_tcp_to_the_host_through_a_tap() {
+    tcp_stream(NicKind::E1000, "tx");
+}
+
+#[test]
+fn virtio_net_streams_tcp_from_the_host_through_a_tap() {
+    tcp_stream(NicKind::Virtio, "rx");
+}
+
+#[test]
+fn iperf3_runs_against_the_server_in_the_namespace() {
+    let (run, _tap) = on_tap(
+        NicKind::Virtio,
+        true,
+        "iperf3 direction=tx warmup_ms=1000 duration_ms=2000",
+    );
+    let r = run.one("result");
+    assert_eq!(
+        r.get("name"),
+        Some("iperf3"),
+        "{r}; console:\n{}",
+        run.tail()
+    );
+    assert_eq!(run.one("done").get("status"), Some("ok"), "{}", run.tail());
+    // Two measured one-second intervals after the omitted one; bytes and rate from iperf3.
+    assert_eq!(r.get_u64("ops"), Some(2), "{r}");
+    // iperf3's own sums: the receiver's bytes, and the sender's (each side leaves out the
+    // omitted second by its own clock, so they differ a little, either way).
+    assert!(r.get_u64("bytes").unwrap_or(0) > 0, "{r}");
+    assert!(r.get_u64("bytes_sent").unwrap_or(0) > 0, "{r}");
+    assert!(r.get_u64("bits_per_second").unwrap_or(0) > 0, "{r}");
+    let window = r.get_u64("window_ns").unwrap_or(0);
+    assert!((1_900_000_000..3_000_000_000).contains(&window), "{r}");
+    run.one("window-start");
+    run.one("window-end");
 }

@@ -172,9 +172,6 @@ work = [
   { workload = "blk-read", block_size = 4096, queue_depth = 2, disk = "virtio", disk_format = "qcow2" },
   { workload = "blk-read", block_size = 512, disk = "ide", disk_format = "raw" },
 ]
-[[exclude]]
-engine = "qemu"
-net_backend = "tap"
 "#,
     );
     for case in &all {

@@ -12,6 +12,7 @@ mod net;
 mod rec;
 mod samples;
 mod sys;
+mod tcp;
 
 use rec::Record;
 
@@ -106,6 +107,8 @@ pub const WORKLOADS: &[&str] = &[
     "net-tx",
     "net-rx",
     "ping",
+    "tcp-stream",
+    "iperf3",
 ];
 
 fn dispatch(name: &str, rest: &[&str], boot: &Boot) -> Outcome {
@@ -118,6 +121,8 @@ fn dispatch(name: &str, rest: &[&str], boot: &Boot) -> Outcome {
         "net-tx" => net::tx(rest, boot),
         "net-rx" => net::rx(rest, boot),
         "ping" => net::ping(rest, boot),
+        "tcp-stream" => tcp::stream(rest, boot),
+        "iperf3" => tcp::iperf3(rest, boot),
         other => Err(format!(
             "unknown workload `{other}`; the agent runs {}",
             WORKLOADS.join(", ")

@@ -16,15 +16,15 @@ const IFACE: &str = "eth0";
 const HEADERS: usize = 14 + 20 + 8;
 
 /// The NIC, configured: its driver and the peer's address.
-struct Nic {
-    driver: String,
-    kind: &'static str,
-    peer: String,
+pub struct Nic {
+    pub driver: String,
+    pub kind: &'static str,
+    pub peer: String,
 }
 
 /// Waits for `eth0`, checks its driver against `want`, sets the address and route from the
 /// command line and waits for the link.
-fn up(boot: &Boot, want: &str) -> Result<Nic, String> {
+pub fn up(boot: &Boot, want: &str) -> Result<Nic, String> {
     if !matches!(want, "auto" | "virtio" | "e1000") {
         return Err(format!("`nic={want}`: use auto, virtio or e1000"));
     }

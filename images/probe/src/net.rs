@@ -677,6 +677,7 @@ fn rr_run(env: &Env, c: &Common, nic: &mut dyn Nic, peer: [u8; 6]) -> u32 {
                 .kv("window_ns", window_ns)
                 .kv("mismatches", mismatches)
                 .kv("lost", lost)
+                .kv("sent_total", u64::from(seq))
                 .kv("size", c.size)
                 .kv("nic", nic.name())
                 .kv("profile", c.profile.name()),

@@ -116,6 +116,8 @@ pub const AGENT_WORKLOADS: &[&str] = &[
     "net-tx",
     "net-rx",
     "ping",
+    "tcp-stream",
+    "iperf3",
 ];
 
 /// The packages besides the kernel: busybox, iperf3 and the libraries iperf3 links.

@@ -310,10 +310,6 @@ fn open_net(kind: NetBackendKind, guest_mac: [u8; 6]) -> Result<Box<dyn NetBacke
             Ok(Box::new(peer))
         }
         NetBackendKind::Tap => {
-            // Namespaces of vmbench processes that died without cleaning up.
-            if let Err(e) = crate::backend::net::netns::cleanup_stale() {
-                log::warn!("cannot remove stale vmbench namespaces: {e}");
-            }
             let opts = TapOptions {
                 guest: Some(GuestAddr {
                     ip: DEFAULT_GUEST_IP,

@@ -151,8 +151,9 @@ pub fn repetition(
 
 /// Guest figures against what the other side counted over the whole session. On vmbench's
 /// VMM the in-process peer sees every frame, so a difference fails the repetition; QEMU's NIC
-/// reaches the peer over a loopback UDP link that drops when its socket buffer fills, so there
-/// the loss is recorded (`link_lost_frames`) rather than treated as a failure.
+/// reaches the peer over a loopback UDP link that drops when its socket buffer fills, and a
+/// TAP's host sockets (either engine) may drop too, so there the loss is recorded
+/// (`link_lost_frames`) rather than treated as a failure.
 fn cross_check(
     out: &Outcome,
     r: &Record,

@@ -1,14 +1,13 @@
 //! QEMU as an [`Engine`]: the same probe workload on QEMU's device models (virtio-blk-pci,
 //! PIIX IDE, virtio-net-pci, e1000), so a run compares vmbench's devices with QEMU's. QEMU's
-//! NIC is linked to vmbench's peer through a UDP socket pair on the loopback interface
-//! ([`PeerBridge`]). QEMU exposes no exit counts, KVM statistics or VMM set-up phase: those
+//! NIC is linked to vmbench's peer through a UDP socket pair on the loopback interface, or to
+//! a TAP in a namespace vmbench creates, with the same host services as vmbench's own TAP
+//! back-end ([`Link`]). QEMU exposes no exit counts, KVM statistics or VMM set-up phase: those
 //! are `None` in the outcome.
 
 use std::time::Instant;
 
-use vmm::kinds::NetBackendKind;
-
-use super::peer::PeerBridge;
+use super::link::Link;
 use super::{Accel, QemuConfig, QemuDisk, QemuNic};
 use crate::engine::{Engine, Error, GuestSpec};
 use crate::scenario::EngineKind;
@@ -56,17 +55,6 @@ impl Qemu {
             read_only: d.read_only,
             direct_io: d.direct_io,
         });
-        if let Some(n) = &spec.nic {
-            match n.backend {
-                NetBackendKind::Peer => {}
-                NetBackendKind::Tap => {
-                    return Err(unsupported(
-                        "net_backend \"tap\"".into(),
-                        "its NIC is linked to vmbench's peer; use net_backend = \"peer\"",
-                    ))
-                }
-            }
-        }
         Ok(cfg)
     }
 }
@@ -83,16 +71,18 @@ impl Engine for Qemu {
         on_record: &mut dyn FnMut(&Timed),
     ) -> Result<Outcome, Error> {
         let mut cfg = self.config(spec, limits)?;
-        let bridge = match &spec.nic {
+        let link = match &spec.nic {
             None => None,
             Some(n) => {
-                let b = PeerBridge::start().map_err(Error::Peer)?;
+                // The iperf3 server runs only for the workload that talks to it.
+                let iperf3 = spec.exec.split_whitespace().next() == Some("iperf3");
+                let l = Link::start(n.backend, n.mac, iperf3).map_err(Error::Qemu)?;
                 cfg.nic = Some(QemuNic {
                     kind: n.kind,
-                    netdev: b.netdev(),
+                    netdev: l.netdev(),
                     mac: n.mac,
                 });
-                Some(b)
+                Some((n.backend, l))
             }
         };
         let begin = Instant::now();
@@ -111,8 +101,9 @@ impl Engine for Qemu {
         })
         .map_err(Error::Qemu)?;
         let mut out = outcome(&q, begin, records);
-        if let Some(b) = &bridge {
-            out.device_counters.insert("peer".into(), b.counters());
+        if let Some((backend, l)) = &link {
+            out.device_counters
+                .insert(backend.as_str().into(), l.counters());
         }
         Ok(out)
     }

@@ -10,6 +10,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
+use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,11 +21,12 @@ use std::time::{Duration, Instant};
 use probe_abi::{layout, ports, EXEC_MAX};
 use vmm::kinds::{DiskFormat, DiskKind, NicKind};
 use vmm::machine::{DISK_SLOT, NIC_SLOT};
-use vmm::process::DieWithParent;
+use vmm::process::{DieWithParent, PassFd};
 
 use crate::record::Record;
 
 mod engine;
+pub mod link;
 pub mod peer;
 
 pub use engine::Qemu;
@@ -38,7 +40,8 @@ const QEMU_BIN: &str = "qemu-system-x86_64";
 const INSTALL_HINT: &str = "apt-get install -t bookworm-backports qemu-system-x86";
 /// The MAC address QEMU gives a NIC by default; locally administered.
 pub const DEFAULT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
-/// Every netdev end point is on the loopback interface: a run never sends a frame off the host.
+/// Every `dgram` end point is on the loopback interface, and a TAP is in a namespace vmbench
+/// created: a run never sends a frame anywhere else.
 pub const LOOPBACK: &str = "127.0.0.1";
 /// QEMU ids that tie `-drive`/`-netdev` back ends to their `-device` front ends.
 const DISK_ID: &str = "disk0";
@@ -99,6 +102,11 @@ pub enum QemuNetdev {
     /// `remote_port`; datagrams arriving at `local_port` are delivered to the guest. The
     /// caller owns the socket at `remote_port`.
     Dgram { local_port: u16, remote_port: u16 },
+    /// A TAP the caller opened (with IFF_VNET_HDR, in a namespace it created), which QEMU's
+    /// process inherits under the number `fd`; [`run`] passes it, a hand-built command line
+    /// must pass it too ([`vmm::process::PassFd`]). QEMU reads the vnet header setting from
+    /// the TAP (TUNGETIFF) and sets the header length and offloads its NIC needs.
+    Tap { fd: RawFd },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,6 +199,10 @@ pub enum Error {
     ReadOnlyIde {
         path: PathBuf,
     },
+    /// The TAP back-end (namespace, TAP, host services) could not be set up.
+    Tap(vmm::backend::net::tap::Error),
+    /// The loopback peer bridge could not start.
+    Peer(std::io::Error),
     Spawn {
         qemu: PathBuf,
         source: std::io::Error,
@@ -235,6 +247,8 @@ impl fmt::Display for Error {
                 "QEMU's IDE disk cannot be read-only ({}): use a virtio disk or a writable copy",
                 path.display()
             ),
+            Error::Tap(_) => write!(f, "cannot set up the TAP for QEMU's NIC"),
+            Error::Peer(_) => write!(f, "cannot start the loopback peer for QEMU's NIC"),
             Error::Spawn { qemu, .. } => write!(f, "cannot start {}", qemu.display()),
             Error::NoGuest {
                 accel,
@@ -262,7 +276,10 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Spawn { source, .. } | Error::DiskUnreadable { source, .. } => Some(source),
+            Error::Spawn { source, .. }
+            | Error::DiskUnreadable { source, .. }
+            | Error::Peer(source) => Some(source),
+            Error::Tap(source) => Some(source),
             _ => None,
         }
     }
@@ -388,9 +405,12 @@ pub fn disk_args(d: &QemuDisk) -> Vec<OsString> {
     vec!["-drive".into(), drive, "-device".into(), device.into()]
 }
 
-/// `-netdev` and `-device` for a NIC; its netdev only ever names loopback addresses.
+/// `-netdev` and `-device` for a NIC; its netdev only ever names loopback addresses or a TAP
+/// the caller opened.
 pub fn nic_args(n: &QemuNic) -> Vec<OsString> {
     let netdev = match n.netdev {
+        // No `vnet_hdr=`: QEMU refuses it with `fd=` and reads it from the TAP instead.
+        QemuNetdev::Tap { fd } => format!("tap,id={NETDEV_ID},fd={fd}"),
         QemuNetdev::Dgram {
             local_port,
             remote_port,
@@ -516,17 +536,24 @@ fn run_once(
 ) -> Result<QemuOutcome, Error> {
     let start = Instant::now();
     let deadline = start + cfg.timeout;
-    let mut child = Command::new(qemu)
+    let mut command = Command::new(qemu);
+    command
         .die_with_parent()
         .args(command_line(cfg, accel, bios))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Spawn {
-            qemu: qemu.to_path_buf(),
-            source: e,
-        })?;
+        .stderr(Stdio::piped());
+    if let Some(QemuNic {
+        netdev: QemuNetdev::Tap { fd },
+        ..
+    }) = &cfg.nic
+    {
+        command.pass_fd(*fd);
+    }
+    let mut child = command.spawn().map_err(|e| Error::Spawn {
+        qemu: qemu.to_path_buf(),
+        source: e,
+    })?;
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().map(BufReader::new);
     let stderr = child.stderr.take();

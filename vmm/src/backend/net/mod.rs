@@ -79,6 +79,10 @@ pub trait NetBackend: Send {
     fn service_counters(&self) -> Option<services::ServiceCounters> {
         None
     }
+    /// What the TCP services behind the back-end saw (the TAP namespace has them).
+    fn tcp_counters(&self) -> Option<services::tcp::TcpCounters> {
+        None
+    }
     /// One line for results and logs.
     fn describe(&self) -> String;
 }
@@ -102,16 +106,34 @@ pub fn backend_snapshot(b: &dyn NetBackend) -> Vec<(&'static str, u64)> {
         ("rx_bytes", c.rx_bytes),
     ];
     if let Some(s) = b.service_counters() {
-        v.extend([
-            ("echoed_frames", s.echoed_frames),
-            ("echoed_bytes", s.echoed_bytes),
-            ("sunk_frames", s.sunk_frames),
-            ("sunk_bytes", s.sunk_bytes),
-            ("sourced_frames", s.sourced_frames),
-            ("sourced_bytes", s.sourced_bytes),
-            ("source_commands", s.source_commands),
-            ("bad_commands", s.bad_commands),
-        ]);
+        v.extend(service_snapshot(&s));
+    }
+    if let Some(t) = b.tcp_counters() {
+        v.extend(tcp_snapshot(&t));
     }
     v
+}
+
+/// The services' counters by name.
+pub fn service_snapshot(s: &services::ServiceCounters) -> [(&'static str, u64); 8] {
+    [
+        ("echoed_frames", s.echoed_frames),
+        ("echoed_bytes", s.echoed_bytes),
+        ("sunk_frames", s.sunk_frames),
+        ("sunk_bytes", s.sunk_bytes),
+        ("sourced_frames", s.sourced_frames),
+        ("sourced_bytes", s.sourced_bytes),
+        ("source_commands", s.source_commands),
+        ("bad_commands", s.bad_commands),
+    ]
+}
+
+/// The TCP services' counters by name.
+pub fn tcp_snapshot(t: &services::tcp::TcpCounters) -> [(&'static str, u64); 4] {
+    [
+        ("tcp_sink_connections", t.sink_connections),
+        ("tcp_sunk_bytes", t.sunk_bytes),
+        ("tcp_source_connections", t.source_connections),
+        ("tcp_sourced_bytes", t.sourced_bytes),
+    ]
 }

@@ -196,8 +196,8 @@ fn owner_pid(name: &str, prefix: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
-/// Removes namespaces named `vmbench-<pid>-<n>` whose process is gone, and returns their
-/// names. A pid counts as alive if /proc shows it, so a namespace whose creator lives in
+/// Removes namespaces named `vmbench-<pid>-<n>` whose process is gone, and returns the names
+/// this call removed (one that another cleaner removed first is not among them). A pid counts as alive if /proc shows it, so a namespace whose creator lives in
 /// another pid namespace (another container sharing /run/netns) may be taken for stale.
 pub fn cleanup_stale() -> Result<Vec<String>, Error> {
     let mut removed = Vec::new();
@@ -208,8 +208,12 @@ pub fn cleanup_stale() -> Result<Vec<String>, Error> {
         if Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        ip(&["netns", "del", &name])?;
-        removed.push(name);
+        match ip(&["netns", "del", &name]) {
+            Ok(()) => removed.push(name),
+            // Another cleaner (a TAP being set up elsewhere) was first: it is gone all the same.
+            Err(Error::Ip { stderr, .. }) if stderr.contains("No such file or directory") => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(removed)
 }

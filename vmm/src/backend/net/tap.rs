@@ -1,8 +1,9 @@
 //! A TAP device (Linux tuntap, Documentation/networking/tuntap.rst) with 12-byte virtio-net
 //! headers (virtio 1.2, 5.1.6: `struct virtio_net_hdr` with `num_buffers`), inside a network
 //! namespace that vmbench creates and removes. The namespace's kernel is the host the guest
-//! talks to (10.0.2.2/24 by default), and vmbench's own UDP services
-//! ([`super::services::host`]) listen there. Both ends live in the namespace, so nothing the
+//! talks to (10.0.2.2/24 by default), and vmbench's own UDP and TCP services
+//! ([`super::services::host`]) and, on request, an `iperf3 -s` listen there. [`TapHost`] is
+//! that host side alone, for QEMU, which is handed the TAP's descriptor. Both ends live in the namespace, so nothing the
 //! guest sends can leave it.
 //!
 //! The header is little-endian, as virtio 1.x wants and as the TAP writes it on x86.
@@ -19,6 +20,8 @@ use std::path::Path;
 
 use super::netns::{self, NetNs, DEFAULT_PREFIX, NEED_ROOT};
 use super::services::host::{self as host_services, HostServices};
+use super::services::iperf3::{Error as Iperf3Error, Iperf3Server, IPERF3_PORT};
+use super::services::tcp::TcpCounters;
 use super::services::ServiceCounters;
 use super::wire::Mac;
 use super::{FrameMeta, Gso, GsoKind, NetBackend, NetCounters, Offloads};
@@ -53,6 +56,8 @@ pub enum Error {
     },
     #[error("cannot start the host-side services")]
     Services(#[source] host_services::Error),
+    #[error("cannot start the host-side iperf3 server")]
+    Iperf3(#[source] Iperf3Error),
     #[error("bad virtio-net header: {0}")]
     Header(&'static str),
 }
@@ -74,8 +79,10 @@ pub struct TapOptions {
     pub host_ip: Ipv4Addr,
     pub prefix_len: u8,
     pub guest: Option<GuestAddr>,
-    /// Start the echo, discard and source services in the namespace.
+    /// Start the UDP echo, discard and source and the TCP sink and source in the namespace.
     pub services: bool,
+    /// Start `iperf3 -s` in the namespace (iperf3 must be installed on the host).
+    pub iperf3: bool,
 }
 
 impl Default for TapOptions {
@@ -87,6 +94,7 @@ impl Default for TapOptions {
             prefix_len: 24,
             guest: None,
             services: true,
+            iperf3: false,
         }
     }
 }
@@ -104,23 +112,24 @@ pub struct TapStats {
     pub rx_bad_header: u64,
 }
 
-pub struct Tap {
-    // Fields drop in this order: the services stop, the TAP closes, then the namespace goes.
+/// The host side of a TAP: the namespace, the TAP's address and the guest's neighbour entry
+/// there, and the services. Whoever holds the TAP's file is the guest side: vmbench's own
+/// device through [`Tap`], or QEMU, handed the descriptor (`-netdev tap,fd=N`).
+pub struct TapHost {
+    // Fields drop in this order: the iperf3 server and the services stop, then the namespace
+    // goes (it lives on while a TAP file opened in it is still open).
+    iperf3: Option<Iperf3Server>,
     services: Option<HostServices>,
-    file: File,
     ns: NetNs,
     if_name: String,
     host: String,
-    /// Offloads enabled toward the guest (TUNSETOFFLOAD).
-    to_guest: Offloads,
-    counters: NetCounters,
-    stats: TapStats,
-    overflow: Vec<u8>,
 }
 
-impl Tap {
-    /// Creates the namespace, the TAP in it (up, with the host address), and the services.
-    pub fn create(opts: &TapOptions) -> Result<Tap, Error> {
+impl TapHost {
+    /// Removes namespaces dead vmbench processes left, creates the namespace, the TAP in it
+    /// (up, with the host address), and the services; returns the TAP's file: close-on-exec, non-blocking, 12-byte virtio-net headers
+    /// (IFF_VNET_HDR), no offloads toward the guest yet.
+    pub fn create(opts: &TapOptions) -> Result<(TapHost, File), Error> {
         if !Path::new(TUN_PATH).exists() {
             return Err(Error::NoTunDevice);
         }
@@ -129,6 +138,10 @@ impl Tap {
                 what: "interface name",
                 source: io::Error::from(io::ErrorKind::InvalidInput),
             });
+        }
+        // Namespaces of vmbench processes that died without cleaning up.
+        if let Err(e) = netns::cleanup_stale() {
+            log::warn!("cannot remove stale vmbench namespaces: {e}");
         }
         let ns = NetNs::create(&opts.ns_prefix)?;
         let name = opts.if_name.clone();
@@ -170,17 +183,19 @@ impl Tap {
         } else {
             None
         };
-        Ok(Tap {
+        let iperf3 = if opts.iperf3 {
+            Some(Iperf3Server::start(&ns, opts.host_ip).map_err(Error::Iperf3)?)
+        } else {
+            None
+        };
+        let host = TapHost {
+            iperf3,
             services,
-            file,
             ns,
             if_name: opts.if_name.clone(),
             host,
-            to_guest: Offloads::default(),
-            counters: NetCounters::default(),
-            stats: TapStats::default(),
-            overflow: vec![0; OVERFLOW_LEN],
-        })
+        };
+        Ok((host, file))
     }
 
     pub fn netns(&self) -> &NetNs {
@@ -194,6 +209,81 @@ impl Tap {
     /// The host-side services' counters, if they run.
     pub fn service_counters(&self) -> Option<ServiceCounters> {
         self.services.as_ref().map(HostServices::counters)
+    }
+
+    /// The TCP sink's and source's counters, if the services run.
+    pub fn tcp_counters(&self) -> Option<TcpCounters> {
+        self.services.as_ref().map(HostServices::tcp_counters)
+    }
+
+    /// The services' counters by name, as results report them (`backend_snapshot`'s names).
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut v = Vec::new();
+        if let Some(s) = self.service_counters() {
+            v.extend(super::service_snapshot(&s));
+        }
+        if let Some(t) = self.tcp_counters() {
+            v.extend(super::tcp_snapshot(&t));
+        }
+        v
+    }
+
+    /// One line for results and logs: where the host side is and what runs there.
+    pub fn describe(&self) -> String {
+        format!(
+            "tap {} in netns {}, host {}, services {}{}",
+            self.if_name,
+            self.ns.name(),
+            self.host,
+            if self.services.is_some() {
+                "udp echo/7 discard/9 source/19, tcp sink/9 source/19"
+            } else {
+                "off"
+            },
+            match &self.iperf3 {
+                Some(_) => format!(", iperf3 -s on {IPERF3_PORT}"),
+                None => String::new(),
+            }
+        )
+    }
+}
+
+pub struct Tap {
+    // The TAP closes first, then the host side goes (services, then the namespace).
+    file: File,
+    host: TapHost,
+    /// Offloads enabled toward the guest (TUNSETOFFLOAD).
+    to_guest: Offloads,
+    counters: NetCounters,
+    stats: TapStats,
+    overflow: Vec<u8>,
+}
+
+impl Tap {
+    /// Creates the namespace, the TAP in it (up, with the host address), and the services.
+    pub fn create(opts: &TapOptions) -> Result<Tap, Error> {
+        let (host, file) = TapHost::create(opts)?;
+        Ok(Tap {
+            file,
+            host,
+            to_guest: Offloads::default(),
+            counters: NetCounters::default(),
+            stats: TapStats::default(),
+            overflow: vec![0; OVERFLOW_LEN],
+        })
+    }
+
+    pub fn netns(&self) -> &NetNs {
+        self.host.netns()
+    }
+
+    pub fn if_name(&self) -> &str {
+        self.host.if_name()
+    }
+
+    /// The host-side services' counters, if they run.
+    pub fn service_counters(&self) -> Option<ServiceCounters> {
+        self.host.service_counters()
     }
 
     pub fn stats(&self) -> TapStats {
@@ -302,6 +392,10 @@ impl NetBackend for Tap {
         Tap::service_counters(self)
     }
 
+    fn tcp_counters(&self) -> Option<TcpCounters> {
+        self.host.tcp_counters()
+    }
+
     fn send(&mut self, frame: &[u8], meta: &FrameMeta) -> io::Result<()> {
         let hdr = encode_vnet_hdr(meta);
         // One writev: the TAP takes a frame per write, header first.
@@ -389,15 +483,8 @@ impl NetBackend for Tap {
     fn describe(&self) -> String {
         let o = self.to_guest;
         format!(
-            "tap {} in netns {}, host {}, services {}, offloads to guest: csum={} tso={}",
-            self.if_name,
-            self.ns.name(),
-            self.host,
-            if self.services.is_some() {
-                "echo/7 discard/9 source/19"
-            } else {
-                "off"
-            },
+            "{}, offloads to guest: csum={} tso={}",
+            self.host.describe(),
             o.csum,
             o.tso
         )

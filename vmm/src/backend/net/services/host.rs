@@ -1,19 +1,21 @@
-//! vmbench's own UDP services on the host side of a TAP, inside its network namespace: echo
+//! vmbench's own services on the host side of a TAP, inside its network namespace: UDP echo
 //! (port 7), discard (port 9) and the port-19 source, with the semantics and command format of
-//! [`crate::backend::net::services`]. One thread per service, each on a socket created inside the
-//! namespace (a socket keeps the namespace it was made in); all stop when dropped.
+//! [`crate::backend::net::services`], and the TCP sink (9) and source (19) of
+//! [`super::tcp`]. One thread per service, each on a socket created inside the namespace (a
+//! socket keeps the namespace it was made in); all stop when dropped.
 //!
 //! The source sends as fast as the socket takes datagrams. The kernel gives a TAP no
 //! back-pressure, so a guest that falls behind loses frames at the TAP's queue; the guest's
 //! sequence numbers show it.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::tcp::{self, TcpCounters, TCP_SINK_PORT, TCP_SOURCE_PORT};
 use super::{
     fill_source_payload, write_source_seq, ServiceCounters, SourceCommand, DISCARD_PORT, ECHO_PORT,
     SOURCE_PORT,
@@ -30,8 +32,9 @@ const COMMAND_CHECK_EVERY: u64 = 64;
 pub enum Error {
     #[error(transparent)]
     Netns(#[from] netns::Error),
-    #[error("cannot bind udp port {port} on {addr} in the namespace")]
+    #[error("cannot bind {proto} port {port} on {addr} in the namespace")]
     Bind {
+        proto: &'static str,
         addr: Ipv4Addr,
         port: u16,
         #[source]
@@ -60,31 +63,75 @@ fn bump(c: &AtomicU64, by: u64) {
 pub struct HostServices {
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
+    tcp: Arc<tcp::Atomics>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl HostServices {
-    /// Binds the three services to `addr` inside `ns` (the address must already be on an
+    /// Binds the services to `addr` inside `ns` (the address must already be on an
     /// interface there) and starts their threads.
     pub fn start(ns: &NetNs, addr: Ipv4Addr) -> Result<HostServices, Error> {
         let bind = |port| {
             UdpSocket::bind((addr, port))
                 .and_then(|s| s.set_read_timeout(Some(POLL)).map(|()| s))
-                .map_err(|source| Error::Bind { addr, port, source })
+                .map_err(|source| Error::Bind {
+                    proto: "udp",
+                    addr,
+                    port,
+                    source,
+                })
         };
-        let (echo, discard, source) = ns.run(|| -> Result<_, Error> {
-            Ok((bind(ECHO_PORT)?, bind(DISCARD_PORT)?, bind(SOURCE_PORT)?))
+        let listen = |port| {
+            TcpListener::bind((addr, port)).map_err(|source| Error::Bind {
+                proto: "tcp",
+                addr,
+                port,
+                source,
+            })
+        };
+        let (echo, discard, source, tcp_sink, tcp_source) = ns.run(|| -> Result<_, Error> {
+            Ok((
+                bind(ECHO_PORT)?,
+                bind(DISCARD_PORT)?,
+                bind(SOURCE_PORT)?,
+                listen(TCP_SINK_PORT)?,
+                listen(TCP_SOURCE_PORT)?,
+            ))
         })??;
         let mut services = HostServices {
             stop: Arc::new(AtomicBool::new(false)),
             counters: Arc::new(Counters::default()),
+            tcp: Arc::new(tcp::Atomics::default()),
             threads: Vec::new(),
         };
         // On an error, dropping `services` stops the threads already started.
         services.spawn("vmbench-echo", echo, run_echo)?;
         services.spawn("vmbench-discard", discard, run_discard)?;
         services.spawn("vmbench-source", source, run_source)?;
+        services.spawn_tcp("vmbench-tcp-sink", tcp_sink, tcp::sink)?;
+        services.spawn_tcp("vmbench-tcp-source", tcp_source, tcp::source)?;
         Ok(services)
+    }
+
+    fn spawn_tcp(
+        &mut self,
+        name: &str,
+        listener: TcpListener,
+        serve: fn(std::net::TcpStream, &AtomicBool, &tcp::Atomics),
+    ) -> Result<(), Error> {
+        let stop = Arc::clone(&self.stop);
+        let counters = Arc::clone(&self.tcp);
+        let t = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || tcp::listen(listener, &stop, &counters, serve))
+            .map_err(Error::Thread)?;
+        self.threads.push(t);
+        Ok(())
+    }
+
+    /// What the TCP sink and source saw.
+    pub fn tcp_counters(&self) -> TcpCounters {
+        self.tcp.snapshot()
     }
 
     fn spawn(

@@ -1,6 +1,8 @@
 //! The UDP services both network back-ends offer the guest, in the in-process peer and in the
 //! TAP namespace alike: echo on port 7 (RFC 862), discard on port 9 (RFC 863) and a frame
-//! source on port 19 (after chargen's port, RFC 864, but driven by commands).
+//! source on port 19 (after chargen's port, RFC 864, but driven by commands). The TAP
+//! namespace also has a TCP sink and source on the same ports ([`tcp`]) and, on request, an
+//! `iperf3 -s` ([`iperf3`]): the in-process peer speaks no TCP.
 //!
 //! # Source commands
 //!
@@ -20,6 +22,8 @@
 //! of the payload is `i as u8`, so a guest can check order, loss and integrity.
 
 pub mod host;
+pub mod iperf3;
+pub mod tcp;
 
 use crate::backend::net::wire::UDP_V4_HEADERS;
 

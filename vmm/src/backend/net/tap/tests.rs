@@ -340,8 +340,8 @@ fn cleanup_stale_removes_only_dead_owners() {
     // Act
     let removed = netns::cleanup_stale().unwrap();
 
-    // Assert
-    assert!(removed.contains(&stale), "{removed:?}");
+    // Assert: gone, by this call or by a TAP another test set up meanwhile (each cleans up).
+    assert!(!removed.contains(&ours.name().to_string()), "{removed:?}");
     let now = netns::list().unwrap();
     assert!(!now.contains(&stale));
     assert!(now.contains(&ours.name().to_string()));
@@ -420,4 +420,76 @@ fn permission_errors_name_root_and_the_peer_back_end() {
         "{msg}"
     );
     assert!(Error::NoTunDevice.to_string().contains("/dev/net/tun"));
+}
+
+/// A TCP connection from inside the namespace to the host side's `port`.
+fn tcp_in(host: &TapHost, port: u16) -> std::net::TcpStream {
+    let s = host
+        .netns()
+        .run(|| std::net::TcpStream::connect((HOST_IP, port)))
+        .unwrap()
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+#[test]
+fn tcp_sink_and_source_count_exactly_what_the_other_end_saw() {
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
+    let (host, _file) = TapHost::create(&TapOptions::default()).unwrap();
+
+    // Sink: everything written before the close is counted before the sink closes.
+    let mut s = tcp_in(&host, DISCARD_PORT);
+    let chunk = vec![0xa5u8; 100_000];
+    for _ in 0..20 {
+        s.write_all(&chunk).unwrap();
+    }
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    let t = host.tcp_counters().unwrap();
+    assert_eq!((t.sunk_bytes, t.sink_connections), (2_000_000, 1));
+
+    // Source: the pattern until our half-close, then the rest of what was sent, then its end.
+    let mut s = tcp_in(&host, SOURCE_PORT);
+    let mut got = vec![0u8; 300_000];
+    s.read_exact(&mut got).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    s.read_to_end(&mut got).unwrap();
+    assert!(got.iter().enumerate().all(|(i, &b)| b == i as u8));
+    let t = host.tcp_counters().unwrap();
+    assert_eq!(t.sourced_bytes, got.len() as u64);
+    assert_eq!(t.source_connections, 1);
+    assert!(host.describe().contains("tcp sink/9 source/19"));
+}
+
+#[test]
+fn iperf3_server_in_the_namespace_serves_a_client_there_and_goes_with_it() {
+    let opts = TapOptions {
+        iperf3: true,
+        ..TapOptions::default()
+    };
+    let (host, _file) = TapHost::create(&opts).unwrap_or_else(|e| {
+        panic!("the namespace with iperf3 -s (needs root and `apt-get install iperf3`): {e}")
+    });
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", host.netns().name(), "iperf3"])
+        .args(["-c", "10.0.2.2", "-t", "1", "-J"])
+        .output()
+        .unwrap();
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{json}");
+    assert!(json.contains("\"sum_received\""), "{json}");
+    let name = host.netns().name().to_string();
+    drop(host);
+    // The server went with the namespace: nothing of ours is left.
+    assert!(!netns::list().unwrap().contains(&name));
+    let ps = std::process::Command::new("ps")
+        .args(["-o", "args=", "--ppid", &std::process::id().to_string()])
+        .output()
+        .unwrap();
+    let children = String::from_utf8_lossy(&ps.stdout);
+    assert!(!children.contains("iperf3 -s -B 10.0.2.2"), "{children}");
 }
