@@ -1,13 +1,15 @@
 //! qcow2: open a mutated image (header, extensions, backing name, L1, refcount table, L2
 //! tables and data clusters all come from the input), then read, write, zero, discard and
-//! flush through it, as a user's image file and a guest's requests would. Seeds are small
-//! images qemu-img made (fuzz/corpus/qcow2).
+//! flush through it, as a user's image file and a guest's requests would, the reads and
+//! writes both from a buffer and straight from guest memory split into segments (the
+//! vectored path virtio-blk takes). Seeds are small images qemu-img made (fuzz/corpus/qcow2).
 #![no_main]
 
 use std::io::Write;
 
 use libfuzzer_sys::fuzz_target;
-use vmbench_fuzz::Input;
+use vm_memory::{GuestAddress, GuestMemory, Permissions};
+use vmbench_fuzz::{guest_memory, Input};
 use vmm::backend::block::{BlockBackend, OpenOptions};
 use vmm::backend::block::qcow2::Qcow2;
 
@@ -41,6 +43,8 @@ fuzz_target!(|data: &[u8]| {
     let cap = q.capacity();
     let mut ops = Input::new(ops.get(1..).unwrap_or_default());
     let mut buf = vec![0u8; 1 << 16];
+    let mem = guest_memory(2 << 16, &[]);
+    let mut scratch = Vec::new();
     while !ops.is_empty() {
         let kind = ops.u8();
         // Mostly inside the disk, sometimes anywhere.
@@ -51,14 +55,31 @@ fuzz_target!(|data: &[u8]| {
             raw % cap
         };
         let len = usize::from(ops.u16()) % buf.len();
-        let _ = match kind % 6 {
+        let _ = match kind % 8 {
             0 | 1 => q.read_at(off, &mut buf[..len]),
             2 | 3 => {
                 buf[..len].fill(kind);
                 q.write_at(off, &buf[..len])
             }
             4 => q.write_zeroes(off, len as u64),
-            _ => q.discard(off, len as u64),
+            5 => q.discard(off, len as u64),
+            // Guest memory in two segments, split where the input says, a gap between them.
+            v => {
+                let cut = usize::from(ops.u16()) % (len + 1);
+                let seg = |at: u64, n: usize| {
+                    mem.get_slices(GuestAddress(at), n, Permissions::ReadWrite)
+                        .expect("inside guest memory")
+                        .map(|s| s.expect("one region"))
+                        .collect::<Vec<_>>()
+                };
+                let mut bufs = seg(0, cut);
+                bufs.extend(seg(cut as u64 + 4096, len - cut));
+                if v == 6 {
+                    q.read_vectored_at(off, &bufs, &mut scratch)
+                } else {
+                    q.write_vectored_at(off, &bufs, &mut scratch)
+                }
+            }
         };
         if kind & 0x40 != 0 {
             let _ = q.flush();

@@ -32,6 +32,8 @@ pub struct Timed {
     pub cpu: Option<vmm::event::CpuTime>,
     /// KVM's own cumulative counters then (mailbox records on hosts that offer them).
     pub kvm: Option<std::collections::BTreeMap<String, u64>>,
+    /// The devices' operation counters then (mailbox records only).
+    pub devices: Option<vmm::counters::DeviceCounters>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -320,6 +322,7 @@ pub fn run(
                         exits: None,
                         cpu: None,
                         kvm: None,
+                        devices: None,
                     };
                     note_ready(&mut timeline, &t);
                     on_record(&t);
@@ -338,6 +341,7 @@ pub fn run(
                 exits,
                 cpu,
                 kvm,
+                devices,
             } => {
                 if let Some(record) = Record::parse(&text) {
                     let t = Timed {
@@ -347,6 +351,7 @@ pub fn run(
                         exits: Some(exits),
                         cpu: Some(cpu),
                         kvm: (!kvm.is_empty()).then_some(kvm),
+                        devices: Some(devices),
                     };
                     note_ready(&mut timeline, &t);
                     on_record(&t);
@@ -420,6 +425,8 @@ pub struct Window {
     pub cpu: vmm::event::CpuTime,
     /// KVM's own counters over the window (empty where the host has no binary stats).
     pub kvm: std::collections::BTreeMap<String, u64>,
+    /// The devices' counters over the window (kicks, interrupts, requests...), by device.
+    pub devices: vmm::counters::DeviceCounters,
 }
 
 /// The cost of the measured window, from the exit snapshots the mailbox records carry;
@@ -448,11 +455,29 @@ pub fn window(out: &Outcome) -> Option<Window> {
             .collect(),
         _ => Default::default(),
     };
+    let devices = match (&start.devices, &end.devices) {
+        (Some(a), Some(b)) => b
+            .iter()
+            .map(|(dev, counts)| {
+                let before = a.get(dev);
+                let d = counts
+                    .iter()
+                    .map(|(k, v)| {
+                        let was = before.and_then(|c| c.get(k)).copied().unwrap_or(0);
+                        (k.clone(), v.saturating_sub(was))
+                    })
+                    .collect();
+                (dev.clone(), d)
+            })
+            .collect(),
+        _ => Default::default(),
+    };
     Some(Window {
         ops: end.record.get_u64("ops").unwrap_or(0),
         exits,
         cpu: end.cpu?.since(&start.cpu?),
         kvm,
+        devices,
     })
 }
 

@@ -60,6 +60,8 @@ pub fn unit(metric: &str) -> Unit {
         "mb_per_sec" => (1.0, "MB/s", "throughput"),
         "exits_per_op" => (1.0, "exits/op", "exits to vmbench per operation"),
         "kvm_exits_per_op" => (1.0, "exits/op", "all KVM exits per operation"),
+        "kicks_per_op" => (1.0, "kicks/op", "guest notifications per operation"),
+        "interrupts_per_op" => (1.0, "irqs/op", "device interrupts per operation"),
         "vmm_cpu_us_per_op" => (1.0, "µs/op", "VMM CPU per operation"),
         "latency_p50_ns" => (1e-3, "µs", "median latency"),
         "boot_total_ms" => (1.0, "ms", "boot to ready"),

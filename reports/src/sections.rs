@@ -195,7 +195,7 @@ impl<'a> Builder<'a> {
     }
 
     pub fn cases_table(&self, body: &mut String) {
-        let _ = write!(body, "<h2 id=\"cases\">Every case</h2><div class=\"wide\"><table><thead><tr><th>case</th>{}<th>status</th><th>metric</th><th class=\"n\">median</th><th class=\"n\">95% interval</th><th class=\"n\">CV</th><th class=\"n\">n</th><th class=\"n\" title=\"exits handled by vmbench's VMM in user space\">exits to vmbench /op</th><th class=\"n\" title=\"KVM's own exit counter: also the exits the kernel handles itself (ioeventfd kicks, interrupts)\">all KVM exits /op</th><th class=\"n\">VMM CPU µs/op</th>{}<th>notes</th></tr></thead><tbody>",
+        let _ = write!(body, "<h2 id=\"cases\">Every case</h2><div class=\"wide\"><table><thead><tr><th>case</th>{}<th>status</th><th>metric</th><th class=\"n\">median</th><th class=\"n\">95% interval</th><th class=\"n\">CV</th><th class=\"n\">n</th><th class=\"n\" title=\"exits handled by vmbench's VMM in user space\">exits to vmbench /op</th><th class=\"n\" title=\"KVM's own exit counter: also the exits the kernel handles itself (ioeventfd kicks, interrupts)\">all KVM exits /op</th><th class=\"n\" title=\"the device's notifications from the guest (virtio ioeventfd writes) over the measured window\">kicks /op</th><th class=\"n\" title=\"the device's interrupts to the guest over the measured window\">interrupts /op</th><th class=\"n\">VMM CPU µs/op</th>{}<th>notes</th></tr></thead><tbody>",
             if self.many() { "<th>run</th>" } else { "" },
             if self.baseline.is_some() { "<th class=\"n\">vs baseline</th>" } else { "" });
         for e in self.entries() {
@@ -215,7 +215,7 @@ impl<'a> Builder<'a> {
             }
             let _ = write!(
                 body,
-                "<td>{}</td><td>{} {}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
+                "<td>{}</td><td>{} {}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
                 status_html(e.run, e.case),
                 escape(m),
                 model::direction(m).arrow(),
@@ -228,6 +228,8 @@ impl<'a> Builder<'a> {
                 s.map_or(e.case.repetitions.len(), |s| s.n),
                 med("exits_per_op"),
                 med("kvm_exits_per_op"),
+                med("kicks_per_op"),
+                med("interrupts_per_op"),
                 med("vmm_cpu_us_per_op"),
             );
             if self.baseline.is_some() {

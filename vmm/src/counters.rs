@@ -5,3 +5,28 @@
 pub trait Counters: Send + Sync {
     fn snapshot(&self) -> Vec<(&'static str, u64)>;
 }
+
+/// Every device's counters under its name, as the machine keeps them.
+pub type CounterList = Vec<(String, std::sync::Arc<dyn Counters>)>;
+
+/// The counters for a reader created before the devices exist (the mailbox), set once they do.
+pub type LateCounters = std::sync::Arc<std::sync::OnceLock<CounterList>>;
+
+/// Every device's counters, by device (or back-end) name then counter name.
+pub type DeviceCounters =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>;
+
+/// Reads `all` now, into the shape results and records carry.
+pub fn snapshot_all(all: &[(String, std::sync::Arc<dyn Counters>)]) -> DeviceCounters {
+    all.iter()
+        .map(|(name, c)| {
+            (
+                name.clone(),
+                c.snapshot()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            )
+        })
+        .collect()
+}

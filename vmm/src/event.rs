@@ -21,6 +21,9 @@ pub enum Event {
         /// KVM's own cumulative counters, all vCPUs summed (empty where the host's KVM has
         /// no binary stats).
         kvm: std::collections::BTreeMap<String, u64>,
+        /// The devices' operation counters (kicks, interrupts, requests...) at the doorbell,
+        /// by device then counter name, so a measured window's notifications are exact.
+        devices: crate::counters::DeviceCounters,
     },
     /// vCPU `vcpu` executed its first instruction (its write to the entry-mark port).
     Entry { vcpu: usize, at: Instant },

@@ -100,7 +100,25 @@ kind!(
     }
 );
 
+impl NicKind {
+    /// The name the device's counters (and exits) go under.
+    pub fn device_name(self) -> &'static str {
+        match self {
+            NicKind::E1000 => "e1000",
+            NicKind::Virtio => "virtio-net",
+        }
+    }
+}
+
 impl DiskKind {
+    /// The name the device's counters (and exits) go under.
+    pub fn device_name(self) -> &'static str {
+        match self {
+            DiskKind::Ide => "ide",
+            DiskKind::Virtio => "virtio-blk",
+        }
+    }
+
     /// Commands the controller takes at once, where the hardware fixes it (`None`: as many as
     /// its queue holds).
     pub fn commands_in_flight(self) -> Option<u32> {

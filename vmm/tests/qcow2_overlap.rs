@@ -98,3 +98,25 @@ fn writes_to_clean_data_clusters_pass_the_check() {
     assert!(!info_corrupt(&img));
     assert_holds(d.path(), &img, &model);
 }
+
+/// The same refusal on the path that writes guest memory straight to the file (virtio-blk's
+/// `write_vectored_at`): the check covers every run it writes in place.
+#[test]
+fn a_vectored_write_onto_metadata_is_refused_the_same_way() {
+    let d = tmp();
+    let img = nudged_image(d.path(), "vectored.qcow2");
+    let before = std::fs::read(&img).unwrap();
+
+    let mut q = open_disk(&img, rw()).unwrap();
+    let write = Guest::new().write(q.as_mut(), 0, &[0x55; 512]);
+    drop(q);
+
+    let err = write.expect_err("the write must fail");
+    assert!(format!("{:?}", err).contains("MetadataOverlap"), "{err:?}");
+    let after = std::fs::read(&img).unwrap();
+    let differ: Vec<usize> = (0..after.len())
+        .filter(|&i| after[i] != before[i])
+        .collect();
+    assert_eq!(differ, vec![79], "only the corrupt bit changes");
+    assert!(info_corrupt(&img));
+}

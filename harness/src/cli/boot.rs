@@ -289,6 +289,20 @@ fn print_exits(out: &Outcome) {
                 m.kvm.get("mmio_exits").copied().unwrap_or(0),
             );
         }
+        for (dev, c) in &m.devices {
+            let kicks: u64 = c
+                .iter()
+                .filter(|(k, _)| *k == "kicks" || k.ends_with("_kicks"))
+                .map(|(_, v)| v)
+                .sum();
+            if let Some(irqs) = c.get("interrupts") {
+                println!(
+                    "  {dev} in the window: {:.3} kicks/op ({kicks}), {:.3} interrupts/op ({irqs})",
+                    kicks as f64 / m.ops.max(1) as f64,
+                    *irqs as f64 / m.ops.max(1) as f64,
+                );
+            }
+        }
     }
     if let Some(n) = out.ioeventfd_writes.filter(|&n| n > 0) {
         println!("ioeventfd writes handled in the kernel: {n}");

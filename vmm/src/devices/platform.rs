@@ -38,6 +38,8 @@ pub struct Mailbox {
     pub exits: Arc<ExitStats>,
     /// KVM's per-vCPU statistics, set once the vCPUs exist.
     pub kvm_stats: Arc<std::sync::OnceLock<Vec<crate::kvm::stats::VcpuStats>>>,
+    /// The devices' operation counters, set once the devices exist.
+    pub device_counters: crate::counters::LateCounters,
     pub events: Sender<Event>,
     pub vcpus: usize,
 }
@@ -81,6 +83,11 @@ impl BusDevice for Mailbox {
                     .get()
                     .map(|s| crate::kvm::stats::sum(s))
                     .unwrap_or_default(),
+                devices: self
+                    .device_counters
+                    .get()
+                    .map(|c| crate::counters::snapshot_all(c))
+                    .unwrap_or_default(),
             });
         }
     }
@@ -114,6 +121,7 @@ mod tests {
             mem,
             exits: Arc::new(ExitStats::new(2)),
             kvm_stats: Arc::default(),
+            device_counters: Arc::default(),
             events: tx,
             vcpus: 2,
         };

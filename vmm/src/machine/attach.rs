@@ -49,6 +49,8 @@ pub struct Platform {
     pub stop: Arc<AtomicBool>,
     /// KVM's per-vCPU statistics for the mailbox, set once the vCPUs exist.
     pub kvm_stats: Arc<OnceLock<Vec<VcpuStats>>>,
+    /// The devices' counters for the mailbox, set once the devices exist.
+    pub device_counters: crate::counters::LateCounters,
     pub vcpus: usize,
 }
 
@@ -160,6 +162,7 @@ impl DeviceManager {
             mem: self.mem.clone(),
             exits: self.exits.clone(),
             kvm_stats: p.kvm_stats,
+            device_counters: p.device_counters,
             events: p.events,
             vcpus: p.vcpus,
         };
@@ -201,7 +204,8 @@ impl DeviceManager {
             self.line(ide::SECONDARY_IRQ),
             bm as u16,
         );
-        self.counters.push(("ide".into(), piix.counters()));
+        self.counters
+            .push((DiskKind::Ide.device_name().into(), piix.counters()));
         let dev = Arc::new(Mutex::new(piix));
         // The compatibility-mode ports are decoded by the device itself (it answers only with
         // I/O decoding on), so they are registered once, here.
@@ -219,7 +223,8 @@ impl DeviceManager {
         // raw or qcow2, told apart by the file's contents.
         let backend = open_disk(&disk.path, disk.options)?;
         let blk = Block::new(backend, "vmbench-disk0");
-        self.counters.push(("virtio-blk".into(), blk.counters()));
+        self.counters
+            .push((DiskKind::Virtio.device_name().into(), blk.counters()));
         let dev = self.virtio_pci(Box::new(blk), DISK_SLOT)?;
         self.add_pci(DISK_SLOT, dev);
         Ok(())
@@ -234,7 +239,7 @@ impl DeviceManager {
         let e = E1000::new(self.mem.clone(), backend, irq, nic.mac, bar0, bar1 as u16);
         let dev = Arc::new(Mutex::new(e));
         self.counters.push((
-            "e1000".into(),
+            NicKind::E1000.device_name().into(),
             Arc::new(e1000::wire::DeviceView(dev.clone())),
         ));
         self.counters.push((
@@ -251,7 +256,8 @@ impl DeviceManager {
     fn add_virtio_net(&mut self, nic: &NicConfig) -> Result<(), Error> {
         let backend = open_net(nic.backend, nic.mac)?;
         let net = Net::new(backend, nic.mac);
-        self.counters.push(("virtio-net".into(), net.counters()));
+        self.counters
+            .push((NicKind::Virtio.device_name().into(), net.counters()));
         self.counters.push((
             backend_name(nic.backend).into(),
             Arc::new(BackendCounters(net.backend())),

@@ -119,12 +119,14 @@ impl Machine {
         let pio = Arc::new(Bus::new("pio"));
         let mmio = Arc::new(Bus::new("mmio"));
         let kvm_stats: Arc<std::sync::OnceLock<Vec<kvm::stats::VcpuStats>>> = Arc::default();
+        let device_counters: crate::counters::LateCounters = Arc::default();
 
         let mut devices = DeviceManager::new(&vm, &mem, &pio, &mmio, &exits);
         let ioeventfd = devices.add_platform(Platform {
             events: events_tx.clone(),
             stop: stop.clone(),
             kvm_stats: kvm_stats.clone(),
+            device_counters: device_counters.clone(),
             vcpus: cfg.vcpus,
         })?;
         if let Some(disk) = &cfg.disk {
@@ -134,6 +136,7 @@ impl Machine {
             devices.add_nic(nic)?;
         }
         let devices = devices.finish();
+        let _ = device_counters.set(devices.counters.clone());
 
         vcpu::install_kick_handler()?;
         let starts = boot::setup(&mem, entry, mem_size, cfg.vcpus)?;
@@ -214,18 +217,7 @@ impl Machine {
 
     /// Operation counters of the devices, by device then counter name.
     pub fn device_counters(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
-        self.counters
-            .iter()
-            .map(|(name, c)| {
-                (
-                    name.clone(),
-                    c.snapshot()
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v))
-                        .collect(),
-                )
-            })
-            .collect()
+        crate::counters::snapshot_all(&self.counters)
     }
 
     /// Device threads that failed and stopped (each logged once when it did). A virtio

@@ -181,3 +181,71 @@ pub fn workload(q: &mut dyn BlockBackend, model: &mut [u8]) {
 pub fn rw() -> OpenOptions {
     OpenOptions::default()
 }
+
+/// Guest memory for the vectored paths (`read_vectored_at` / `write_vectored_at`): a request's
+/// bytes are split into uneven segments (odd sizes included) at scattered guest addresses, as a
+/// virtio-blk descriptor chain may split them.
+pub struct Guest {
+    mem: vm_memory::GuestMemoryMmap,
+}
+
+impl Guest {
+    pub fn new() -> Guest {
+        use vm_memory::{GuestAddress, GuestMemoryMmap};
+        Guest {
+            mem: GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 * MIB as usize)]).unwrap(),
+        }
+    }
+
+    /// `len` bytes as segments of 1 to ~70 KiB, each 100 bytes after the previous one.
+    fn segments(&self, len: usize) -> Vec<vm_memory::VolatileSlice<'_>> {
+        use vm_memory::{GuestAddress, GuestMemory, Permissions};
+        assert!(len <= 3 * MIB as usize, "test requests stay under 3 MiB");
+        let (mut at, mut left, mut step) = (0u64, len, 7usize);
+        let mut v = Vec::new();
+        while left > 0 {
+            let n = step.min(left);
+            let mut s = self
+                .mem
+                .get_slices(GuestAddress(at), n, Permissions::ReadWrite)
+                .unwrap();
+            v.push(s.next().unwrap().unwrap());
+            at += n as u64 + 100;
+            left -= n;
+            step = step * 13 % 70_001 + 1;
+        }
+        v
+    }
+
+    pub fn read(&self, d: &mut dyn BlockBackend, off: u64, len: usize) -> Vec<u8> {
+        let segs = self.segments(len);
+        d.read_vectored_at(off, &segs, &mut Vec::new()).unwrap();
+        let mut out = vec![0u8; len];
+        vmm::backend::block::copy_from_slices(&segs, &mut out);
+        out
+    }
+
+    pub fn write(&self, d: &mut dyn BlockBackend, off: u64, data: &[u8]) -> std::io::Result<()> {
+        let segs = self.segments(data.len());
+        vmm::backend::block::copy_to_slices(data, &segs);
+        d.write_vectored_at(off, &segs, &mut Vec::new())
+    }
+
+    /// The whole disk through the vectored path, in uneven requests.
+    pub fn read_all(&self, d: &mut dyn BlockBackend) -> Vec<u8> {
+        let cap = d.capacity() as usize;
+        let mut v = Vec::with_capacity(cap);
+        let mut step = 3000usize;
+        while v.len() < cap {
+            let n = step.min(cap - v.len());
+            v.extend(self.read(d, v.len() as u64, n));
+            step = step * 7 % 300_007 + 512;
+        }
+        v
+    }
+
+    pub fn write_both(&self, q: &mut dyn BlockBackend, model: &mut [u8], off: u64, data: &[u8]) {
+        self.write(q, off, data).unwrap();
+        model[off as usize..off as usize + data.len()].copy_from_slice(data);
+    }
+}

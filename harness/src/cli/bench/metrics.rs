@@ -8,6 +8,7 @@ use crate::record::Record;
 use crate::results::{BootTimeline, CpuTime, Exits, Repetition};
 use crate::scenario::{Case, CaseParams, EngineKind, NetBackendKind, WorkloadKind};
 use crate::session::Outcome;
+use vmm::kinds::{DiskKind, NicKind};
 
 /// The metric a case is judged by in the summary, and whether higher is better.
 pub fn primary(kind: WorkloadKind) -> (&'static str, bool) {
@@ -132,6 +133,11 @@ pub fn repetition(
                     "vmm_cpu_us_per_op".into(),
                     (w.cpu.vmm_user_ns() + w.cpu.sys_ns) as f64 / 1e3 / ops as f64,
                 );
+                notifications(&w, &case.params, ops, &mut metrics);
+            }
+            // What the guest's driver counted itself: the notifies it wrote in its window.
+            if let Some(k) = r.get_u64("kicks") {
+                metrics.insert("guest_kicks_per_op".into(), k as f64 / ops as f64);
             }
             // Device-side operation counts: notifications and register traffic per op are
             // what explains the cost of a device.
@@ -147,6 +153,39 @@ pub fn repetition(
         boot: BootTimeline::from(&out.timeline),
         wall_secs,
     })
+}
+
+/// Kicks (guest-to-device notifications, virtio's ioeventfd writes) and interrupts
+/// (device-to-guest) per operation over the measured window, from the counters of the device
+/// under test (KVM's own exit count, `kvm_exits_per_op`, includes the kicks). The e1000's and
+/// IDE's "kicks" are register writes, already counted as exits, so they get none.
+fn notifications(
+    w: &crate::session::Window,
+    params: &CaseParams,
+    ops: u64,
+    metrics: &mut BTreeMap<String, f64>,
+) {
+    let device = match params.workload.kind() {
+        WorkloadKind::NetTx | WorkloadKind::NetRx | WorkloadKind::NetRr => {
+            params.nic.map(NicKind::device_name)
+        }
+        WorkloadKind::BlkRead | WorkloadKind::BlkWrite => params.disk.map(DiskKind::device_name),
+        WorkloadKind::Hello | WorkloadKind::Calibrate => None,
+    };
+    let per_op = |n: u64| n as f64 / ops as f64;
+    if let Some(c) = device.and_then(|d| w.devices.get(d)) {
+        let kicks: Vec<u64> = c
+            .iter()
+            .filter(|(k, _)| *k == "kicks" || k.ends_with("_kicks"))
+            .map(|(_, v)| *v)
+            .collect();
+        if !kicks.is_empty() {
+            metrics.insert("kicks_per_op".into(), per_op(kicks.iter().sum()));
+        }
+        if let Some(n) = c.get("interrupts") {
+            metrics.insert("interrupts_per_op".into(), per_op(*n));
+        }
+    }
 }
 
 /// Guest figures against what the other side counted over the whole session. On vmbench's

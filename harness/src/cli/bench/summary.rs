@@ -64,8 +64,17 @@ pub fn print(
         .max(4);
     writeln!(
         out,
-        "\n{:<w$}  {:>16}  {:>26}  {:>6}  {:>9}  {:>9}  {:>10}  {:>4}",
-        "case", "median", "95% CI of median", "CV%", "to vmbench", "all KVM", "CPU µs/op", "n"
+        "\n{:<w$}  {:>16}  {:>26}  {:>6}  {:>9}  {:>9}  {:>8}  {:>8}  {:>10}  {:>4}",
+        "case",
+        "median",
+        "95% CI of median",
+        "CV%",
+        "to vmbench",
+        "all KVM",
+        "kicks",
+        "irqs",
+        "CPU µs/op",
+        "n"
     )?;
     for c in &doc.cases {
         let (metric, _) = super::primary(c.params.workload.kind());
@@ -92,7 +101,7 @@ pub fn print(
         };
         writeln!(
             out,
-            "{:<w$}  {:>16}  {:>26}  {:>6}  {:>10}  {:>9}  {:>10}  {:>4}",
+            "{:<w$}  {:>16}  {:>26}  {:>6}  {:>10}  {:>9}  {:>8}  {:>8}  {:>10}  {:>4}",
             c.id,
             format!("{} {}", fmt_value(metric, s.median), short(metric)),
             format!(
@@ -104,6 +113,8 @@ pub fn print(
                 .unwrap_or_else(|| "-".into()),
             med("exits_per_op"),
             med("kvm_exits_per_op"),
+            med("kicks_per_op"),
+            med("interrupts_per_op"),
             med("vmm_cpu_us_per_op"),
             s.n
         )?;
@@ -112,6 +123,11 @@ pub fn print(
         out,
         "exits per operation: `to vmbench` are handled by our VMM in user space; `all KVM` is \
          KVM's own counter, which also counts exits the kernel handles itself (ioeventfd kicks)"
+    )?;
+    writeln!(
+        out,
+        "kicks and irqs per operation: the device's notifications from the guest (virtio \
+         ioeventfd writes) and its interrupts to the guest, over the measured window"
     )?;
     if !doc.comparisons.is_empty() {
         writeln!(

@@ -95,6 +95,7 @@ impl Engine for Qemu {
                 exits: None,
                 cpu: None,
                 kvm: None,
+                devices: None,
             };
             on_record(&t);
             records.push(t);

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::Ordering;
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
 use super::ata::{Error, Transfer, SECTOR};
 use super::IdeCounters;
@@ -270,14 +270,19 @@ impl BusMaster {
         if (self.cmd & CMD_WRITE_MEMORY != 0) == x.to_disk {
             return Outcome::Idle;
         }
-        let want = x.total.min(WINDOW as u64) as usize;
-        if x.win.len() < want {
-            x.win.resize(want, 0);
-        }
-        let out = if x.to_disk {
-            self.gather(mem, disk, x, k)
-        } else {
-            self.scatter(mem, disk, x, k)
+        let out = match self.direct(mem, disk, x, k) {
+            Some(out) => out,
+            None => {
+                let want = x.total.min(WINDOW as u64) as usize;
+                if x.win.len() < want {
+                    x.win.resize(want, 0);
+                }
+                if x.to_disk {
+                    self.gather(mem, disk, x, k)
+                } else {
+                    self.scatter(mem, disk, x, k)
+                }
+            }
         };
         if out == Outcome::Complete {
             // Exactly as long as the table: the controller saw EOT and goes idle. A longer
@@ -287,6 +292,75 @@ impl BusMaster {
             }
         }
         out
+    }
+
+    /// The whole transfer in one vectored back-end call on guest memory (no copy through the
+    /// window), when the layout allows: a fresh transfer whose table covers it within
+    /// [`PRD_MAX_ENTRIES`] entries, every region in guest RAM. The engine then ends where the
+    /// step-by-step walk would (descriptor pointer, entries fetched, the last region's rest).
+    /// `None` for anything else (a table that ends early, an address outside RAM, a resumed
+    /// transfer): the walk handles those with the partial-transfer semantics they need.
+    fn direct(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        disk: &mut dyn BlockBackend,
+        x: &mut DmaXfer,
+        k: &IdeCounters,
+    ) -> Option<Outcome> {
+        if x.done != 0 || x.win_len != 0 || self.fetched != 0 || self.region.is_some() {
+            return None;
+        }
+        let access = if x.to_disk {
+            Permissions::Read
+        } else {
+            Permissions::Write
+        };
+        let mut bufs = Vec::new();
+        let (mut next, mut fetched, mut left) = (self.next, 0u32, x.total);
+        let mut last = None;
+        while left > 0 {
+            if fetched == PRD_MAX_ENTRIES {
+                return None;
+            }
+            let mut raw = [0u8; 8];
+            mem.read_slice(&mut raw, GuestAddress(u64::from(next)))
+                .ok()?;
+            next = next.wrapping_add(8);
+            fetched += 1;
+            let p = Prd::parse(raw);
+            let n = u64::from(p.len).min(left);
+            let addr = GuestAddress(u64::from(p.addr));
+            for slice in mem.get_slices(addr, n as usize, access).ok()? {
+                bufs.push(slice.ok()?);
+            }
+            left -= n;
+            if left > 0 && p.eot {
+                return None;
+            }
+            last = Some(Region {
+                addr: u64::from(p.addr) + n,
+                left: u64::from(p.len) - n,
+                eot: p.eot,
+            });
+        }
+        let sectors = x.total / SECTOR as u64;
+        if x.to_disk {
+            if disk.write_vectored_at(x.base(), &bufs, &mut x.win).is_err() {
+                return Some(Outcome::Disk(Error::Abort));
+            }
+            k.sectors_written.fetch_add(sectors, Ordering::Relaxed);
+        } else {
+            if disk.read_vectored_at(x.base(), &bufs, &mut x.win).is_err() {
+                return Some(Outcome::Disk(Error::Uncorrectable));
+            }
+            k.sectors_read.fetch_add(sectors, Ordering::Relaxed);
+        }
+        self.next = next;
+        self.fetched = fetched;
+        self.region = last;
+        x.done = x.total;
+        k.dma_bytes.fetch_add(x.total, Ordering::Relaxed);
+        Some(Outcome::Complete)
     }
 
     /// Disk to memory.

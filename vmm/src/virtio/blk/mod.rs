@@ -43,6 +43,8 @@ pub struct BlkCounters {
     pub read_bytes: AtomicU64,
     pub write_bytes: AtomicU64,
     pub errors: AtomicU64,
+    /// Used-ring interrupts sent to the driver (those it asked for: see `should_interrupt`).
+    pub interrupts: AtomicU64,
 }
 
 pub type SharedBackend = Arc<Mutex<Box<dyn BlockBackend>>>;
@@ -63,6 +65,7 @@ impl crate::counters::Counters for BlkCounters {
             ("read_bytes", self.read_bytes.load(Ordering::Relaxed)),
             ("write_bytes", self.write_bytes.load(Ordering::Relaxed)),
             ("errors", self.errors.load(Ordering::Relaxed)),
+            ("interrupts", self.interrupts.load(Ordering::Relaxed)),
         ]
     }
 }
@@ -230,6 +233,7 @@ impl BlkWorker {
             }
         }
         if super::should_interrupt(&mut self.queue, &mem).map_err(q)? {
+            self.counters.interrupts.fetch_add(1, Ordering::Relaxed);
             self.interrupt.queue(0);
         }
         Ok(())

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use miniz_oxide::inflate::core::{decompress, inflate_flags, DecompressorOxide};
 use miniz_oxide::inflate::TINFLStatus;
 
+mod vectored;
+
 use super::cache::TableCache;
 use super::header::{incompat, Header, OFF_AUTOCLEAR, OFF_INCOMPATIBLE};
 use super::overlap::{self, Layout};
@@ -28,7 +30,8 @@ use super::tables::{
 use super::{has_magic, read_at, sync, write_at, Error};
 use crate::backend::block::lock::{self, LockMode};
 use crate::backend::block::raw::RawFile;
-use crate::backend::block::{check_range, BlockBackend, BlockFeatures, OpenOptions};
+use crate::backend::block::{check_range, total_len, BlockBackend, BlockFeatures, OpenOptions};
+use vm_memory::VolatileSlice;
 
 /// The L2 cache holds the tables for the whole disk, up to this many bytes of them.
 const MAX_L2_CACHE_BYTES: u64 = 32 << 20;
@@ -766,6 +769,34 @@ impl BlockBackend for Qcow2 {
         }
         check_range(offset, buf.len() as u64, self.header.size)?;
         Ok(self.write_inner(offset, buf)?)
+    }
+
+    /// Data clusters straight into guest memory (`vectored.rs`).
+    fn read_vectored_at(
+        &mut self,
+        offset: u64,
+        bufs: &[VolatileSlice],
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let n = total_len(bufs)?;
+        check_range(offset, n as u64, self.header.size)?;
+        Ok(self.read_vectored_inner(offset, bufs, n, scratch)?)
+    }
+
+    /// Data clusters this image owns straight from guest memory; allocation and
+    /// copy-on-write through `scratch` (`vectored.rs`).
+    fn write_vectored_at(
+        &mut self,
+        offset: u64,
+        bufs: &[VolatileSlice],
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        if self.read_only {
+            return Err(io::ErrorKind::PermissionDenied.into());
+        }
+        let n = total_len(bufs)?;
+        check_range(offset, n as u64, self.header.size)?;
+        Ok(self.write_vectored_inner(offset, bufs, n, scratch)?)
     }
 
     fn flush(&mut self) -> io::Result<()> {
