@@ -42,6 +42,10 @@ pub struct Timeline {
     pub first_instruction: Vec<Option<Instant>>,
     pub ready: Vec<Option<Instant>>,
     pub exit: Option<Instant>,
+    /// A Linux guest's first console line (the kernel's banner).
+    pub kernel: Option<Instant>,
+    /// A Linux guest's `Run /init as init process` console line: the agent starts.
+    pub init: Option<Instant>,
 }
 
 impl Timeline {
@@ -66,9 +70,17 @@ impl Timeline {
             self.ready.first().copied().flatten(),
         )
     }
-    /// From `Machine::new` to vCPU 0's `ready`.
+    /// From `Machine::new` (QEMU: its start) to vCPU 0's `ready`.
     pub fn total_ms(&self) -> Option<f64> {
         Self::ms(self.begin, self.ready.first().copied().flatten())
+    }
+    /// From the start to a Linux guest's first console line.
+    pub fn kernel_ms(&self) -> Option<f64> {
+        Self::ms(self.begin, self.kernel)
+    }
+    /// From the start to a Linux guest's `Run /init`.
+    pub fn init_ms(&self) -> Option<f64> {
+        Self::ms(self.begin, self.init)
     }
 }
 
@@ -126,6 +138,8 @@ pub struct Outcome {
     /// Device operation counters at the end (requests, frames, kicks...).
     pub device_counters:
         std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+    /// What ran the guest's code: `kvm` (vmbench's VMM, QEMU with KVM) or `tcg`.
+    pub accel: &'static str,
 }
 
 impl Outcome {
@@ -321,6 +335,7 @@ pub fn run(
         ioeventfd_writes: Some(m.ioeventfd_count()),
         tsc_khz: Some(m.tsc_khz()),
         device_counters: m.device_counters(),
+        accel: "kvm",
     })
 }
 

@@ -113,6 +113,7 @@ pub fn print(
         "exits per operation: `to vmbench` are handled by our VMM in user space; `all KVM` is \
          KVM's own counter, which also counts exits the kernel handles itself (ioeventfd kicks)"
     )?;
+    boot_timeline(doc, out, w)?;
     if !doc.comparisons.is_empty() {
         writeln!(
             out,
@@ -152,6 +153,44 @@ pub fn print(
         wall.as_secs_f64(),
         measured.as_secs_f64()
     )?;
+    Ok(())
+}
+
+/// The Linux guests' boot marks, from the engine's start: the kernel's first console line,
+/// `Run /init` (the agent starts) and the agent's `ready` (its modules loaded).
+fn boot_timeline(doc: &RunResults, out: &mut dyn Write, w: usize) -> std::io::Result<()> {
+    let marks = [
+        ("boot_kernel_ms", "kernel"),
+        ("boot_init_ms", "Run /init"),
+        ("boot_total_ms", "agent ready"),
+    ];
+    let linux: Vec<_> = doc
+        .cases
+        .iter()
+        .filter(|c| c.stats.contains_key("boot_init_ms"))
+        .collect();
+    if linux.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\nLinux boot timeline, seconds from the engine's start (median [95% CI]):"
+    )?;
+    for c in linux {
+        let cells: Vec<String> = marks
+            .iter()
+            .map(|(m, label)| match c.stats.get(*m) {
+                Some(s) => format!(
+                    "{label} {:.2} [{:.2}, {:.2}]",
+                    s.median / 1e3,
+                    s.ci95_median.0 / 1e3,
+                    s.ci95_median.1 / 1e3
+                ),
+                None => format!("{label} -"),
+            })
+            .collect();
+        writeln!(out, "  {:<w$}  {}", c.id, cells.join("  "))?;
+    }
     Ok(())
 }
 

@@ -121,9 +121,15 @@ impl QemuNic {
 
 #[derive(Clone, Debug)]
 pub struct QemuConfig {
+    /// The kernel QEMU enters through PVH: the probe ELF, or a Linux guest's `vmlinux`.
     pub probe: PathBuf,
-    /// The probe's workload (`hello`, `calibrate n=100`, ...), passed as the command line.
+    /// The command line: the probe's workload (`hello`, `calibrate n=100`, ...), or a Linux
+    /// guest's whole kernel command line.
     pub exec: String,
+    /// `Some` for a Linux guest: its initramfs (`-initrd`).
+    pub initrd: Option<PathBuf>,
+    /// `-smp`: the probe runs on the boot vCPU only, a Linux guest brings up all.
+    pub vcpus: usize,
     pub mem_mib: u64,
     pub accel: Accel,
     /// For the whole run, from starting QEMU to its exit.
@@ -138,6 +144,8 @@ impl QemuConfig {
         QemuConfig {
             probe,
             exec: "hello".into(),
+            initrd: None,
+            vcpus: 1,
             mem_mib: 256,
             accel: Accel::Auto,
             timeout: Duration::from_secs(60),
@@ -165,6 +173,10 @@ pub struct QemuOutcome {
     /// From starting QEMU to the `ready` record, and to QEMU's exit.
     pub ready: Option<Duration>,
     pub wall: Duration,
+    /// A Linux guest's boot marks on the console, from starting QEMU: its first line (the
+    /// kernel's banner) and `Run /init as init process`.
+    pub kernel: Option<Duration>,
+    pub init: Option<Duration>,
 }
 
 impl QemuOutcome {
@@ -179,6 +191,9 @@ pub enum Error {
         looked: String,
     },
     ProbeMissing {
+        path: PathBuf,
+    },
+    LinuxImageMissing {
         path: PathBuf,
     },
     ExecTooLong(usize),
@@ -217,6 +232,11 @@ impl fmt::Display for Error {
             Error::ProbeMissing { path } => write!(
                 f,
                 "probe ELF {} not found: build it with `vmbench images build probe`",
+                path.display()
+            ),
+            Error::LinuxImageMissing { path } => write!(
+                f,
+                "linux image file {} not found: build it with `vmbench images build linux`",
                 path.display()
             ),
             Error::ExecTooLong(n) => {
@@ -339,7 +359,7 @@ pub fn command_line(cfg: &QemuConfig, accel: Accel, bios: Option<&Path>) -> Vec<
         "-cpu",
         cpu,
         "-smp",
-        "1",
+        &cfg.vcpus.to_string(),
         "-m",
         &cfg.mem_mib.to_string(),
         "-device",
@@ -358,6 +378,9 @@ pub fn command_line(cfg: &QemuConfig, accel: Accel, bios: Option<&Path>) -> Vec<
         a.extend(nic_args(n));
     }
     a.extend(["-kernel".into(), cfg.probe.clone().into()]);
+    if let Some(initrd) = &cfg.initrd {
+        a.extend(["-initrd".into(), initrd.clone().into()]);
+    }
     if !cfg.exec.is_empty() {
         a.extend(["-append".into(), cfg.exec.clone().into()]);
     }
@@ -444,16 +467,25 @@ pub fn guest_status(exit_code: Option<i32>, guest_ran: bool) -> Option<u32> {
 
 /// Boots the probe on QEMU and runs it to its end; `on_record` sees each record as it comes.
 pub fn run(cfg: &QemuConfig, mut on_record: impl FnMut(&Record)) -> Result<QemuOutcome, Error> {
-    if cfg.exec.len() > EXEC_MAX {
-        return Err(Error::ExecTooLong(cfg.exec.len()));
+    match &cfg.initrd {
+        None => {
+            if cfg.exec.len() > EXEC_MAX {
+                return Err(Error::ExecTooLong(cfg.exec.len()));
+            }
+            if !cfg.probe.is_file() {
+                return Err(Error::ProbeMissing {
+                    path: cfg.probe.clone(),
+                });
+            }
+        }
+        Some(initrd) => {
+            if let Some(p) = [&cfg.probe, initrd].into_iter().find(|p| !p.is_file()) {
+                return Err(Error::LinuxImageMissing { path: p.clone() });
+            }
+        }
     }
     if cfg.mem_mib << 20 < layout::MIN_MEM {
         return Err(Error::MemoryTooSmall(cfg.mem_mib));
-    }
-    if !cfg.probe.is_file() {
-        return Err(Error::ProbeMissing {
-            path: cfg.probe.clone(),
-        });
     }
     if let Some(d) = &cfg.disk {
         // Caught here rather than as a QEMU start-up failure, which `Auto` would retry on TCG.
@@ -553,6 +585,8 @@ fn run_once(
     let mut records = Vec::new();
     let mut console = VecDeque::new();
     let mut ready = None;
+    let linux = cfg.initrd.is_some();
+    let (mut kernel, mut init) = (None, None);
     let timed_out = |records: &[Record], console: &VecDeque<String>| Error::TimedOut {
         after: cfg.timeout,
         last: last_words(records, console),
@@ -573,6 +607,12 @@ fn run_once(
                 }
                 None if text.is_empty() => {}
                 None => {
+                    if linux {
+                        kernel.get_or_insert(at - start);
+                        if init.is_none() && text.contains("Run /init as init process") {
+                            init = Some(at - start);
+                        }
+                    }
                     if console.len() == TAIL {
                         console.pop_front();
                     }
@@ -595,7 +635,9 @@ fn run_once(
     let wall = start.elapsed();
     let stderr = errs.join().unwrap_or_default();
     let exit_status = status.and_then(|s| s.code());
-    if records.is_empty() {
+    // A Linux guest that said something on the console ran (a kernel panic comes before any
+    // record): its console tail says why it ended.
+    if records.is_empty() && (!linux || console.is_empty()) {
         let status = match (status, exit_status) {
             (_, Some(c)) => format!("exited with status {c}"),
             (Some(s), None) => format!("ended by {s}"),
@@ -617,6 +659,8 @@ fn run_once(
         kvm_failure: None,
         ready,
         wall,
+        kernel,
+        init,
     })
 }
 
