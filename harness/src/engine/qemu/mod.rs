@@ -31,6 +31,8 @@ pub use engine::Qemu;
 
 /// Console and stderr lines kept for reports.
 const TAIL: usize = 50;
+/// How long a Linux guest may take to power off after its agent's `done`.
+const LINUX_POWER_OFF: Duration = Duration::from_secs(10);
 /// Environment variables that override where QEMU and qboot are looked for.
 pub const QEMU_ENV: &str = "VMBENCH_QEMU";
 pub const QBOOT_ENV: &str = "VMBENCH_QBOOT";
@@ -591,16 +593,29 @@ fn run_once(
         after: cfg.timeout,
         last: last_words(records, console),
     };
+    // When a Linux guest's agent said `done`, the run's outcome is known; a guest still busy
+    // powering off (its NIC flooded by the peer's stream, under TCG) is stopped.
+    let mut done = None;
+    let mut stopped = false;
     loop {
         let now = Instant::now();
-        if now >= deadline {
+        let limit = done.map_or(deadline, |d: Instant| deadline.min(d + LINUX_POWER_OFF));
+        if now >= limit && done.is_some() {
+            let _ = child.0.kill();
+            stopped = true;
+            break;
+        }
+        if now >= limit {
             return Err(timed_out(&records, &console));
         }
-        match rx.recv_timeout(deadline - now) {
+        match rx.recv_timeout(limit - now) {
             Ok(Line::Out(text, at)) => match Record::parse(&text) {
                 Some(r) => {
                     if r.kind == "ready" {
                         ready.get_or_insert(at - start);
+                    }
+                    if linux && r.kind == "done" {
+                        done.get_or_insert(at);
                     }
                     on_record(&r);
                     records.push(r);
@@ -633,7 +648,13 @@ fn run_once(
         }
     };
     let wall = start.elapsed();
-    let stderr = errs.join().unwrap_or_default();
+    let mut stderr = errs.join().unwrap_or_default();
+    if stopped {
+        stderr.push(format!(
+            "vmbench stopped QEMU: the guest had not powered off {} s after its agent's done",
+            LINUX_POWER_OFF.as_secs()
+        ));
+    }
     let exit_status = status.and_then(|s| s.code());
     // A Linux guest that said something on the console ran (a kernel panic comes before any
     // record): its console tail says why it ended.
