@@ -91,8 +91,8 @@ fn a_linux_guest_reports_every_parameter_of_its_case() {
 guest = "linux"
 engine = "qemu"
 [run]
-warmup_secs = 0.2
-duration_secs = 0.6
+warmup_secs = 0.5
+duration_secs = 1.0
 [matrix]
 case = [
   { vcpus = 2, mem_mib = 384, nic = "virtio", workload = "net-rr", frame_size = 128 },
@@ -152,8 +152,8 @@ case = [
             }
             Workload::Ping => {
                 // One request per 0.2 s of the window, every one answered by the peer.
-                assert_eq!(r.get_u64("sent"), Some(3), "{id}: {r}");
-                assert_eq!(r.get_u64("ops"), Some(3), "{id}: {r}");
+                assert_eq!(r.get_u64("sent"), Some(5), "{id}: {r}");
+                assert_eq!(r.get_u64("ops"), Some(5), "{id}: {r}");
             }
             _ => unreachable!("{id}"),
         }
