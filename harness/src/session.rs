@@ -44,6 +44,10 @@ pub struct Timeline {
     pub first_instruction: Vec<Option<Instant>>,
     pub ready: Vec<Option<Instant>>,
     pub exit: Option<Instant>,
+    /// A Linux guest's first console line (the kernel's banner).
+    pub kernel: Option<Instant>,
+    /// A Linux guest's `Run /init as init process` console line: the agent starts.
+    pub init: Option<Instant>,
 }
 
 impl Timeline {
@@ -68,9 +72,17 @@ impl Timeline {
             self.ready.first().copied().flatten(),
         )
     }
-    /// From `Machine::new` to vCPU 0's `ready`.
+    /// From `Machine::new` (QEMU: its start) to vCPU 0's `ready`.
     pub fn total_ms(&self) -> Option<f64> {
         Self::ms(self.begin, self.ready.first().copied().flatten())
+    }
+    /// From the start to a Linux guest's first console line.
+    pub fn kernel_ms(&self) -> Option<f64> {
+        Self::ms(self.begin, self.kernel)
+    }
+    /// From the start to a Linux guest's `Run /init`.
+    pub fn init_ms(&self) -> Option<f64> {
+        Self::ms(self.begin, self.init)
     }
 }
 
@@ -151,6 +163,8 @@ pub struct Outcome {
     /// Device operation counters at the end (requests, frames, kicks...).
     pub device_counters:
         std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+    /// What ran the guest's code: `kvm` (vmbench's VMM, QEMU with KVM) or `tcg`.
+    pub accel: &'static str,
 }
 
 impl Outcome {
@@ -400,6 +414,7 @@ pub fn run(
         tsc_khz: Some(m.tsc_khz()),
         failed_workers: Some(m.failed_workers().into_iter().map(String::from).collect()),
         device_counters: m.device_counters(),
+        accel: "kvm",
     })
 }
 
@@ -495,6 +510,7 @@ mod tests {
                 exits: None,
                 cpu: None,
                 kvm: None,
+                devices: None,
             })
             .collect();
         Outcome {
@@ -508,6 +524,7 @@ mod tests {
             tsc_khz: None,
             failed_workers,
             device_counters: Default::default(),
+            accel: "kvm",
         }
     }
 

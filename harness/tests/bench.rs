@@ -200,7 +200,7 @@ fn a_malformed_scenario_names_file_line_and_key() {
 }
 
 #[test]
-fn a_linux_guest_is_refused_at_load_instead_of_booting_the_probe() {
+fn a_linux_guest_on_vmbenchs_vmm_is_refused_at_load() {
     let dir = TempDir::new("linux");
     let f = dir.0.join("linux.toml");
     std::fs::write(&f, "guest = \"linux\"\n[workload]\nname = \"hello\"\n").unwrap();
@@ -216,7 +216,9 @@ fn a_linux_guest_is_refused_at_load_instead_of_booting_the_probe() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(
-        err.contains("linux.toml:1:9") && err.contains("use guest = \"probe\""),
+        err.contains("linux.toml:1:9")
+            && err.contains("vmbench's VMM does not boot Linux yet")
+            && err.contains("set engine = \"qemu\""),
         "{err}"
     );
     assert!(!dir.path("out").join(results::RESULTS_FILE).exists());

@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vmbench::engine::{self, create_image, GuestSpec};
+use vmbench::engine::{self, create_image, GuestImages, GuestSpec};
 use vmbench::record::Record;
 use vmbench::scenario::{Case, EngineKind, Scenario, Workload};
 use vmbench::session::{Ending, Limits, Outcome};
@@ -51,7 +51,11 @@ fn run_case(dir: &TempDir, case: &Case) -> (Outcome, Option<PathBuf>) {
         )
         .unwrap()
     });
-    let spec = GuestSpec::for_case(case, probe(), image.clone())
+    let images = GuestImages {
+        probe: probe(),
+        linux: None,
+    };
+    let spec = GuestSpec::for_case(case, &images, image.clone())
         .unwrap_or_else(|e| panic!("{}: {}", case.id, engine::chain(&e)));
     let limits = Limits {
         ready: Duration::from_secs(20),
@@ -200,7 +204,7 @@ work = [
                 assert_eq!(r.get_u64("bs"), Some(u64::from(b.block_size)), "{id}: {r}");
                 assert_eq!(r.get_u64("qd"), Some(u64::from(b.queue_depth)), "{id}: {r}");
             }
-            Workload::Hello | Workload::Calibrate { .. } => unreachable!("{id}"),
+            Workload::Hello | Workload::Calibrate { .. } | Workload::Ping => unreachable!("{id}"),
         }
         if let Some(nic) = p.nic {
             assert_eq!(r.get("nic"), Some(nic.as_str()), "{id}: {r}");

@@ -39,7 +39,7 @@ pub fn direction(metric: &str) -> Better {
 /// The metric a workload is judged by (the same choice as the terminal summary).
 pub fn primary(workload: &str) -> &'static str {
     match workload {
-        "net-rr" => "latency_p50_ns",
+        "net-rr" | "ping" => "latency_p50_ns",
         "hello" => "boot_total_ms",
         "calibrate" => "pio_exit_ns",
         _ => "ops_per_sec",

@@ -88,6 +88,7 @@ pub fn guest_spec(args: &Args, probe: PathBuf) -> anyhow::Result<GuestSpec> {
     let spec = GuestSpec {
         guest: Guest::Probe,
         probe,
+        linux: None,
         vcpus: args.vcpus,
         mem_mib: args.mem,
         exec: args.probe_exec.clone(),

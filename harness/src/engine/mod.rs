@@ -21,15 +21,50 @@ pub use vmm::machine::GUEST_MAC;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuestSpec {
     pub guest: Guest,
-    /// The probe ELF (the guest image).
+    /// The probe ELF (the guest image of `Guest::Probe`).
     pub probe: PathBuf,
+    /// The linux image's kernel and initramfs (`Some` exactly for `Guest::Linux`).
+    pub linux: Option<LinuxImage>,
     pub vcpus: usize,
     pub mem_mib: u64,
     /// The workload command the guest runs (at most [`probe_abi::EXEC_MAX`] bytes for the
-    /// probe), e.g. `net-rr size=64 profile=linux warmup_ms=500 duration_ms=2000 raw=1`.
+    /// probe), e.g. `net-rr size=64 profile=linux warmup_ms=500 duration_ms=2000 raw=1`; for
+    /// a Linux guest the agent's words after ` -- ` on the kernel command line.
     pub exec: String,
     pub nic: Option<NicSpec>,
     pub disk: Option<DiskSpec>,
+}
+
+/// The linux image's boot files (`images build linux`, docs/images.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinuxImage {
+    /// The uncompressed kernel, entered through PVH.
+    pub vmlinux: PathBuf,
+    /// The initramfs whose `/init` is the agent.
+    pub initramfs: PathBuf,
+}
+
+impl LinuxImage {
+    /// The boot files of a built linux image.
+    pub fn from_manifest(m: &images::manifest::Manifest) -> Option<LinuxImage> {
+        let art = |n: &str| {
+            m.artifacts
+                .iter()
+                .find(|a| a.name == n)
+                .map(|a| a.path.clone())
+        };
+        Some(LinuxImage {
+            vmlinux: art("vmlinux")?,
+            initramfs: art("initramfs.cpio.gz")?,
+        })
+    }
+}
+
+/// The guest images a run has: the probe always, the linux image when a case boots Linux.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestImages {
+    pub probe: PathBuf,
+    pub linux: Option<LinuxImage>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,8 +139,8 @@ impl DiskSpec {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("guest \"{0}\" cannot boot yet: no engine runs it; use guest = \"probe\"")]
-    GuestUnavailable(Guest),
+    #[error("the case boots guest \"linux\" but no linux image was given; build it with `vmbench images build linux`")]
+    NoLinuxImage,
     #[error("the workload command is {0} bytes; the probe takes at most {max}", max = probe_abi::EXEC_MAX)]
     ExecTooLong(usize),
     #[error("the case has a {0} disk but no disk image was made for it")]
@@ -166,16 +201,21 @@ impl GuestSpec {
     /// (its format is checked against the case's `disk_format`).
     pub fn for_case(
         case: &Case,
-        probe: PathBuf,
+        images: &GuestImages,
         disk_image: Option<PathBuf>,
     ) -> Result<GuestSpec, Error> {
         let p = &case.params;
-        check_guest(p.guest)?;
         let mut exec = case.probe_exec().to_string();
-        // Raw per-operation samples when they fit; the figures do not depend on them.
-        if p.workload.kind().is_windowed() && exec.len() + 6 <= probe_abi::EXEC_MAX {
-            exec.push_str(" raw=1");
-        }
+        let linux = match p.guest {
+            Guest::Probe => {
+                // Raw per-operation samples when they fit; the figures do not depend on them.
+                if p.workload.kind().is_windowed() && exec.len() + 6 <= probe_abi::EXEC_MAX {
+                    exec.push_str(" raw=1");
+                }
+                None
+            }
+            Guest::Linux => Some(images.linux.clone().ok_or(Error::NoLinuxImage)?),
+        };
         let disk = match (p.disk, disk_image) {
             (None, _) => None,
             (Some(kind), None) => return Err(Error::NoDiskImage(kind)),
@@ -198,7 +238,8 @@ impl GuestSpec {
         };
         let spec = GuestSpec {
             guest: p.guest,
-            probe,
+            probe: images.probe.clone(),
+            linux,
             vcpus: p.vcpus as usize,
             mem_mib: u64::from(p.mem_mib),
             exec,
@@ -215,18 +256,14 @@ impl GuestSpec {
 
     /// What holds for every engine.
     pub fn check(&self) -> Result<(), Error> {
-        check_guest(self.guest)?;
-        if self.exec.len() > probe_abi::EXEC_MAX {
-            return Err(Error::ExecTooLong(self.exec.len()));
+        match self.guest {
+            Guest::Probe if self.exec.len() > probe_abi::EXEC_MAX => {
+                Err(Error::ExecTooLong(self.exec.len()))
+            }
+            Guest::Probe => Ok(()),
+            Guest::Linux if self.linux.is_none() => Err(Error::NoLinuxImage),
+            Guest::Linux => Ok(()),
         }
-        Ok(())
-    }
-}
-
-fn check_guest(g: Guest) -> Result<(), Error> {
-    match g {
-        Guest::Probe => Ok(()),
-        Guest::Linux => Err(Error::GuestUnavailable(g)),
     }
 }
 

@@ -15,6 +15,13 @@ fn case(text: &str) -> Case {
     s.cases[0].clone()
 }
 
+fn probe_only() -> GuestImages {
+    GuestImages {
+        probe: "/p.elf".into(),
+        linux: None,
+    }
+}
+
 fn limits() -> Limits {
     Limits {
         ready: std::time::Duration::from_secs(1),
@@ -39,7 +46,7 @@ fn every_nic_and_back_end_reaches_the_spec_and_the_machine() {
                 "[vm]\nvcpus = 2\nmem_mib = 96\n[devices]\nnic = \"{nic}\"\nnet_backend = \"{backend}\"\n[workload]\nname = \"net-rr\"\nframe_size = 128\n"
             ));
 
-            let spec = GuestSpec::for_case(&c, "/p.elf".into(), None).unwrap();
+            let spec = GuestSpec::for_case(&c, &probe_only(), None).unwrap();
             let m = machine_config(&spec);
 
             assert_eq!((spec.vcpus, spec.mem_mib), (2, 96));
@@ -69,7 +76,7 @@ fn every_disk_and_format_reaches_the_spec_and_the_machine() {
             ));
             let img = image(&dir, *format);
 
-            let spec = GuestSpec::for_case(&c, "/p.elf".into(), Some(img.clone())).unwrap();
+            let spec = GuestSpec::for_case(&c, &probe_only(), Some(img.clone())).unwrap();
             let m = machine_config(&spec);
             let q = Qemu::default().config(&spec, &limits()).unwrap();
 
@@ -103,6 +110,7 @@ fn a_stated_format_reaches_both_engines_and_a_guessed_one_stays_unstated() {
         exec: "hello".into(),
         nic: None,
         disk: Some(d),
+        linux: None,
     };
 
     let guessed = spec(DiskSpec::open(DiskKind::Virtio, raw.clone()).unwrap());
@@ -137,8 +145,8 @@ fn an_image_of_another_format_than_the_case_asks_is_refused() {
         "[devices]\ndisk = \"virtio\"\ndisk_format = \"qcow2\"\n[workload]\nname = \"blk-read\"\n",
     );
 
-    let e = GuestSpec::for_case(&c, "/p.elf".into(), Some(image(&dir, DiskFormat::Raw)));
-    let none = GuestSpec::for_case(&c, "/p.elf".into(), None);
+    let e = GuestSpec::for_case(&c, &probe_only(), Some(image(&dir, DiskFormat::Raw)));
+    let none = GuestSpec::for_case(&c, &probe_only(), None);
 
     let e = e.unwrap_err().to_string();
     assert!(e.contains("is raw, but the case asks for qcow2"), "{e}");
@@ -146,24 +154,42 @@ fn an_image_of_another_format_than_the_case_asks_is_refused() {
 }
 
 #[test]
-fn a_linux_guest_spec_is_refused_by_both_engines() {
-    let spec = GuestSpec {
-        guest: Guest::Linux,
+fn a_linux_case_reaches_qemu_with_its_image_vcpus_and_agent_command() {
+    let c = case(
+        "guest = \"linux\"\nengine = \"qemu\"\n[vm]\nvcpus = 2\nmem_mib = 384\n[devices]\nnic = \"e1000\"\n[workload]\nname = \"net-rr\"\nframe_size = 200\n",
+    );
+    let images = GuestImages {
         probe: "/p.elf".into(),
-        vcpus: 1,
-        mem_mib: 64,
-        exec: "hello".into(),
-        nic: None,
-        disk: None,
+        linux: Some(LinuxImage {
+            vmlinux: "/l/vmlinux".into(),
+            initramfs: "/l/initramfs.cpio.gz".into(),
+        }),
     };
 
-    for engine in [EngineKind::Vmbench, EngineKind::Qemu] {
-        let e = for_kind(engine).run(&spec, &limits(), &mut |_| {});
-        assert!(
-            matches!(e, Err(Error::GuestUnavailable(Guest::Linux))),
-            "{engine}"
-        );
-    }
+    let none = GuestSpec::for_case(&c, &probe_only(), None);
+    let spec = GuestSpec::for_case(&c, &images, None).unwrap();
+    let q = Qemu::default().config(&spec, &limits()).unwrap();
+    let vmbench = for_kind(EngineKind::Vmbench).run(&spec, &limits(), &mut |_| {});
+
+    assert!(matches!(none, Err(Error::NoLinuxImage)));
+    assert_eq!(
+        spec.exec,
+        "net-rr size=200 nic=e1000 warmup_ms=500 duration_ms=2000"
+    );
+    assert_eq!(
+        (
+            q.probe.to_str(),
+            q.initrd.as_deref().and_then(|p| p.to_str())
+        ),
+        (Some("/l/vmlinux"), Some("/l/initramfs.cpio.gz"))
+    );
+    assert_eq!((q.vcpus, q.mem_mib), (2, 384));
+    assert_eq!(
+        q.exec,
+        "console=ttyS0 panic=-1 vmb.ip=10.0.2.15/24 vmb.gw=10.0.2.2 -- net-rr size=200 nic=e1000 warmup_ms=500 duration_ms=2000"
+    );
+    let e = vmbench.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("does not boot Linux yet"), "{e}");
 }
 
 #[test]
@@ -171,6 +197,7 @@ fn qemu_refuses_what_it_would_not_honour() {
     let base = GuestSpec {
         guest: Guest::Probe,
         probe: "/p.elf".into(),
+        linux: None,
         vcpus: 1,
         mem_mib: 64,
         exec: "hello".into(),

@@ -6,7 +6,7 @@ use vmm::machine::{DiskConfig, NicConfig};
 use vmm::{Machine, MachineConfig};
 
 use super::{Engine, Error, GuestSpec};
-use crate::scenario::EngineKind;
+use crate::scenario::{EngineKind, Guest};
 use crate::session::{self, Limits, Outcome, Timed};
 
 /// vmbench's VMM. Reports everything a session can: exit counts, KVM's statistics, every
@@ -26,6 +26,16 @@ impl Engine for Vmbench {
         on_record: &mut dyn FnMut(&Timed),
     ) -> Result<Outcome, Error> {
         spec.check()?;
+        match spec.guest {
+            Guest::Probe => {}
+            Guest::Linux => {
+                return Err(Error::Unsupported {
+                    engine: EngineKind::Vmbench,
+                    what: "guest \"linux\"".into(),
+                    hint: "vmbench's VMM does not boot Linux yet; use engine = \"qemu\"",
+                })
+            }
+        }
         let mut m = Machine::new(&machine_config(spec)).map_err(Error::Build)?;
         session::run(&mut m, limits, on_record).map_err(Error::Run)
     }

@@ -172,6 +172,9 @@ pub struct Repetition {
     /// Wall time of the whole repetition, boot to teardown.
     #[serde(default)]
     pub wall_secs: f64,
+    /// What ran the guest's code: `kvm`, or QEMU's `tcg` (absent in older results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accel: Option<String>,
 }
 
 /// VM exits during the measurement window.
@@ -223,6 +226,12 @@ pub struct BootTimeline {
     pub first_instruction_ms: Option<f64>,
     pub ready_ms: Option<f64>,
     pub total_ms: Option<f64>,
+    /// A Linux guest's first console line (the kernel's banner), from the engine's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_ms: Option<f64>,
+    /// A Linux guest's `Run /init` (the agent starts), from the engine's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_ms: Option<f64>,
 }
 
 impl From<&Timeline> for BootTimeline {
@@ -232,6 +241,8 @@ impl From<&Timeline> for BootTimeline {
             first_instruction_ms: t.first_instruction_ms(),
             ready_ms: t.ready_ms(),
             total_ms: t.total_ms(),
+            kernel_ms: t.kernel_ms(),
+            init_ms: t.init_ms(),
         }
     }
 }

@@ -65,8 +65,10 @@ fn repetition(index: u32, k: f64) -> Repetition {
             first_instruction_ms: Some(0.5),
             ready_ms: Some(1.5),
             total_ms: Some(5.0),
+            ..Default::default()
         },
         wall_secs: 2.5,
+        accel: Some("kvm".into()),
     }
 }
 

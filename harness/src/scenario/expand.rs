@@ -383,6 +383,7 @@ fn resolve(a: &Assignment) -> CaseParams {
         },
         WorkloadKind::BlkRead => Workload::BlkRead(block),
         WorkloadKind::BlkWrite => Workload::BlkWrite(block),
+        WorkloadKind::Ping => Workload::Ping,
     };
     CaseParams {
         guest: Guest::from_name(s(P::Guest)).unwrap_or(Guest::Probe),

@@ -91,12 +91,14 @@ choice!(
         NetRr = "net-rr",
         BlkRead = "blk-read",
         BlkWrite = "blk-write",
+        /// ICMP echo requests to the peer, 0.2 s apart (the Linux agent's busybox `ping`).
+        Ping = "ping",
     }
 );
 
 impl WorkloadKind {
     pub fn needs_nic(self) -> bool {
-        matches!(self, Self::NetTx | Self::NetRx | Self::NetRr)
+        matches!(self, Self::NetTx | Self::NetRx | Self::NetRr | Self::Ping)
     }
 
     pub fn needs_disk(self) -> bool {
@@ -104,11 +106,36 @@ impl WorkloadKind {
     }
 
     /// Runs for a fixed measurement window after a warm-up (and so takes `warmup_ms` and
-    /// `duration_ms`); `hello` and `calibrate` run to completion instead.
+    /// `duration_ms`); `hello` and `calibrate` run to completion instead, and `ping` sends
+    /// one request per 0.2 s of the window.
     pub fn is_windowed(self) -> bool {
-        self.needs_nic() || self.needs_disk()
+        matches!(self, Self::NetTx | Self::NetRx | Self::NetRr) || self.needs_disk()
+    }
+
+    /// Whether `guest` runs this workload (the probe's are in docs/probe.md, the Linux
+    /// agent's in [`images::linux::AGENT_WORKLOADS`]).
+    pub fn runs_on(self, guest: Guest) -> bool {
+        match guest {
+            Guest::Probe => self != Self::Ping,
+            Guest::Linux => images::linux::AGENT_WORKLOADS.contains(&self.as_str()),
+        }
     }
 }
+
+/// The workloads a benchmark case can give `guest`, as `"a", "b" or "c"`.
+pub(crate) fn workloads_of(guest: Guest) -> String {
+    let names: Vec<&str> = WorkloadKind::ALL
+        .iter()
+        .copied()
+        .filter(|n| WorkloadKind::from_name(n).is_some_and(|k| k.runs_on(guest)))
+        .collect();
+    either(&names)
+}
+
+/// Guest memory below which the Debian kernel and the agent's initramfs do not fit.
+pub const LINUX_MIN_MEM_MIB: u32 = 128;
+/// The interval between the Linux agent's echo requests (busybox `ping -i 0.2`).
+pub const PING_INTERVAL_MS: u64 = 200;
 
 /// Parameters of a block workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +158,7 @@ pub enum Workload {
     NetRr { frame_size: u32 },
     BlkRead(BlockIo),
     BlkWrite(BlockIo),
+    Ping,
 }
 
 impl Workload {
@@ -143,6 +171,7 @@ impl Workload {
             Workload::NetRr { .. } => WorkloadKind::NetRr,
             Workload::BlkRead(_) => WorkloadKind::BlkRead,
             Workload::BlkWrite(_) => WorkloadKind::BlkWrite,
+            Workload::Ping => WorkloadKind::Ping,
         }
     }
 }
@@ -211,13 +240,53 @@ pub(crate) struct Window {
 }
 
 impl CaseParams {
-    /// The probe's workload command line (at most [`PROBE_EXEC_MAX`] bytes), e.g.
-    /// `net-rr size=64 profile=linux warmup_ms=500 duration_ms=2000`.
+    /// The guest's workload command line: the probe's (at most [`PROBE_EXEC_MAX`] bytes),
+    /// e.g. `net-rr size=64 profile=linux warmup_ms=500 duration_ms=2000`, or the Linux
+    /// agent's (docs/agent.md), e.g. `net-rr size=64 nic=virtio warmup_ms=500 duration_ms=2000`.
     pub(crate) fn probe_exec(&self, w: Window) -> String {
+        match self.guest {
+            Guest::Probe => self.probe_command(w),
+            Guest::Linux => self.agent_command(w),
+        }
+    }
+
+    /// The Linux agent's workload words. It names the device kind (`nic=`, `disk=`), so the
+    /// agent refuses to run on any other; `ping` sends one request per 0.2 s of the window.
+    fn agent_command(&self, w: Window) -> String {
         let kind = self.workload.kind();
         let mut s = kind.as_str().to_string();
         match self.workload {
-            Workload::Hello => {}
+            // Refused for a Linux guest (`impossible`); the agent would say so too.
+            Workload::Hello | Workload::Calibrate { .. } => {}
+            Workload::NetTx { frame_size, .. }
+            | Workload::NetRx { frame_size }
+            | Workload::NetRr { frame_size } => s += &format!(" size={frame_size}"),
+            Workload::BlkRead(b) | Workload::BlkWrite(b) => {
+                s += &format!(
+                    " pattern={} bs={} qd={} seed={}",
+                    b.pattern, b.block_size, b.queue_depth, w.seed
+                )
+            }
+            Workload::Ping => s += &format!(" count={}", (w.duration_ms / PING_INTERVAL_MS).max(1)),
+        }
+        if let (true, Some(nic)) = (kind.needs_nic(), self.nic) {
+            s += &format!(" nic={nic}");
+        }
+        if let (true, Some(disk)) = (kind.needs_disk(), self.disk) {
+            s += &format!(" disk={disk}");
+        }
+        if kind.is_windowed() {
+            s += &format!(" warmup_ms={} duration_ms={}", w.warmup_ms, w.duration_ms);
+        }
+        s
+    }
+
+    fn probe_command(&self, w: Window) -> String {
+        let kind = self.workload.kind();
+        let mut s = kind.as_str().to_string();
+        match self.workload {
+            // `ping` is refused for the probe (`impossible`).
+            Workload::Hello | Workload::Ping => {}
             Workload::Calibrate { iterations } => s += &format!(" n={iterations}"),
             Workload::NetTx { frame_size, batch } => {
                 s += &format!(" size={frame_size} batch={batch}")
@@ -572,8 +641,14 @@ impl P {
                 Some("it sets the probe's drivers, and the guest is not the probe".to_string())
             }
             P::Iterations if kind != WorkloadKind::Calibrate => Some(needs("calibrate")),
-            P::FrameSize if !kind.needs_nic() => Some(needs("net-tx, net-rx and net-rr")),
+            P::FrameSize if !kind.is_windowed() || !kind.needs_nic() => {
+                Some(needs("net-tx, net-rx and net-rr"))
+            }
             P::Batch if kind != WorkloadKind::NetTx => Some(needs("net-tx")),
+            P::Batch if c.guest == Guest::Linux => Some(
+                "the Linux agent sends one datagram per system call; batch is the probe's"
+                    .to_string(),
+            ),
             P::Pattern | P::BlockSize | P::QueueDepth if !kind.needs_disk() => {
                 Some(needs("blk-read and blk-write"))
             }
@@ -624,18 +699,35 @@ pub(crate) fn impossible(c: &CaseParams) -> Vec<Impossible> {
             ),
         });
     }
-    match c.guest {
-        Guest::Probe => {}
-        // Accepted by the vocabulary (results and scenarios name it) but not bootable yet:
-        // refused here so that no result ever says "linux" about a probe run.
-        Guest::Linux => out.push(Impossible {
+    if !kind.runs_on(c.guest) {
+        out.push(Impossible {
+            blame: P::Workload,
+            message: format!("guest \"{}\" does not run workload `{kind}`", c.guest),
+            hint: format!("it runs {}, {exclude}", workloads_of(c.guest)),
+        });
+    }
+    match (c.guest, c.engine) {
+        (Guest::Probe, _) | (Guest::Linux, EngineKind::Qemu) => {}
+        (Guest::Linux, EngineKind::Vmbench) => out.push(Impossible {
             blame: P::Guest,
-            message: "guest \"linux\" cannot boot yet: no engine runs a Linux guest".to_string(),
-            hint: format!("use guest = \"probe\" (the default), {exclude}"),
+            message: "guest \"linux\" runs on engine = \"qemu\" only: vmbench's VMM does not boot Linux yet".to_string(),
+            hint: format!("set engine = \"qemu\", {exclude}"),
         }),
+    }
+    if c.guest == Guest::Linux && c.mem_mib < LINUX_MIN_MEM_MIB {
+        out.push(Impossible {
+            blame: P::MemMib,
+            message: format!(
+                "mem_mib = {} is too small for guest \"linux\" (the kernel and its initramfs)",
+                c.mem_mib
+            ),
+            hint: format!("use mem_mib = {LINUX_MIN_MEM_MIB} or more"),
+        });
     }
     match c.engine {
         EngineKind::Vmbench => {}
+        // A Linux guest brings up every vCPU QEMU gives it (`-smp`) and reports them.
+        EngineKind::Qemu if c.guest == Guest::Linux => {}
         // QEMU starts the probe through its PVH entry, which brings up the boot vCPU only:
         // the guest would report one vCPU whatever the case said.
         EngineKind::Qemu if c.vcpus > 1 => out.push(Impossible {
@@ -649,7 +741,11 @@ pub(crate) fn impossible(c: &CaseParams) -> Vec<Impossible> {
         EngineKind::Qemu => {}
     }
     if let Workload::BlkRead(b) | Workload::BlkWrite(b) = c.workload {
-        let limit = c.disk.and_then(|d| Some((d, d.commands_in_flight()?)));
+        // The probe drives the controller itself; Linux queues what the device cannot take.
+        let limit = c
+            .disk
+            .filter(|_| c.guest == Guest::Probe)
+            .and_then(|d| Some((d, d.commands_in_flight()?)));
         if let Some((disk, max)) = limit.filter(|&(_, max)| b.queue_depth > max) {
             let commands = match max {
                 1 => "one command".to_string(),

@@ -241,9 +241,22 @@ fn param_value(r: &mut Reader<'_>, p: P, v: &Val<'_>, what: &str) -> Option<PVal
                 .map(|c| format!("\"{c}\""))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let hint = match super::error::nearest(&s, choices.iter().copied()) {
-                Some(n) => format!("did you mean \"{n}\"? ({} is one of {options})", p.name()),
-                None => format!("{} is one of {options}", p.name()),
+            let nearest = super::error::nearest(&s, choices.iter().copied());
+            let list = match p {
+                // Which guest runs which: the probe's and the Linux agent's lists differ.
+                P::Workload => {
+                    use super::params::{workloads_of, Guest};
+                    format!(
+                        "the probe runs {}; the Linux agent (guest = \"linux\") runs {}",
+                        workloads_of(Guest::Probe),
+                        workloads_of(Guest::Linux)
+                    )
+                }
+                _ => format!("{} is one of {options}", p.name()),
+            };
+            let hint = match nearest {
+                Some(n) => format!("did you mean \"{n}\"? ({list})"),
+                None => list,
             };
             r.error(
                 &v.span(),

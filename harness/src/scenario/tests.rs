@@ -38,6 +38,7 @@ fn every_shipped_scenario_parses_and_expands() {
         ("blk.toml", 14),
         ("boot.toml", 10),
         ("calibrate.toml", 1),
+        ("classic.toml", 16),
         ("engines.toml", 8),
         ("net-tap.toml", 12),
         ("net.toml", 12),
@@ -300,30 +301,74 @@ fn tap_without_nic_is_an_error() {
 }
 
 #[test]
-fn the_linux_guest_is_refused_until_an_engine_boots_it() {
-    // It used to pass, boot the probe and record "guest": "linux" with status ok.
-    for text in [
-        "guest = \"linux\"\n",
-        "guest = \"linux\"\nengine = \"qemu\"\n",
-        "guest = \"linux\"\n[devices]\nnic = \"virtio\"\n[workload]\nname = \"net-rr\"\n",
-    ] {
-        let e = err(text);
-        assert_eq!(e.lines().count(), 1, "{e}");
-        assert_has(
-            &e,
-            "guest \"linux\" cannot boot yet: no engine runs a Linux guest (case `workload=",
-        );
-        assert_has(&e, "at x.toml:1:9; use guest = \"probe\" (the default)");
+fn the_linux_guest_runs_on_qemu_only() {
+    let e = err("guest = \"linux\"\n");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert_has(
+        &e,
+        "guest \"linux\" runs on engine = \"qemu\" only: vmbench's VMM does not boot Linux yet (case `workload=hello`) at x.toml:1:9; set engine = \"qemu\"",
+    );
+    let e = err("engine = \"qemu\"\n[matrix]\nguest = [\"probe\", \"linux\"]\nengine = [\"qemu\", \"vmbench\"]\n");
+    assert_has(&e, "(case `guest=linux,engine=vmbench`) at x.toml:3:19");
+    let s = parse("guest = \"linux\"\nengine = \"qemu\"\n[vm]\nvcpus = 4\n");
+    assert_eq!(
+        (s.cases[0].params.vcpus, s.cases[0].probe_exec()),
+        (4, "hello")
+    );
+}
+
+#[test]
+fn the_linux_agent_gets_every_parameter_or_a_refusal() {
+    let linux = "guest = \"linux\"\nengine = \"qemu\"\n[run]\nwarmup_secs = 0.25\nduration_secs = 1.0\nseed = 7\n";
+    let exec = |extra: &str| {
+        parse(&format!("{linux}{extra}")).cases[0]
+            .probe_exec()
+            .to_string()
+    };
+    assert_eq!(
+        exec("[devices]\nnic = \"virtio\"\n[workload]\nname = \"net-tx\"\nframe_size = 1514\n"),
+        "net-tx size=1514 nic=virtio warmup_ms=250 duration_ms=1000"
+    );
+    assert_eq!(
+        exec("[devices]\ndisk = \"ide\"\n[workload]\nname = \"blk-read\"\npattern = \"rand\"\nqueue_depth = 16\n"),
+        "blk-read pattern=rand bs=4096 qd=16 seed=7 disk=ide warmup_ms=250 duration_ms=1000"
+    );
+    assert_eq!(
+        exec("[devices]\nnic = \"e1000\"\n[workload]\nname = \"ping\"\n"),
+        "ping count=5 nic=e1000"
+    );
+    // What the agent has no use for is refused, not dropped.
+    let e = err(&format!(
+        "{linux}[devices]\nnic = \"virtio\"\n[workload]\nname = \"net-tx\"\nbatch = 8\n"
+    ));
+    assert_has(
+        &e,
+        "`batch` is set but applies to no case: the Linux agent sends one datagram per system call",
+    );
+    let e = err(&format!("{linux}[devices]\nnic = \"virtio\"\n[workload]\nname = \"net-rr\"\nprofile = \"batched\"\n"));
+    assert_has(&e, "the guest is not the probe");
+    let e = err(&format!("{linux}[vm]\nmem_mib = 64\n"));
+    assert_has(&e, "mem_mib = 64 is too small for guest \"linux\"");
+}
+
+#[test]
+fn a_workload_the_guest_does_not_run_is_refused_with_the_list() {
+    let e = err("guest = \"linux\"\nengine = \"qemu\"\n[workload]\nname = \"calibrate\"\n");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert_has(&e, "guest \"linux\" does not run workload `calibrate` (case `workload=calibrate`) at x.toml:4:8; it runs \"hello\", \"net-tx\", \"net-rx\", \"net-rr\", \"blk-read\", \"blk-write\" or \"ping\"");
+    let e = err("[devices]\nnic = \"virtio\"\n[workload]\nname = \"ping\"\n");
+    assert_has(&e, "guest \"probe\" does not run workload `ping`");
+    let e = err("guest = \"linux\"\nengine = \"qemu\"\n[workload]\nname = \"tcp-strem\"\n");
+    assert_has(&e, "`workload.name` = \"tcp-strem\" is not a known value at x.toml:4:8; the probe runs \"hello\", \"calibrate\"");
+    assert_has(
+        &e,
+        "; the Linux agent (guest = \"linux\") runs \"hello\", \"net-tx\"",
+    );
+    for w in images::linux::AGENT_WORKLOADS {
+        if let Some(k) = WorkloadKind::from_name(w) {
+            assert!(k.runs_on(Guest::Linux), "{w}");
+        }
     }
-    let e = err("[matrix]\nguest = [\"probe\", \"linux\"]\n");
-    assert_has(&e, "(case `guest=linux`) at x.toml:2:19");
-    // Excluded, it is no longer a case, so the rest runs.
-    let s = Scenario::parse(
-        "x.toml",
-        "[matrix]\nguest = [\"probe\", \"linux\"]\n[[exclude]]\nguest = \"linux\"\n",
-    )
-    .unwrap();
-    assert!(s.cases.iter().all(|c| c.params.guest == Guest::Probe));
 }
 
 #[test]

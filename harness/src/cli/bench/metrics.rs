@@ -14,7 +14,7 @@ use vmm::kinds::{DiskKind, NicKind};
 pub fn primary(kind: WorkloadKind) -> (&'static str, bool) {
     match kind {
         WorkloadKind::NetTx | WorkloadKind::NetRx => ("ops_per_sec", true),
-        WorkloadKind::NetRr => ("latency_p50_ns", false),
+        WorkloadKind::NetRr | WorkloadKind::Ping => ("latency_p50_ns", false),
         WorkloadKind::BlkRead | WorkloadKind::BlkWrite => ("ops_per_sec", true),
         WorkloadKind::Hello => ("boot_total_ms", false),
         WorkloadKind::Calibrate => ("pio_exit_ns", false),
@@ -45,6 +45,8 @@ pub fn repetition(
         ("boot_first_instruction_ms", t.first_instruction_ms()),
         ("boot_ready_ms", t.ready_ms()),
         ("boot_total_ms", t.total_ms()),
+        ("boot_kernel_ms", t.kernel_ms()),
+        ("boot_init_ms", t.init_ms()),
     ] {
         if let Some(v) = v {
             metrics.insert(k.to_string(), v);
@@ -152,6 +154,7 @@ pub fn repetition(
         cpu,
         boot: BootTimeline::from(&out.timeline),
         wall_secs,
+        accel: Some(out.accel.to_string()),
     })
 }
 
@@ -166,7 +169,7 @@ fn notifications(
     metrics: &mut BTreeMap<String, f64>,
 ) {
     let device = match params.workload.kind() {
-        WorkloadKind::NetTx | WorkloadKind::NetRx | WorkloadKind::NetRr => {
+        WorkloadKind::NetTx | WorkloadKind::NetRx | WorkloadKind::NetRr | WorkloadKind::Ping => {
             params.nic.map(NicKind::device_name)
         }
         WorkloadKind::BlkRead | WorkloadKind::BlkWrite => params.disk.map(DiskKind::device_name),

@@ -18,14 +18,14 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::num;
-use crate::engine::{self, chain, Engine, GuestSpec};
+use crate::engine::{self, chain, Engine, GuestImages, GuestSpec, LinuxImage};
 use crate::exitcode::Failed;
 use crate::results::{
     self, collect_environment, create_run_dir, run_id, Calibration, CaseStatus, ResultsWriter,
     RunResults,
 };
 use crate::scenario::{
-    Case, EngineKind, Overrides, Scenario, Shard, Slot, MAX_REPETITIONS, MIN_DURATION_SECS,
+    Case, EngineKind, Guest, Overrides, Scenario, Shard, Slot, MAX_REPETITIONS, MIN_DURATION_SECS,
 };
 use crate::session::{self, Limits, Outcome};
 
@@ -132,11 +132,15 @@ pub fn run_one(args: RunOneArgs) -> anyhow::Result<()> {
     let manifest =
         images::probe::build(&mut |m| eprintln!("{m}")).context("cannot build the probe guest")?;
     remove_stale_run_one_dirs();
+    let (linux, _) = linux_image(&scenario)?;
     let dir = std::env::temp_dir().join(format!("{RUN_ONE_DIR}{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut runner = Runner {
         scenario: &scenario,
-        probe: manifest.artifacts[0].path.clone(),
+        images: GuestImages {
+            probe: manifest.artifacts[0].path.clone(),
+            linux,
+        },
         dir: dir.clone(),
         disks: BTreeMap::new(),
         measured: Duration::ZERO,
@@ -239,6 +243,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let manifest =
         images::probe::build(&mut |m| eprintln!("{m}")).context("cannot build the probe guest")?;
     let probe = manifest.artifacts[0].path.clone();
+    let (linux, linux_manifest) = linux_image(&scenario)?;
     let env = collect_environment(Some(manifest.artifacts[0].sha256.clone()));
     let (dir, id) = match &args.out {
         Some(d) => (d.clone(), run_id(std::time::SystemTime::now())),
@@ -253,7 +258,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut doc = RunResults::new(id.clone(), env, scenario.clone());
     doc.command_line = Some(std::env::args().collect());
     let mut writer = ResultsWriter::create(&dir, doc)?;
-    writer.set_images(vec![serde_json::to_value(&manifest)?])?;
+    let mut manifests = vec![serde_json::to_value(&manifest)?];
+    if let Some(m) = &linux_manifest {
+        manifests.push(serde_json::to_value(m)?);
+    }
+    writer.set_images(manifests)?;
     if let Some(o) = &other {
         let info = o.info.clone();
         writer.update(|d| d.ab = Some(info))?;
@@ -267,7 +276,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let mut runner = Runner {
         scenario: &scenario,
-        probe,
+        images: GuestImages { probe, linux },
         dir: dir.clone(),
         disks: BTreeMap::new(),
         measured: Duration::ZERO,
@@ -361,6 +370,22 @@ fn print_floors(f: &crate::gate::noise::ScenarioFloors, scenario: &Scenario) {
     }
 }
 
+/// The linux image (built, or reused from the cache) when a case boots Linux.
+fn linux_image(
+    s: &Scenario,
+) -> anyhow::Result<(Option<LinuxImage>, Option<images::manifest::Manifest>)> {
+    if !s.cases.iter().any(|c| c.params.guest == Guest::Linux) {
+        return Ok((None, None));
+    }
+    let m = images::linux::build(&images::linux::Options::default(), &mut |m| {
+        eprintln!("linux image: {m}")
+    })
+    .context("cannot build the linux image (guest = \"linux\")")?;
+    let img = LinuxImage::from_manifest(&m)
+        .context("the linux image's manifest has no vmlinux or initramfs.cpio.gz")?;
+    Ok((Some(img), Some(m)))
+}
+
 /// Refuses, before anything runs, what cannot run on this host.
 fn check_requirements(s: &Scenario) -> anyhow::Result<()> {
     vmm::kvm::open()?;
@@ -379,7 +404,7 @@ fn check_requirements(s: &Scenario) -> anyhow::Result<()> {
 
 struct Runner<'a> {
     scenario: &'a Scenario,
-    probe: PathBuf,
+    images: GuestImages,
     dir: PathBuf,
     /// Disk images by case index, made once per case.
     disks: BTreeMap<usize, PathBuf>,
@@ -395,7 +420,8 @@ impl Runner<'_> {
         let exec = "calibrate n=300".to_string();
         let spec = GuestSpec {
             guest: crate::scenario::Guest::Probe,
-            probe: self.probe.clone(),
+            probe: self.images.probe.clone(),
+            linux: None,
             vcpus: 1,
             mem_mib: 64,
             exec: exec.clone(),
@@ -631,7 +657,7 @@ impl Runner<'_> {
             Some(_) => Some(self.disk_for(case).map_err(|e| (e, vec![]))?),
         };
         let spec =
-            GuestSpec::for_case(case, self.probe.clone(), disk).map_err(|e| (chain(&e), vec![]))?;
+            GuestSpec::for_case(case, &self.images, disk).map_err(|e| (chain(&e), vec![]))?;
         let engine = engine::for_kind(case.params.engine);
         let limits = self.scenario.run.limits();
         let begin = Instant::now();

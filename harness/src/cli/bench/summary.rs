@@ -129,6 +129,7 @@ pub fn print(
         "kicks and irqs per operation: the device's notifications from the guest (virtio \
          ioeventfd writes) and its interrupts to the guest, over the measured window"
     )?;
+    boot_timeline(doc, out, w)?;
     if !doc.comparisons.is_empty() {
         writeln!(
             out,
@@ -168,6 +169,44 @@ pub fn print(
         wall.as_secs_f64(),
         measured.as_secs_f64()
     )?;
+    Ok(())
+}
+
+/// The Linux guests' boot marks, from the engine's start: the kernel's first console line,
+/// `Run /init` (the agent starts) and the agent's `ready` (its modules loaded).
+fn boot_timeline(doc: &RunResults, out: &mut dyn Write, w: usize) -> std::io::Result<()> {
+    let marks = [
+        ("boot_kernel_ms", "kernel"),
+        ("boot_init_ms", "Run /init"),
+        ("boot_total_ms", "agent ready"),
+    ];
+    let linux: Vec<_> = doc
+        .cases
+        .iter()
+        .filter(|c| c.stats.contains_key("boot_init_ms"))
+        .collect();
+    if linux.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\nLinux boot timeline, seconds from the engine's start (median [95% CI]):"
+    )?;
+    for c in linux {
+        let cells: Vec<String> = marks
+            .iter()
+            .map(|(m, label)| match c.stats.get(*m) {
+                Some(s) => format!(
+                    "{label} {:.2} [{:.2}, {:.2}]",
+                    s.median / 1e3,
+                    s.ci95_median.0 / 1e3,
+                    s.ci95_median.1 / 1e3
+                ),
+                None => format!("{label} -"),
+            })
+            .collect();
+        writeln!(out, "  {:<w$}  {}", c.id, cells.join("  "))?;
+    }
     Ok(())
 }
 

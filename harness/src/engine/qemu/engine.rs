@@ -3,15 +3,18 @@
 //! NIC is linked to vmbench's peer through a UDP socket pair on the loopback interface, or to
 //! a TAP in a namespace vmbench creates, with the same host services as vmbench's own TAP
 //! back-end ([`Link`]). QEMU exposes no exit counts, KVM statistics or VMM set-up phase: those
-//! are `None` in the outcome.
+//! are `None` in the outcome. A Linux guest (`guest = "linux"`, docs/agent.md) boots the
+//! linux image's `vmlinux` through PVH with its initramfs and the agent's command line, on
+//! TCG where KVM cannot run guest kernel code natively.
 
 use std::time::Instant;
 
 use super::link::Link;
 use super::{Accel, QemuConfig, QemuDisk, QemuNic};
 use crate::engine::{Engine, Error, GuestSpec};
-use crate::scenario::EngineKind;
+use crate::scenario::{EngineKind, Guest};
 use crate::session::{Ending, Limits, Outcome, Timed, Timeline};
+use vmm::backend::net::peer::{DEFAULT_GUEST_IP, DEFAULT_PEER_IP};
 
 /// QEMU with the given accelerator (`Auto`: KVM when it can run the guest, else TCG).
 #[derive(Clone, Copy, Debug)]
@@ -37,16 +40,30 @@ impl Qemu {
     /// QEMU's configuration for a spec, refusing what QEMU would not honour.
     pub fn config(&self, spec: &GuestSpec, limits: &Limits) -> Result<QemuConfig, Error> {
         spec.check()?;
-        if spec.vcpus != 1 {
-            return Err(unsupported(
-                format!("{} vCPUs", spec.vcpus),
-                "QEMU starts the probe through its PVH entry, on the boot vCPU only; use 1 vCPU",
-            ));
-        }
         let mut cfg = QemuConfig::new(spec.probe.clone());
         cfg.exec = spec.exec.clone();
-        cfg.mem_mib = spec.mem_mib;
         cfg.accel = self.accel;
+        match (spec.guest, &spec.linux) {
+            (Guest::Probe, _) if spec.vcpus != 1 => return Err(unsupported(
+                format!("{} vCPUs", spec.vcpus),
+                "QEMU starts the probe through its PVH entry, on the boot vCPU only; use 1 vCPU",
+            )),
+            (Guest::Probe, _) => {}
+            // `check` made sure a Linux guest has its image.
+            (Guest::Linux, None) => return Err(Error::NoLinuxImage),
+            (Guest::Linux, Some(img)) => {
+                cfg.probe = img.vmlinux.clone();
+                cfg.initrd = Some(img.initramfs.clone());
+                cfg.vcpus = spec.vcpus;
+                cfg.exec = linux_cmdline(spec);
+                // A stock kernel runs under KVM only where KVM runs guest kernel code
+                // natively; elsewhere (KVM-PVM) it would hang, so TCG it is.
+                if self.accel == Accel::Auto && !vmm::kvm::host_kvm().cpl0_native {
+                    cfg.accel = Accel::Tcg;
+                }
+            }
+        }
+        cfg.mem_mib = spec.mem_mib;
         cfg.timeout = limits.ready + limits.run;
         cfg.disk = spec.disk.as_ref().map(|d| QemuDisk {
             kind: d.kind,
@@ -57,6 +74,17 @@ impl Qemu {
         });
         Ok(cfg)
     }
+}
+
+/// A Linux guest's kernel command line (docs/agent.md): the serial console, power off on a
+/// panic (QEMU's `-no-reboot` then ends), the NIC's address on the peer's subnet, and the
+/// agent's workload after ` -- `.
+pub fn linux_cmdline(spec: &GuestSpec) -> String {
+    let mut s = String::from("console=ttyS0 panic=-1");
+    if spec.nic.is_some() {
+        s += &format!(" vmb.ip={DEFAULT_GUEST_IP}/24 vmb.gw={DEFAULT_PEER_IP}");
+    }
+    s + " -- " + &spec.exec
 }
 
 impl Engine for Qemu {
@@ -101,7 +129,7 @@ impl Engine for Qemu {
             records.push(t);
         })
         .map_err(Error::Qemu)?;
-        let mut out = outcome(&q, begin, records);
+        let mut out = outcome(spec.guest, &q, begin, records);
         if let Some((backend, l)) = &link {
             out.device_counters
                 .insert(backend.as_str().into(), l.counters());
@@ -111,16 +139,25 @@ impl Engine for Qemu {
 }
 
 /// A QEMU run as a session outcome: no exit counts, no KVM statistics, no VMM set-up phase
-/// and no first-instruction mark (QEMU does not expose them).
-fn outcome(q: &super::QemuOutcome, begin: Instant, records: Vec<Timed>) -> Outcome {
-    let ending = match q.guest_status {
-        Some(code) => Ending::Exited { code },
-        None => Ending::EngineEnded {
+/// and no first-instruction mark (QEMU does not expose them). The probe's status comes from
+/// isa-debug-exit; a Linux guest powers off after its agent's `done status=ok|failed`, and
+/// one that never says `done` (a kernel panic) ended with its console tail as the reason.
+fn outcome(guest: Guest, q: &super::QemuOutcome, begin: Instant, records: Vec<Timed>) -> Outcome {
+    let ending = match (guest, q.guest_status) {
+        (Guest::Probe, Some(code)) => Ending::Exited { code },
+        (Guest::Probe, None) => Ending::EngineEnded {
             reason: format!(
                 "QEMU ended without the guest's exit status (exit code {:?}): {}",
                 q.exit_status,
                 q.stderr.join(" | ")
             ),
+        },
+        (Guest::Linux, _) => match q.records_of("done").last() {
+            Some(d) if d.get("status") == Some("ok") => Ending::Exited { code: 0 },
+            Some(_) => Ending::Exited { code: 1 },
+            None => Ending::EngineEnded {
+                reason: linux_ended(q),
+            },
         },
     };
     Outcome {
@@ -134,6 +171,8 @@ fn outcome(q: &super::QemuOutcome, begin: Instant, records: Vec<Timed>) -> Outco
             first_instruction: vec![None],
             ready: vec![q.ready.map(|d| begin + d)],
             exit: Some(begin + q.wall),
+            kernel: q.kernel.map(|d| begin + d),
+            init: q.init.map(|d| begin + d),
         },
         exits: None,
         last_exit: format!("QEMU ({})", q.accel.name()),
@@ -141,5 +180,26 @@ fn outcome(q: &super::QemuOutcome, begin: Instant, records: Vec<Timed>) -> Outco
         tsc_khz: None,
         failed_workers: None,
         device_counters: Default::default(),
+        accel: q.accel.name(),
+    }
+}
+
+/// Why a Linux guest ended without its agent's `done`: the kernel's panic line when there is
+/// one, else the console's last lines.
+fn linux_ended(q: &super::QemuOutcome) -> String {
+    let head = format!(
+        "the Linux guest ended without its agent reporting done (QEMU exit code {:?})",
+        q.exit_status
+    );
+    match q.console.iter().find(|l| l.contains("Kernel panic")) {
+        Some(p) => format!("{head}: {}", p.trim()),
+        None => {
+            let n = q.console.len();
+            let tail: Vec<&str> = q.console[n.saturating_sub(3)..]
+                .iter()
+                .map(|l| l.trim())
+                .collect();
+            format!("{head}; console tail: {}", tail.join(" | "))
+        }
     }
 }

@@ -33,6 +33,8 @@ pub use engine::Qemu;
 
 /// Console and stderr lines kept for reports.
 const TAIL: usize = 50;
+/// How long a Linux guest may take to power off after its agent's `done`.
+const LINUX_POWER_OFF: Duration = Duration::from_secs(10);
 /// Environment variables that override where QEMU and qboot are looked for.
 pub const QEMU_ENV: &str = "VMBENCH_QEMU";
 pub const QBOOT_ENV: &str = "VMBENCH_QBOOT";
@@ -129,9 +131,15 @@ impl QemuNic {
 
 #[derive(Clone, Debug)]
 pub struct QemuConfig {
+    /// The kernel QEMU enters through PVH: the probe ELF, or a Linux guest's `vmlinux`.
     pub probe: PathBuf,
-    /// The probe's workload (`hello`, `calibrate n=100`, ...), passed as the command line.
+    /// The command line: the probe's workload (`hello`, `calibrate n=100`, ...), or a Linux
+    /// guest's whole kernel command line.
     pub exec: String,
+    /// `Some` for a Linux guest: its initramfs (`-initrd`).
+    pub initrd: Option<PathBuf>,
+    /// `-smp`: the probe runs on the boot vCPU only, a Linux guest brings up all.
+    pub vcpus: usize,
     pub mem_mib: u64,
     pub accel: Accel,
     /// For the whole run, from starting QEMU to its exit.
@@ -146,6 +154,8 @@ impl QemuConfig {
         QemuConfig {
             probe,
             exec: "hello".into(),
+            initrd: None,
+            vcpus: 1,
             mem_mib: 256,
             accel: Accel::Auto,
             timeout: Duration::from_secs(60),
@@ -173,6 +183,10 @@ pub struct QemuOutcome {
     /// From starting QEMU to the `ready` record, and to QEMU's exit.
     pub ready: Option<Duration>,
     pub wall: Duration,
+    /// A Linux guest's boot marks on the console, from starting QEMU: its first line (the
+    /// kernel's banner) and `Run /init as init process`.
+    pub kernel: Option<Duration>,
+    pub init: Option<Duration>,
 }
 
 impl QemuOutcome {
@@ -187,6 +201,9 @@ pub enum Error {
         looked: String,
     },
     ProbeMissing {
+        path: PathBuf,
+    },
+    LinuxImageMissing {
         path: PathBuf,
     },
     ExecTooLong(usize),
@@ -229,6 +246,11 @@ impl fmt::Display for Error {
             Error::ProbeMissing { path } => write!(
                 f,
                 "probe ELF {} not found: build it with `vmbench images build probe`",
+                path.display()
+            ),
+            Error::LinuxImageMissing { path } => write!(
+                f,
+                "linux image file {} not found: build it with `vmbench images build linux`",
                 path.display()
             ),
             Error::ExecTooLong(n) => {
@@ -356,7 +378,7 @@ pub fn command_line(cfg: &QemuConfig, accel: Accel, bios: Option<&Path>) -> Vec<
         "-cpu",
         cpu,
         "-smp",
-        "1",
+        &cfg.vcpus.to_string(),
         "-m",
         &cfg.mem_mib.to_string(),
         "-device",
@@ -375,6 +397,9 @@ pub fn command_line(cfg: &QemuConfig, accel: Accel, bios: Option<&Path>) -> Vec<
         a.extend(nic_args(n));
     }
     a.extend(["-kernel".into(), cfg.probe.clone().into()]);
+    if let Some(initrd) = &cfg.initrd {
+        a.extend(["-initrd".into(), initrd.clone().into()]);
+    }
     if !cfg.exec.is_empty() {
         a.extend(["-append".into(), cfg.exec.clone().into()]);
     }
@@ -464,16 +489,25 @@ pub fn guest_status(exit_code: Option<i32>, guest_ran: bool) -> Option<u32> {
 
 /// Boots the probe on QEMU and runs it to its end; `on_record` sees each record as it comes.
 pub fn run(cfg: &QemuConfig, mut on_record: impl FnMut(&Record)) -> Result<QemuOutcome, Error> {
-    if cfg.exec.len() > EXEC_MAX {
-        return Err(Error::ExecTooLong(cfg.exec.len()));
+    match &cfg.initrd {
+        None => {
+            if cfg.exec.len() > EXEC_MAX {
+                return Err(Error::ExecTooLong(cfg.exec.len()));
+            }
+            if !cfg.probe.is_file() {
+                return Err(Error::ProbeMissing {
+                    path: cfg.probe.clone(),
+                });
+            }
+        }
+        Some(initrd) => {
+            if let Some(p) = [&cfg.probe, initrd].into_iter().find(|p| !p.is_file()) {
+                return Err(Error::LinuxImageMissing { path: p.clone() });
+            }
+        }
     }
     if cfg.mem_mib << 20 < layout::MIN_MEM {
         return Err(Error::MemoryTooSmall(cfg.mem_mib));
-    }
-    if !cfg.probe.is_file() {
-        return Err(Error::ProbeMissing {
-            path: cfg.probe.clone(),
-        });
     }
     if let Some(d) = &cfg.disk {
         // Caught here rather than as a QEMU start-up failure, which `Auto` would retry on TCG.
@@ -580,26 +614,47 @@ fn run_once(
     let mut records = Vec::new();
     let mut console = VecDeque::new();
     let mut ready = None;
+    let linux = cfg.initrd.is_some();
+    let (mut kernel, mut init) = (None, None);
     let timed_out = |records: &[Record], console: &VecDeque<String>| Error::TimedOut {
         after: cfg.timeout,
         last: last_words(records, console),
     };
+    // When a Linux guest's agent said `done`, the run's outcome is known; a guest still busy
+    // powering off (its NIC flooded by the peer's stream, under TCG) is stopped.
+    let mut done = None;
+    let mut stopped = false;
     loop {
         let now = Instant::now();
-        if now >= deadline {
+        let limit = done.map_or(deadline, |d: Instant| deadline.min(d + LINUX_POWER_OFF));
+        if now >= limit && done.is_some() {
+            let _ = child.0.kill();
+            stopped = true;
+            break;
+        }
+        if now >= limit {
             return Err(timed_out(&records, &console));
         }
-        match rx.recv_timeout(deadline - now) {
+        match rx.recv_timeout(limit - now) {
             Ok(Line::Out(text, at)) => match Record::parse(&text) {
                 Some(r) => {
                     if r.kind == "ready" {
                         ready.get_or_insert(at - start);
+                    }
+                    if linux && r.kind == "done" {
+                        done.get_or_insert(at);
                     }
                     on_record(&r);
                     records.push(r);
                 }
                 None if text.is_empty() => {}
                 None => {
+                    if linux {
+                        kernel.get_or_insert(at - start);
+                        if init.is_none() && text.contains("Run /init as init process") {
+                            init = Some(at - start);
+                        }
+                    }
                     if console.len() == TAIL {
                         console.pop_front();
                     }
@@ -620,9 +675,17 @@ fn run_once(
         }
     };
     let wall = start.elapsed();
-    let stderr = errs.join().unwrap_or_default();
+    let mut stderr = errs.join().unwrap_or_default();
+    if stopped {
+        stderr.push(format!(
+            "vmbench stopped QEMU: the guest had not powered off {} s after its agent's done",
+            LINUX_POWER_OFF.as_secs()
+        ));
+    }
     let exit_status = status.and_then(|s| s.code());
-    if records.is_empty() {
+    // A Linux guest that said something on the console ran (a kernel panic comes before any
+    // record): its console tail says why it ended.
+    if records.is_empty() && (!linux || console.is_empty()) {
         let status = match (status, exit_status) {
             (_, Some(c)) => format!("exited with status {c}"),
             (Some(s), None) => format!("ended by {s}"),
@@ -644,6 +707,8 @@ fn run_once(
         kvm_failure: None,
         ready,
         wall,
+        kernel,
+        init,
     })
 }
 
