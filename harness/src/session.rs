@@ -89,6 +89,9 @@ pub enum Ending {
     },
     /// The user interrupted the run (Ctrl-C); the VM was stopped.
     Cancelled,
+    /// The guest reset the machine (on vmbench's VMM: a Linux guest's i8042 reset after its
+    /// power-off, reboot or panic). Its own status is its `done` record.
+    Reset,
     /// The engine (QEMU) ended without the guest's exit status; it says no more than this
     /// (no vCPU, no registers).
     EngineEnded { reason: String },
@@ -159,6 +162,18 @@ impl Outcome {
                 self.last_words()
             )),
             Ending::Cancelled => Some("interrupted by Ctrl-C; the VM was stopped".into()),
+            Ending::Reset => match self.records_of("done").last() {
+                Some(d) if d.record.get("status") == Some("ok") => None,
+                Some(d) => Some(format!(
+                    "the guest reported '{}' and reset the machine: {}",
+                    d.record,
+                    self.guest_error().unwrap_or_else(|| self.last_words())
+                )),
+                None => Some(format!(
+                    "the guest reset the machine without reporting done (a panic or a reboot); {}",
+                    self.last_words()
+                )),
+            },
             Ending::EngineEnded { reason } => Some(format!("{reason}; {}", self.last_words())),
             Ending::TimedOut { phase, after } => {
                 let what = if *phase == "ready" {
@@ -288,6 +303,10 @@ pub fn run(
             Event::Exit { code, at } => {
                 timeline.exit = Some(at);
                 break Ending::Exited { code };
+            }
+            Event::Reset { at } => {
+                timeline.exit = Some(at);
+                break Ending::Reset;
             }
             Event::Crash {
                 vcpu,

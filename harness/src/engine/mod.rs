@@ -21,8 +21,10 @@ pub use vmm::machine::GUEST_MAC;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuestSpec {
     pub guest: Guest,
-    /// The probe ELF (the guest image).
+    /// The probe ELF (the guest image of `Guest::Probe`).
     pub probe: PathBuf,
+    /// The Linux kernel and initramfs (`Some` exactly for `Guest::Linux`).
+    pub linux: Option<LinuxImage>,
     pub vcpus: usize,
     pub mem_mib: u64,
     /// The workload command the guest runs (at most [`probe_abi::EXEC_MAX`] bytes for the
@@ -30,6 +32,36 @@ pub struct GuestSpec {
     pub exec: String,
     pub nic: Option<NicSpec>,
     pub disk: Option<DiskSpec>,
+}
+
+/// A Linux guest's boot files: the linux image's (`images build linux`, docs/images.md) or a
+/// kernel the user brings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinuxImage {
+    /// An ELF vmlinux (the image's, entered through PVH by QEMU, at `startup_64` by vmbench's
+    /// VMM) or a bzImage.
+    pub vmlinux: PathBuf,
+    /// The initramfs whose `/init` is the agent.
+    pub initramfs: PathBuf,
+    /// Kernel parameters added before the agent's words (` -- `); empty by default.
+    pub params: String,
+}
+
+impl LinuxImage {
+    /// The boot files of a built linux image.
+    pub fn from_manifest(m: &images::manifest::Manifest) -> Option<LinuxImage> {
+        let art = |n: &str| {
+            m.artifacts
+                .iter()
+                .find(|a| a.name == n)
+                .map(|a| a.path.clone())
+        };
+        Some(LinuxImage {
+            vmlinux: art("vmlinux")?,
+            initramfs: art("initramfs.cpio.gz")?,
+            params: String::new(),
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +103,8 @@ impl DiskSpec {
 pub enum Error {
     #[error("guest \"{0}\" cannot boot yet: no engine runs it; use guest = \"probe\"")]
     GuestUnavailable(Guest),
+    #[error("the case boots guest \"linux\" but no linux image was given; build it with `vmbench images build linux`")]
+    NoLinuxImage,
     #[error("the workload command is {0} bytes; the probe takes at most {max}", max = probe_abi::EXEC_MAX)]
     ExecTooLong(usize),
     #[error("the case has a {0} disk but no disk image was made for it")]
@@ -159,6 +193,7 @@ impl GuestSpec {
         let spec = GuestSpec {
             guest: p.guest,
             probe,
+            linux: None,
             vcpus: p.vcpus as usize,
             mem_mib: u64::from(p.mem_mib),
             exec,

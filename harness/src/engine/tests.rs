@@ -103,6 +103,7 @@ fn a_linux_guest_spec_is_refused_by_both_engines() {
     let spec = GuestSpec {
         guest: Guest::Linux,
         probe: "/p.elf".into(),
+        linux: None,
         vcpus: 1,
         mem_mib: 64,
         exec: "hello".into(),
@@ -110,13 +111,28 @@ fn a_linux_guest_spec_is_refused_by_both_engines() {
         disk: None,
     };
 
-    for engine in [EngineKind::Vmbench, EngineKind::Qemu] {
-        let e = for_kind(engine).run(&spec, &limits(), &mut |_| {});
-        assert!(
-            matches!(e, Err(Error::GuestUnavailable(Guest::Linux))),
-            "{engine}"
-        );
-    }
+    let qemu = for_kind(EngineKind::Qemu).run(&spec, &limits(), &mut |_| {});
+    let vmbench = for_kind(EngineKind::Vmbench).run(&spec, &limits(), &mut |_| {});
+
+    assert!(matches!(qemu, Err(Error::GuestUnavailable(Guest::Linux))));
+    assert!(matches!(vmbench, Err(Error::NoLinuxImage)));
+}
+
+#[test]
+fn vmbench_refuses_a_stock_kernel_where_guest_kernel_code_is_emulated() {
+    let host = |flavour: &str, cpl0_native| vmm::kvm::HostKvm {
+        flavour: flavour.into(),
+        cpl0_native,
+        nested: true,
+    };
+
+    let pvm = super::vmbench::linux_refusal(&host("kvm-pvm", false));
+    let amd = super::vmbench::linux_refusal(&host("kvm-amd", true));
+
+    let e = pvm.expect("refused on KVM-PVM").to_string();
+    assert!(e.contains("KVM-PVM") && e.contains("--host emulated"), "{e}");
+    assert!(e.contains("engine qemu") || e.contains("--engine qemu"), "{e}");
+    assert!(amd.is_none());
 }
 
 #[test]
@@ -124,6 +140,7 @@ fn qemu_refuses_what_it_would_not_honour() {
     let base = GuestSpec {
         guest: Guest::Probe,
         probe: "/p.elf".into(),
+        linux: None,
         vcpus: 1,
         mem_mib: 64,
         exec: "hello".into(),

@@ -359,6 +359,7 @@ impl Runner<'_> {
         let spec = GuestSpec {
             guest: crate::scenario::Guest::Probe,
             probe: self.probe.clone(),
+            linux: None,
             vcpus: 1,
             mem_mib: 64,
             exec: exec.clone(),
