@@ -32,15 +32,15 @@ pub enum Host {
 /// room for the page cache of the shared files.
 const HOST_MEM_MIB: u64 = 2048;
 
-/// A work directory shared with the emulated host, and the files linked into it.
-struct Work {
+/// A work directory shared with the emulated host (`/work` there), and the files put in it.
+pub struct Work {
     dir: PathBuf,
     /// (inside the work directory, on this host) of files copied in that must be copied back.
     copied_back: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Work {
-    fn new() -> anyhow::Result<Work> {
+    pub fn new() -> anyhow::Result<Work> {
         let cache = images::cache_dir();
         std::fs::create_dir_all(&cache)
             .with_context(|| format!("cannot create {}", cache.display()))?;
@@ -56,7 +56,7 @@ impl Work {
 
     /// Puts `file` in the share as `name` (a hard link, else a copy; a writable copy is
     /// copied back at the end) and returns its path inside the emulated host.
-    fn add(&mut self, file: &Path, name: &str, writable: bool) -> anyhow::Result<String> {
+    pub fn add(&mut self, file: &Path, name: &str, writable: bool) -> anyhow::Result<String> {
         let at = self.dir.join(name);
         if std::fs::hard_link(file, &at).is_err() {
             std::fs::copy(file, &at).with_context(|| {
@@ -69,11 +69,13 @@ impl Work {
         Ok(format!("/work/{name}"))
     }
 
-    fn path(&self) -> &Path {
+    /// The directory on this host.
+    pub fn path(&self) -> &Path {
         &self.dir
     }
 
-    fn finish(self) -> anyhow::Result<()> {
+    /// Copies the writable files that could not be linked back to where they came from.
+    pub fn finish(self) -> anyhow::Result<()> {
         for (at, to) in &self.copied_back {
             std::fs::copy(at, to)
                 .with_context(|| format!("cannot copy {} back", to.display()))?;
@@ -150,29 +152,65 @@ fn inner_args(args: &Args, work: &mut Work) -> anyhow::Result<Vec<String>> {
 pub fn boot(args: &Args) -> anyhow::Result<()> {
     let mut work = Work::new()?;
     let inner = inner_args(args, &mut work)?;
+    let codes = run(&work, &[inner], &mut |_, line| println!("{line}"))?;
+    work.finish()?;
+    match codes.first().copied().flatten() {
+        Some(0) => Ok(()),
+        Some(1) => Err(Failed("the command failed in the emulated host (its output is above)".into()).into()),
+        Some(n) => bail!("the command ended with exit code {n} in the emulated host (its output is above)"),
+        None => bail!("the emulated host ended before the command did"),
+    }
+}
+
+/// Boots the emulated host once (building the test-host image first if needed) with `work`
+/// shared, and runs each of `commands` (vmbench's arguments, paths as seen from inside:
+/// `/work/...`) in turn. `output` sees each output line with the index of its command; the
+/// host's own boot goes to stderr as progress. Returns each command's exit code (`None`: the
+/// host ended before it did).
+pub fn run(
+    work: &Work,
+    commands: &[Vec<String>],
+    output: &mut dyn FnMut(usize, &str),
+) -> anyhow::Result<Vec<Option<i32>>> {
     let vmbench = std::env::current_exe().context("cannot find the running vmbench binary")?;
+    run_with(&vmbench, work, commands, output)
+}
+
+/// [`run`] with the vmbench binary to put in the host (tests pass the built `vmbench`).
+pub fn run_with(
+    vmbench: &Path,
+    work: &Work,
+    commands: &[Vec<String>],
+    output: &mut dyn FnMut(usize, &str),
+) -> anyhow::Result<Vec<Option<i32>>> {
     let host = images::test_host::build(
         &images::test_host::Options {
             linux: images::linux::Options::default(),
-            vmbench,
+            vmbench: vmbench.to_path_buf(),
         },
         &mut |p| eprintln!("{p}"),
     )
     .context("cannot build the test-host image")?;
-    std::fs::write(work.path().join("args"), inner.join("\n") + "\n")
-        .context("cannot write the emulated host's arguments")?;
-    let code = run_host(&host, work.path())?;
-    work.finish()?;
-    match code {
-        0 => Ok(()),
-        1 => Err(Failed("the command failed in the emulated host (its output is above)".into()).into()),
-        n => bail!("the command ended with exit code {n} in the emulated host (its output is above)"),
+    let mut args = String::new();
+    for c in commands {
+        if c.iter().any(|a| a.is_empty() || a.contains('\n')) {
+            bail!("an argument of {c:?} is empty or has a line break; the emulated host cannot pass it");
+        }
+        args += &(c.join("\n") + "\n\n");
     }
+    std::fs::write(work.path().join("args"), args)
+        .context("cannot write the emulated host's arguments")?;
+    run_host(&host, work.path(), commands.len(), output)
 }
 
 /// Runs QEMU-TCG on the test host with `work` shared; streams the console (the host's boot
-/// to stderr as progress, vmbench's output to stdout) and returns vmbench's exit code.
-fn run_host(host: &images::test_host::TestHost, work: &Path) -> anyhow::Result<i32> {
+/// to stderr as progress, each command's output to `output`) and returns the exit codes.
+fn run_host(
+    host: &images::test_host::TestHost,
+    work: &Path,
+    commands: usize,
+    output: &mut dyn FnMut(usize, &str),
+) -> anyhow::Result<Vec<Option<i32>>> {
     let qemu = PathBuf::from("qemu-system-x86_64");
     let mut c = Command::new(&qemu);
     c.args(["-accel", "tcg", "-cpu", "max", "-smp", "1"])
@@ -201,24 +239,31 @@ fn run_host(host: &images::test_host::TestHost, work: &Path) -> anyhow::Result<i
         .spawn()
         .context("cannot start qemu-system-x86_64 (install qemu-system-x86)")?;
     let out = child.stdout.take().context("QEMU's console")?;
-    let mut code = None;
-    let mut running = false;
+    let mut codes = vec![None; commands];
+    let mut current: Option<usize> = None;
     let mut tail: Vec<String> = Vec::new();
     for line in BufReader::new(out).lines() {
         let Ok(line) = line else { break };
         let line = line.trim_end_matches('\r').to_string();
+        let mut words = line.split_whitespace().skip(2);
         if line.starts_with(MARK_RUN) {
-            running = true;
+            let n: usize = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+            current = n.checked_sub(1);
             eprintln!(
-                "emulated host up after {:.1} s; running vmbench in it",
+                "[{:.1} s] emulated host: command {n} of {commands}",
                 begin.elapsed().as_secs_f64()
             );
-        } else if let Some(rest) = line.strip_prefix(MARK_EXIT) {
-            code = rest.trim().parse::<i32>().ok();
-        } else if running {
-            println!("{line}");
+        } else if line.starts_with(MARK_EXIT) {
+            let n: Option<usize> = words.next().and_then(|w| w.parse().ok());
+            let rc: Option<i32> = words.next().and_then(|w| w.parse().ok());
+            if let Some(slot) = n.and_then(|n| n.checked_sub(1)).and_then(|i| codes.get_mut(i)) {
+                *slot = rc;
+            }
+            current = None;
+        } else if let Some(i) = current {
+            output(i, &line);
         } else if line.starts_with("vmbench-host:") {
-            eprintln!("{line}");
+            eprintln!("[{:.1} s] {line}", begin.elapsed().as_secs_f64());
         } else {
             tail.push(line);
             if tail.len() > 30 {
@@ -227,11 +272,11 @@ fn run_host(host: &images::test_host::TestHost, work: &Path) -> anyhow::Result<i
         }
     }
     let status = child.wait().context("waiting for QEMU")?;
-    match code {
-        Some(c) => Ok(c),
-        None => bail!(
-            "the emulated host ended ({status}) without vmbench's exit status; its console ended with: {}",
+    if codes.iter().all(Option::is_none) {
+        bail!(
+            "the emulated host ended ({status}) without running vmbench; its console ended with: {}",
             tail.join(" | ")
-        ),
+        );
     }
+    Ok(codes)
 }

@@ -11,7 +11,7 @@ use vmm::{Event, Machine};
 use crate::record::Record;
 
 /// Console lines kept for failure reports.
-const CONSOLE_TAIL: usize = 20;
+const CONSOLE_TAIL: usize = 400;
 
 #[derive(Clone, Debug)]
 pub struct Limits {

@@ -3,8 +3,8 @@
 //! guest kernel code. It holds busybox, the Debian kernel's KVM modules (`irqbypass`, `kvm`,
 //! `ccp`, `kvm-amd`) and its 9p modules, vmbench's own binary with its shared-library closure
 //! (found with `ldd`), and an `/init` that loads them, mounts the host's work directory (9p,
-//! tag `work`), runs vmbench with the arguments in `/work/args` and writes its exit status to
-//! `/work/status`. The kernel is the linux image's; guest images reach it through the share.
+//! tag `work`), runs vmbench once per command in `/work/args` (one argument a line, commands
+//! separated by an empty line) and prints each one's exit status. The kernel is the linux image's; guest images reach it through the share.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,7 +27,8 @@ pub const HOST_MODULES: &[(&str, &[&str])] = &[
 /// Bumped when what the builder does changes (part of the cache key).
 const BUILDER: &str = "test-host-1";
 
-/// The line `/init` prints before vmbench starts, and the one with its exit status.
+/// The line `/init` prints before each vmbench command (`... running N vmbench ARGS`), and the
+/// one with its exit status (`... exit N STATUS`).
 pub const MARK_RUN: &str = "vmbench-host: running";
 pub const MARK_EXIT: &str = "vmbench-host: exit";
 
@@ -44,18 +45,28 @@ done < /lib/modules/host/order
 mkdir -p /work
 if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 work /work; then
     echo "vmbench-host: cannot mount the work share"
-    echo "vmbench-host: exit 2"
     poweroff -f
 fi
-set --
-while IFS= read -r a; do set -- "$@" "$a"; done < /work/args
 cd /work
-echo "vmbench-host: running vmbench $*"
-/bin/vmbench "$@"
-rc=$?
-echo $rc > /work/status
-sync
-echo "vmbench-host: exit $rc"
+n=0
+run() {
+    n=$((n + 1))
+    echo "vmbench-host: running $n vmbench $*"
+    /bin/vmbench "$@"
+    rc=$?
+    sync
+    echo "vmbench-host: exit $n $rc"
+}
+set --
+while IFS= read -r a; do
+    if [ -z "$a" ]; then
+        [ $# -gt 0 ] && run "$@"
+        set --
+    else
+        set -- "$@" "$a"
+    fi
+done < /work/args
+[ $# -gt 0 ] && run "$@"
 poweroff -f
 "#;
 

@@ -210,7 +210,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let c: Vec<String> = counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!("{dev}: {}", c.join(", "));
     }
-    if out.failure().is_some() && !out.console_tail.is_empty() {
+    if (out.failure().is_some() || spec.guest == Guest::Linux) && !out.console_tail.is_empty() {
         println!("console tail:");
         for l in &out.console_tail {
             println!("  {l}");
