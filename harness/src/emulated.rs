@@ -59,9 +59,8 @@ impl Work {
     pub fn add(&mut self, file: &Path, name: &str, writable: bool) -> anyhow::Result<String> {
         let at = self.dir.join(name);
         if std::fs::hard_link(file, &at).is_err() {
-            std::fs::copy(file, &at).with_context(|| {
-                format!("cannot copy {} to the emulated host", file.display())
-            })?;
+            std::fs::copy(file, &at)
+                .with_context(|| format!("cannot copy {} to the emulated host", file.display()))?;
             if writable {
                 self.copied_back.push((at, file.to_path_buf()));
             }
@@ -77,8 +76,7 @@ impl Work {
     /// Copies the writable files that could not be linked back to where they came from.
     pub fn finish(self) -> anyhow::Result<()> {
         for (at, to) in &self.copied_back {
-            std::fs::copy(at, to)
-                .with_context(|| format!("cannot copy {} back", to.display()))?;
+            std::fs::copy(at, to).with_context(|| format!("cannot copy {} back", to.display()))?;
         }
         Ok(())
     }
@@ -108,14 +106,8 @@ fn inner_args(args: &Args, work: &mut Work) -> anyhow::Result<Vec<String>> {
     }
     flag("run-timeout", args.run_timeout.to_string());
     flag("net-backend", args.net_backend.to_string());
-    flag(
-        "nic",
-        args.nic.map_or("none".into(), |n| n.to_string()),
-    );
-    flag(
-        "disk",
-        args.disk.map_or("none".into(), |d| d.to_string()),
-    );
+    flag("nic", args.nic.map_or("none".into(), |n| n.to_string()));
+    flag("disk", args.disk.map_or("none".into(), |d| d.to_string()));
     if let Some(c) = &args.cmdline {
         flag("cmdline", c.clone());
     }
@@ -156,8 +148,13 @@ pub fn boot(args: &Args) -> anyhow::Result<()> {
     work.finish()?;
     match codes.first().copied().flatten() {
         Some(0) => Ok(()),
-        Some(1) => Err(Failed("the command failed in the emulated host (its output is above)".into()).into()),
-        Some(n) => bail!("the command ended with exit code {n} in the emulated host (its output is above)"),
+        Some(1) => Err(Failed(
+            "the command failed in the emulated host (its output is above)".into(),
+        )
+        .into()),
+        Some(n) => {
+            bail!("the command ended with exit code {n} in the emulated host (its output is above)")
+        }
         None => bail!("the emulated host ended before the command did"),
     }
 }
@@ -256,7 +253,10 @@ fn run_host(
         } else if line.starts_with(MARK_EXIT) {
             let n: Option<usize> = words.next().and_then(|w| w.parse().ok());
             let rc: Option<i32> = words.next().and_then(|w| w.parse().ok());
-            if let Some(slot) = n.and_then(|n| n.checked_sub(1)).and_then(|i| codes.get_mut(i)) {
+            if let Some(slot) = n
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| codes.get_mut(i))
+            {
                 *slot = rc;
             }
             current = None;

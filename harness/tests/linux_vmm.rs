@@ -52,7 +52,12 @@ fn pattern_on_host(image: &Path) {
     let bad = (0..SECTORS * 512)
         .filter(|&o| bytes[o as usize] != probe_abi::pattern_byte(SEED, o))
         .count();
-    assert_eq!(bad, 0, "{bad} bytes of {} differ from the pattern", image.display());
+    assert_eq!(
+        bad,
+        0,
+        "{bad} bytes of {} differ from the pattern",
+        image.display()
+    );
     assert!(
         bytes[(SECTORS * 512) as usize..].iter().all(|&b| b == 0),
         "the guest wrote past its sectors in {}",
@@ -62,8 +67,10 @@ fn pattern_on_host(image: &Path) {
 
 #[test]
 fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
-    let m = images::linux::build(&images::linux::Options::default(), &mut |p| eprintln!("{p}"))
-        .unwrap_or_else(|e| panic!("the linux image builds: {e}"));
+    let m = images::linux::build(&images::linux::Options::default(), &mut |p| {
+        eprintln!("{p}")
+    })
+    .unwrap_or_else(|e| panic!("the linux image builds: {e}"));
     let art = |n: &str| {
         m.artifacts
             .iter()
@@ -74,13 +81,17 @@ fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
     };
     let mut work = Work::new().expect("the work directory");
     let kernel = work.add(&art("vmlinux"), "vmlinux", false).unwrap();
-    let initrd = work.add(&art("initramfs.cpio.gz"), "initrd", false).unwrap();
+    let initrd = work
+        .add(&art("initramfs.cpio.gz"), "initrd", false)
+        .unwrap();
     let ide = work.path().join("ide.raw");
     let vblk = work.path().join("vblk.raw");
     sized_file(&ide, 8 << 20);
     sized_file(&vblk, 8 << 20);
     let boot = |rest: &[&str]| {
-        let mut a = args(&["boot", "--guest", "linux", "--kernel", &kernel, "--initrd", &initrd]);
+        let mut a = args(&[
+            "boot", "--guest", "linux", "--kernel", &kernel, "--initrd", &initrd,
+        ]);
         a.extend(args(rest));
         a
     };
@@ -145,7 +156,11 @@ fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
         "{}",
         show(0)
     );
-    assert!(counter(&out[0], "e1000", "interrupts").unwrap_or(0) > 0, "{}", show(0));
+    assert!(
+        counter(&out[0], "e1000", "interrupts").unwrap_or(0) > 0,
+        "{}",
+        show(0)
+    );
 
     // IDE and virtio-blk: the pattern the guest wrote is on the host, byte for byte.
     for (i, driver) in [(1, "sd"), (2, "virtio_blk")] {

@@ -107,7 +107,10 @@ fn libraries(bin: &Path) -> Result<Vec<PathBuf>, Error> {
         // `libm.so.6 => /lib/x86_64-linux-gnu/libm.so.6 (0x...)` or `/lib64/ld-linux... (0x...)`
         let path = match line.split_once("=>") {
             Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next().filter(|w| w.starts_with('/')),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|w| w.starts_with('/')),
         };
         if let Some(p) = path.filter(|p| p.starts_with('/')) {
             libs.push(PathBuf::from(p));
@@ -294,8 +297,7 @@ mod tests {
         let libs = libraries(Path::new("/bin/sh")).unwrap();
 
         assert!(
-            libs.iter()
-                .any(|l| l.to_string_lossy().contains("libc.so")),
+            libs.iter().any(|l| l.to_string_lossy().contains("libc.so")),
             "{libs:?}"
         );
         assert!(libs.iter().all(|l| l.is_absolute()));

@@ -96,8 +96,10 @@ fn linux_image(args: &Args) -> anyhow::Result<Option<LinuxImage>> {
             params,
         }));
     }
-    let m = images::linux::build(&images::linux::Options::default(), &mut |p| eprintln!("{p}"))
-        .context("cannot build the linux image (or pass --kernel and --initrd)")?;
+    let m = images::linux::build(&images::linux::Options::default(), &mut |p| {
+        eprintln!("{p}")
+    })
+    .context("cannot build the linux image (or pass --kernel and --initrd)")?;
     let img = LinuxImage::from_manifest(&m)
         .context("the linux image's manifest lacks vmlinux or initramfs.cpio.gz")?;
     Ok(Some(LinuxImage {

@@ -130,8 +130,14 @@ fn vmbench_refuses_a_stock_kernel_where_guest_kernel_code_is_emulated() {
     let amd = super::vmbench::linux_refusal(&host("kvm-amd", true));
 
     let e = pvm.expect("refused on KVM-PVM").to_string();
-    assert!(e.contains("KVM-PVM") && e.contains("--host emulated"), "{e}");
-    assert!(e.contains("engine qemu") || e.contains("--engine qemu"), "{e}");
+    assert!(
+        e.contains("KVM-PVM") && e.contains("--host emulated"),
+        "{e}"
+    );
+    assert!(
+        e.contains("engine qemu") || e.contains("--engine qemu"),
+        "{e}"
+    );
     assert!(amd.is_none());
 }
 

@@ -68,7 +68,11 @@ pub enum Error {
     #[error("cannot load the kernel {path}: {reason}")]
     Load { path: String, reason: String },
     #[error("{path} uses boot protocol {major}.{minor:02} without a 64-bit entry; vmbench needs protocol 2.12 or later built for x86-64")]
-    Protocol { path: String, major: u16, minor: u16 },
+    Protocol {
+        path: String,
+        major: u16,
+        minor: u16,
+    },
     #[error("the command line is {0} bytes; at most {CMDLINE_MAX} fit")]
     CmdlineTooLong(usize),
     #[error("guest memory of {got} MiB is too small for a Linux guest: give it at least {} MiB", MIN_MEM >> 20)]
@@ -178,7 +182,8 @@ pub fn load(
             (r.kernel_load.0, r.kernel_end, None)
         }
         Format::BzImage => {
-            let r = BzImage::load(mem, None, &mut f, Some(GuestAddress(HIMEM))).map_err(load_err)?;
+            let r =
+                BzImage::load(mem, None, &mut f, Some(GuestAddress(HIMEM))).map_err(load_err)?;
             let h = r.setup_header.unwrap_or_default();
             if h.version < 0x020c || h.xloadflags & XLF_KERNEL_64 == 0 {
                 return Err(Error::Protocol {

@@ -30,8 +30,7 @@ pub mod layout;
 mod pci;
 
 pub use config::{
-    DiskConfig, DiskKind, LinuxBoot, MachineConfig, NetBackendKind, NicConfig, NicKind,
-    GUEST_MAC,
+    DiskConfig, DiskKind, LinuxBoot, MachineConfig, NetBackendKind, NicConfig, NicKind, GUEST_MAC,
 };
 pub use layout::{
     CALIB_IOEVENTFD, CALIB_MMIO, CALIB_PORT, COM1_IRQ, DISK_SLOT, ENTRY_MARK_PORT, MAILBOX_PORT,
