@@ -3,6 +3,7 @@
 //! send back. docs/architecture.md walks through it.
 
 pub mod cli;
+pub mod emulated;
 pub mod engine;
 pub mod exitcode;
 pub mod gate;

@@ -11,7 +11,7 @@ use vmm::{Event, Machine};
 use crate::record::Record;
 
 /// Console lines kept for failure reports.
-const CONSOLE_TAIL: usize = 20;
+const CONSOLE_TAIL: usize = 400;
 
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -103,6 +103,9 @@ pub enum Ending {
     },
     /// The user interrupted the run (Ctrl-C or SIGTERM: [`cancel_reason`]); the VM was stopped.
     Cancelled,
+    /// The guest reset the machine (on vmbench's VMM: a Linux guest's i8042 reset after its
+    /// power-off, reboot or panic). Its own status is its `done` record.
+    Reset,
     /// The engine (QEMU) ended without the guest's exit status; it says no more than this
     /// (no vCPU, no registers).
     EngineEnded { reason: String },
@@ -204,6 +207,18 @@ impl Outcome {
                 self.last_words()
             )),
             Ending::Cancelled => Some(format!("{}; the VM was stopped", cancel_reason())),
+            Ending::Reset => match self.records_of("done").last() {
+                Some(d) if d.record.get("status") == Some("ok") => None,
+                Some(d) => Some(format!(
+                    "the guest reported '{}' and reset the machine: {}",
+                    d.record,
+                    self.guest_error().unwrap_or_else(|| self.last_words())
+                )),
+                None => Some(format!(
+                    "the guest reset the machine without reporting done (a panic or a reboot); {}",
+                    self.last_words()
+                )),
+            },
             Ending::EngineEnded { reason } => Some(format!("{reason}; {}", self.last_words())),
             Ending::TimedOut { phase, after } => {
                 let what = if *phase == "ready" {
@@ -380,6 +395,10 @@ pub fn run(
             Event::Exit { code, at } => {
                 timeline.exit = Some(at);
                 break Ending::Exited { code };
+            }
+            Event::Reset { at } => {
+                timeline.exit = Some(at);
+                break Ending::Reset;
             }
             Event::Crash {
                 vcpu,

@@ -24,6 +24,7 @@ fn run(backend: NetBackendKind, exec: &str) -> Outcome {
             backend,
             mac: GUEST_MAC,
         }),
+        linux: None,
     };
     support::run(&cfg)
 }

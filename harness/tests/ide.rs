@@ -40,6 +40,7 @@ fn boot(disk: &Path, exec: &str) -> Outcome {
             options: OpenOptions::default(),
         }),
         nic: None,
+        linux: None,
     };
     let mut m = Machine::new(&cfg).unwrap();
     let limits = Limits {

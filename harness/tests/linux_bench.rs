@@ -189,6 +189,7 @@ fn a_linux_guest_that_panics_fails_with_its_console_tail() {
         linux: Some(LinuxImage {
             vmlinux: linux().vmlinux.clone(),
             initramfs: junk,
+            params: String::new(),
         }),
         vcpus: 1,
         mem_mib: 256,

@@ -22,6 +22,7 @@ fn boot(kind: NicKind, exec: &str) -> Outcome {
             backend: NetBackendKind::Tap,
             mac: GUEST_MAC,
         }),
+        linux: None,
     });
     assert!(
         matches!(out.ending, Ending::Exited { code: 0 }),

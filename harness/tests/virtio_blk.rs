@@ -29,6 +29,7 @@ fn boot(disk: &Path, options: OpenOptions, exec: &str) -> Outcome {
             options,
         }),
         nic: None,
+        linux: None,
     };
     run(&cfg)
 }

@@ -21,6 +21,7 @@ fn boot(backend: NetBackendKind, exec: &str) -> Outcome {
             backend,
             mac: GUEST_MAC,
         }),
+        linux: None,
     };
     let out = run(&cfg);
     assert!(

@@ -7,6 +7,7 @@ pub mod linux;
 pub mod manifest;
 pub mod probe;
 pub mod recipe;
+pub mod test_host;
 pub mod toolchain;
 
 use std::path::{Path, PathBuf};
@@ -30,12 +31,24 @@ pub enum Error {
     Linux(#[from] linux::Error),
 }
 
-/// Builds (or reuses from the cache) the image called `name`: `probe`, `linux` or a recipe's
-/// name.
+/// Builds (or reuses from the cache) the image called `name`: `probe`, `linux`, `test-host`
+/// or a recipe's name.
 pub fn build(name: &str, progress: &mut dyn FnMut(&str)) -> Result<Manifest, Error> {
     match name {
         "probe" => Ok(probe::build(progress)?),
         "linux" => Ok(linux::build(&linux::Options::default(), progress)?),
+        "test-host" => {
+            // The test host carries the vmbench binary that asks for it.
+            let vmbench = std::env::current_exe().map_err(|e| linux::Error::Cache {
+                path: "the running vmbench binary".into(),
+                source: e,
+            })?;
+            let opts = test_host::Options {
+                linux: linux::Options::default(),
+                vmbench,
+            };
+            Ok(test_host::build(&opts, progress)?.manifest)
+        }
         _ => Ok(recipe::build(name, progress)?),
     }
 }

@@ -29,6 +29,9 @@ pub enum Event {
     Entry { vcpu: usize, at: Instant },
     /// The guest asked to end through the debug-exit port.
     Exit { code: u32, at: Instant },
+    /// The guest reset the machine through the i8042 (a Linux guest after its power-off or
+    /// reboot, with `reboot=k`).
+    Reset { at: Instant },
     /// A vCPU crashed or could not run.
     Crash {
         vcpu: usize,

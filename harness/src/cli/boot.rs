@@ -9,28 +9,47 @@ use vmm::exits::{ExitSnapshot, VcpuExits};
 use vmm::kinds::{DiskFormat, DiskKind, NetBackendKind, NicKind};
 
 use super::{kind_or_none, num};
-use crate::engine::{self, DiskSpec, GuestSpec, NicSpec, GUEST_MAC};
+use crate::engine::{self, DiskSpec, GuestSpec, LinuxImage, NicSpec, GUEST_MAC};
 use crate::exitcode::Failed;
 use crate::scenario::{or_none, EngineKind, Guest};
 use crate::session::{self, window, Limits, Outcome, Timed};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
+    /// The guest: the probe, or Linux (the linux image's kernel and agent unless --kernel or
+    /// --initrd say otherwise).
+    #[arg(long, value_enum, default_value_t = Guest::Probe)]
+    pub guest: Guest,
+    /// A Linux kernel to boot (ELF vmlinux or bzImage) instead of the linux image's.
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// An initramfs for the Linux guest instead of the linux image's (whose /init is the agent).
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    /// Kernel parameters added to vmbench's (before the agent's ` -- ` words); vmbench's VMM only.
+    #[arg(long)]
+    pub cmdline: Option<String>,
+    /// Where to run: here, or inside an emulated AMD-V host (QEMU-TCG `-cpu max` with KVM in
+    /// it, `images build test-host`), for Linux guests on vmbench's VMM where this host cannot
+    /// run guest kernel code (docs/linux-boot.md). Timings there are not real.
+    #[arg(long, value_enum, default_value_t = crate::emulated::Host::Native)]
+    pub host: crate::emulated::Host,
     /// Number of vCPUs; the probe runs on each and each reports ready.
     #[arg(long, default_value_t = 1, value_parser = num::int::<usize>(1, vmm::boot::MAX_VCPUS as u64))]
     pub vcpus: usize,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 256, value_parser = num::int::<u64>(vmm::boot::MIN_MEM_MIB, vmm::boot::MAX_MEM_MIB))]
     pub mem: u64,
-    /// The probe workload and its arguments: hello, calibrate [n=N], crash, hang.
+    /// The workload and its arguments: the probe's (hello, calibrate [n=N], crash, hang...),
+    /// or with --guest linux the agent's (hello, net-rr size=64, blk-pattern ...; docs/agent.md).
     #[arg(long, default_value = "hello")]
     pub probe_exec: String,
     /// A probe ELF to boot instead of the one vmbench builds.
     #[arg(long)]
     pub probe: Option<PathBuf>,
-    /// Seconds to wait for the guest to report ready (at most a day).
-    #[arg(long, default_value_t = 10.0, value_parser = num::float(SECS))]
-    pub timeout: f64,
+    /// Seconds to wait for the guest to report ready (default 10, 180 for Linux; at most a day).
+    #[arg(long, value_parser = num::float(SECS))]
+    pub timeout: Option<f64>,
     /// Seconds the workload may run after ready (at most a day).
     #[arg(long, default_value_t = 120.0, value_parser = num::float(SECS))]
     pub run_timeout: f64,
@@ -65,6 +84,37 @@ pub struct Args {
     pub engine: EngineKind,
 }
 
+/// The Linux guest's boot files: the user's, else the linux image's (built on first use).
+fn linux_image(args: &Args) -> anyhow::Result<Option<LinuxImage>> {
+    let params = args.cmdline.clone().unwrap_or_default();
+    match (args.guest, &args.kernel, &args.initrd, &args.cmdline) {
+        (Guest::Probe, None, None, None) => return Ok(None),
+        (Guest::Probe, ..) => bail!("--kernel, --initrd and --cmdline need --guest linux"),
+        (Guest::Linux, ..) => {}
+    }
+    if args.cmdline.is_some() && args.engine == EngineKind::Qemu {
+        bail!("--cmdline is for --engine vmbench; QEMU boots the linux image with its own command line");
+    }
+    if let (Some(k), Some(i)) = (&args.kernel, &args.initrd) {
+        return Ok(Some(LinuxImage {
+            vmlinux: k.clone(),
+            initramfs: i.clone(),
+            params,
+        }));
+    }
+    let m = images::linux::build(&images::linux::Options::default(), &mut |p| {
+        eprintln!("{p}")
+    })
+    .context("cannot build the linux image (or pass --kernel and --initrd)")?;
+    let img = LinuxImage::from_manifest(&m)
+        .context("the linux image's manifest lacks vmlinux or initramfs.cpio.gz")?;
+    Ok(Some(LinuxImage {
+        vmlinux: args.kernel.clone().unwrap_or(img.vmlinux),
+        initramfs: args.initrd.clone().unwrap_or(img.initramfs),
+        params,
+    }))
+}
+
 /// The guest the flags describe, with errors that say what to pass.
 pub fn guest_spec(args: &Args, probe: PathBuf) -> anyhow::Result<GuestSpec> {
     let disk = match (args.disk, &args.disk_image) {
@@ -86,9 +136,9 @@ pub fn guest_spec(args: &Args, probe: PathBuf) -> anyhow::Result<GuestSpec> {
         }
     };
     let spec = GuestSpec {
-        guest: Guest::Probe,
+        guest: args.guest,
+        linux: linux_image(args)?,
         probe,
-        linux: None,
         vcpus: args.vcpus,
         mem_mib: args.mem,
         exec: args.probe_exec.clone(),
@@ -129,27 +179,59 @@ pub fn probe_path(given: Option<PathBuf>) -> anyhow::Result<(PathBuf, String)> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let default_timeout = match args.guest {
+        Guest::Probe => 10.0,
+        Guest::Linux => 180.0,
+    };
     let limits = Limits {
-        ready: Duration::from_secs_f64(args.timeout),
+        ready: Duration::from_secs_f64(args.timeout.unwrap_or(default_timeout)),
         run: Duration::from_secs_f64(args.run_timeout),
     };
-    let (probe, sha) = probe_path(args.probe.clone())?;
+    if args.host == crate::emulated::Host::Emulated {
+        return crate::emulated::boot(&args);
+    }
+    let (probe, sha) = match args.guest {
+        Guest::Probe => probe_path(args.probe.clone())?,
+        Guest::Linux => (args.probe.clone().unwrap_or_default(), String::new()),
+    };
     let spec = guest_spec(&args, probe.clone())?;
     session::cancel_on_signals().context("cannot install the SIGINT and SIGTERM handlers")?;
-    println!(
-        "probe {} (sha256 {}), {} vCPU(s), {} MiB, exec '{}'",
-        probe.display(),
-        &sha[..sha.len().min(16)],
-        spec.vcpus,
-        spec.mem_mib,
-        spec.exec
-    );
+    let sha16 = |p: &std::path::Path| {
+        let s = images::manifest::sha256_file(p).unwrap_or_else(|_| "unreadable".into());
+        s[..s.len().min(16)].to_string()
+    };
+    match &spec.linux {
+        None => println!(
+            "probe {} (sha256 {}), {} vCPU(s), {} MiB, exec '{}'",
+            probe.display(),
+            &sha[..sha.len().min(16)],
+            spec.vcpus,
+            spec.mem_mib,
+            spec.exec
+        ),
+        Some(l) => println!(
+            "linux {} (sha256 {}), initrd {} (sha256 {}), {} vCPU(s), {} MiB, agent '{}'",
+            l.vmlinux.display(),
+            sha16(&l.vmlinux),
+            l.initramfs.display(),
+            sha16(&l.initramfs),
+            spec.vcpus,
+            spec.mem_mib,
+            spec.exec
+        ),
+    }
     let out = engine::for_kind(args.engine).run(&spec, &limits, &mut print_record)?;
     print_timeline(&out);
     print_exits(&out);
     for (dev, counters) in &out.device_counters {
         let c: Vec<String> = counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!("{dev}: {}", c.join(", "));
+    }
+    if (out.failure().is_some() || spec.guest == Guest::Linux) && !out.console_tail.is_empty() {
+        println!("console tail:");
+        for l in &out.console_tail {
+            println!("  {l}");
+        }
     }
     // A guest that never got going (no `ready`, whatever its ending) is unusable input
     // (exit 2); one that ran and failed, or whose workload saw errors, is a failed run (1).

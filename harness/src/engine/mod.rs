@@ -23,7 +23,7 @@ pub struct GuestSpec {
     pub guest: Guest,
     /// The probe ELF (the guest image of `Guest::Probe`).
     pub probe: PathBuf,
-    /// The linux image's kernel and initramfs (`Some` exactly for `Guest::Linux`).
+    /// The Linux kernel and initramfs (`Some` exactly for `Guest::Linux`).
     pub linux: Option<LinuxImage>,
     pub vcpus: usize,
     pub mem_mib: u64,
@@ -35,13 +35,17 @@ pub struct GuestSpec {
     pub disk: Option<DiskSpec>,
 }
 
-/// The linux image's boot files (`images build linux`, docs/images.md).
+/// A Linux guest's boot files: the linux image's (`images build linux`, docs/images.md) or a
+/// kernel the user brings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinuxImage {
-    /// The uncompressed kernel, entered through PVH.
+    /// An ELF vmlinux (the image's, entered through PVH by QEMU, at `startup_64` by vmbench's
+    /// VMM) or a bzImage.
     pub vmlinux: PathBuf,
     /// The initramfs whose `/init` is the agent.
     pub initramfs: PathBuf,
+    /// Kernel parameters added before the agent's words (` -- `); empty by default.
+    pub params: String,
 }
 
 impl LinuxImage {
@@ -56,6 +60,7 @@ impl LinuxImage {
         Some(LinuxImage {
             vmlinux: art("vmlinux")?,
             initramfs: art("initramfs.cpio.gz")?,
+            params: String::new(),
         })
     }
 }

@@ -163,6 +163,7 @@ fn a_linux_case_reaches_qemu_with_its_image_vcpus_and_agent_command() {
         linux: Some(LinuxImage {
             vmlinux: "/l/vmlinux".into(),
             initramfs: "/l/initramfs.cpio.gz".into(),
+            params: String::new(),
         }),
     };
 
@@ -188,8 +189,33 @@ fn a_linux_case_reaches_qemu_with_its_image_vcpus_and_agent_command() {
         q.exec,
         "console=ttyS0 panic=-1 vmb.ip=10.0.2.15/24 vmb.gw=10.0.2.2 -- net-rr size=200 nic=e1000 warmup_ms=500 duration_ms=2000"
     );
+    // Refused where guest kernel code is emulated (KVM-PVM); elsewhere the made-up kernel
+    // path fails to load.
     let e = vmbench.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(e.contains("does not boot Linux yet"), "{e}");
+    assert!(e.contains("KVM-PVM") || e.contains("/l/vmlinux"), "{e}");
+}
+
+#[test]
+fn vmbench_refuses_a_stock_kernel_where_guest_kernel_code_is_emulated() {
+    let host = |flavour: &str, cpl0_native| vmm::kvm::HostKvm {
+        flavour: flavour.into(),
+        cpl0_native,
+        nested: true,
+    };
+
+    let pvm = super::vmbench::linux_refusal(&host("kvm-pvm", false));
+    let amd = super::vmbench::linux_refusal(&host("kvm-amd", true));
+
+    let e = pvm.expect("refused on KVM-PVM").to_string();
+    assert!(
+        e.contains("KVM-PVM") && e.contains("--host emulated"),
+        "{e}"
+    );
+    assert!(
+        e.contains("engine qemu") || e.contains("--engine qemu"),
+        "{e}"
+    );
+    assert!(amd.is_none());
 }
 
 #[test]

@@ -137,12 +137,20 @@ pub fn driver_of(sys_path: &str) -> String {
         .unwrap_or_else(|| "none".into())
 }
 
-/// Flushes and powers off; PID 1 must never return.
+/// Flushes and ends the machine; PID 1 must never return. With ACPI (QEMU) that is a power-off.
+/// Without it (vmbench's VMM) Linux has no way to power off and turns the request into a halt
+/// that never ends, so the agent reboots instead: the kernel's reset (`reboot=k`: the i8042)
+/// ends the machine there.
 pub fn power_off() -> ! {
-    // SAFETY: sync takes no arguments; reboot with RB_POWER_OFF ends the machine.
+    let how = if std::path::Path::new("/sys/firmware/acpi").exists() {
+        libc::RB_POWER_OFF
+    } else {
+        libc::RB_AUTOBOOT
+    };
+    // SAFETY: sync takes no arguments; reboot with RB_POWER_OFF or RB_AUTOBOOT ends the machine.
     unsafe {
         libc::sync();
-        libc::reboot(libc::RB_POWER_OFF);
+        libc::reboot(how);
     }
     // Not PID 1 or not allowed: nothing left to do but stop.
     loop {

@@ -77,7 +77,7 @@ pub enum Error {
     },
 }
 
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::Cache {
         path: path.display().to_string(),
         source: e,
@@ -133,7 +133,7 @@ const USERLAND: &[&str] = &[
 /// Bumped when what the builder does changes (part of the cache key).
 const BUILDER: &str = "linux-1";
 /// Every time in the initramfs: 2000-01-01T00:00:00Z, as the recipes use.
-const EPOCH: u32 = 946_684_800;
+pub(crate) const EPOCH: u32 = 946_684_800;
 /// Where shared libraries go; Debian's ld.so searches it.
 const LIBDIR: &str = "lib/x86_64-linux-gnu";
 
@@ -235,7 +235,7 @@ fn generic_kernels(apt: &mut Apt) -> Result<Vec<String>, Error> {
 
 /// The .deb of `p` from the cache, or downloaded (`apt` is set up on first need); its SHA-256
 /// must be the lock's.
-fn fetch(
+pub(crate) fn fetch(
     apt: &mut Option<Apt>,
     opts: &Options,
     p: &Package,
@@ -280,7 +280,7 @@ fn fetch(
     Ok(file)
 }
 
-fn unpack(deb: &Path, into: &Path) -> Result<(), Error> {
+pub(crate) fn unpack(deb: &Path, into: &Path) -> Result<(), Error> {
     let out = Command::new("dpkg-deb")
         .arg("-x")
         .arg(deb)
@@ -605,7 +605,7 @@ fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
     None
 }
 
-fn read_in(root: &Path, path: &str, package: &str) -> Result<Vec<u8>, Error> {
+pub(crate) fn read_in(root: &Path, path: &str, package: &str) -> Result<Vec<u8>, Error> {
     let file = resolve(root, path).ok_or_else(|| Error::NotInPackage {
         what: path.into(),
         package: package.into(),

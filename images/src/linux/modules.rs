@@ -146,9 +146,18 @@ impl Index {
     /// The modules every device of [`DEVICES`] needs with their dependencies, dependencies
     /// first; a module that is neither a file nor built in is an error naming the device.
     pub fn closure(&self, package: &str) -> Result<Vec<Module>, Error> {
+        self.closure_of(DEVICES, package)
+    }
+
+    /// The modules each of `wants` (a purpose and its modules) needs, dependencies first.
+    pub fn closure_of(
+        &self,
+        wants: &[(&str, &[&str])],
+        package: &str,
+    ) -> Result<Vec<Module>, Error> {
         let mut done = BTreeSet::new();
         let mut out = Vec::new();
-        for (device, wanted) in DEVICES {
+        for (device, wanted) in wants {
             for m in *wanted {
                 self.visit(m, device, package, &mut done, &mut out)?;
             }

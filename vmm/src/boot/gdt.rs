@@ -95,6 +95,21 @@ pub const KERNEL_DATA: Segment = Segment::flat(KERNEL_DS, 0x3, 0, 0);
 pub const USER_CODE: Segment = Segment::flat(USER_CS, 0xb, 3, 1);
 pub const USER_DATA: Segment = Segment::flat(USER_DS, 0x3, 3, 0);
 
+/// Linux's 64-bit boot protocol wants flat code at `__BOOT_CS` (0x10) and data at
+/// `__BOOT_DS` (0x18).
+pub const LINUX_BOOT_CODE: Segment = Segment::flat(0x10, 0xb, 0, 1);
+pub const LINUX_BOOT_DATA: Segment = Segment::flat(0x18, 0x3, 0, 0);
+
+/// The GDT a Linux kernel is started with: two null entries, then its boot code and data.
+pub fn linux_table() -> [u64; 4] {
+    [
+        0,
+        0,
+        LINUX_BOOT_CODE.descriptor(),
+        LINUX_BOOT_DATA.descriptor(),
+    ]
+}
+
 pub fn tss(base: u64) -> Segment {
     Segment {
         selector: TSS_SEL,

@@ -2,6 +2,8 @@
 //! probe-abi crate describes, and give each vCPU its entry state.
 
 pub mod gdt;
+pub mod linux;
+pub mod mptable;
 pub mod paging;
 
 use std::fs::File;

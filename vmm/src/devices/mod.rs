@@ -2,6 +2,7 @@
 
 pub mod debug_exit;
 pub mod e1000;
+pub mod i8042;
 pub mod ide;
 pub mod platform;
 pub mod serial;

@@ -32,6 +32,10 @@ pub enum Error {
     MemorySlot(#[source] kvm_ioctls::Error),
     #[error("cannot read KVM's supported CPUID")]
     Cpuid(#[source] kvm_ioctls::Error),
+    #[error("cannot create the in-kernel PIT")]
+    Pit(#[source] kvm_ioctls::Error),
+    #[error("cannot set the TSS address")]
+    TssAddr(#[source] kvm_ioctls::Error),
     #[error("cannot register an ioeventfd")]
     IoEvent(#[source] kvm_ioctls::Error),
 }
@@ -79,6 +83,18 @@ pub fn create_vm(kvm: &Kvm) -> Result<VmFd, Error> {
     let vm = kvm.create_vm().map_err(Error::CreateVm)?;
     vm.create_irq_chip().map_err(Error::IrqChip)?;
     Ok(vm)
+}
+
+/// What a Linux guest needs besides the irqchip: the in-kernel PIT (its timer check and
+/// calibration use IRQ 0; the speaker port is a dummy) and, for VT-x's real-mode support when
+/// the kernel starts its application processors, a TSS area at the top of the 32-bit space.
+pub fn prepare_for_linux(vm: &VmFd) -> Result<(), Error> {
+    vm.set_tss_address(0xfffb_d000).map_err(Error::TssAddr)?;
+    let pit = kvm_bindings::kvm_pit_config {
+        flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit).map_err(Error::Pit)
 }
 
 /// What this host's KVM is, for results and for choosing how to run guests.

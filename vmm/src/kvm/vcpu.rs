@@ -119,6 +119,68 @@ pub fn create(vm: &VmFd, kvm: &Kvm, id: u64, start: &Start) -> Result<VcpuFd, Er
     Ok(vcpu)
 }
 
+/// Creates vCPU `id` of a Linux guest. The boot vCPU (`entry` given) starts at CPL0 in long
+/// mode as the 64-bit boot protocol wants: flat `__BOOT_CS`/`__BOOT_DS`, paging on with the
+/// identity tables at `cr3`, interrupts off, RSI at the zero page. The others keep KVM's
+/// reset state and wait for the kernel's INIT/SIPI.
+pub fn create_linux(
+    vm: &VmFd,
+    kvm: &Kvm,
+    id: u64,
+    entry: Option<&crate::boot::linux::LinuxEntry>,
+) -> Result<VcpuFd, Error> {
+    let vcpu = vm.create_vcpu(id).map_err(|e| Error::Create(id, e))?;
+    let cpuid = cpuid(kvm, id).map_err(|e| match e {
+        super::Error::Cpuid(e) => Error::Setup(id, "cpuid", e),
+        _ => Error::Setup(id, "cpuid", kvm_ioctls::Error::new(libc::EINVAL)),
+    })?;
+    vcpu.set_cpuid2(&cpuid)
+        .map_err(|e| Error::Setup(id, "cpuid", e))?;
+    let Some(entry) = entry else {
+        return Ok(vcpu);
+    };
+    let mut sregs = vcpu
+        .get_sregs()
+        .map_err(|e| Error::Setup(id, "get sregs", e))?;
+    sregs.cr0 = CR0_PE | CR0_ET | CR0_NE | CR0_PG;
+    sregs.cr3 = entry.cr3;
+    sregs.cr4 = CR4_PAE;
+    sregs.efer = EFER_LME | EFER_LMA;
+    sregs.cs = gdt::LINUX_BOOT_CODE.kvm();
+    let data = gdt::LINUX_BOOT_DATA.kvm();
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    // A busy 64-bit TSS at 0 (VT-x checks TR on entry); Linux loads its own.
+    sregs.tr = gdt::tss(0).kvm();
+    sregs.gdt.base = entry.gdt;
+    sregs.gdt.limit = (gdt::linux_table().len() * 8 - 1) as u16;
+    sregs.idt.base = 0;
+    sregs.idt.limit = 0;
+    vcpu.set_sregs(&sregs)
+        .map_err(|e| Error::Setup(id, "set sregs", e))?;
+    let fpu = kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    };
+    vcpu.set_fpu(&fpu)
+        .map_err(|e| Error::Setup(id, "set fpu", e))?;
+    let mut regs = vcpu
+        .get_regs()
+        .map_err(|e| Error::Setup(id, "get regs", e))?;
+    regs.rip = entry.rip;
+    regs.rsp = entry.rsp;
+    regs.rbp = entry.rsp;
+    regs.rsi = entry.zero_page;
+    regs.rflags = 0x2;
+    vcpu.set_regs(&regs)
+        .map_err(|e| Error::Setup(id, "set regs", e))?;
+    Ok(vcpu)
+}
+
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
 /// The signal that interrupts KVM_RUN so a vCPU thread notices it must stop.

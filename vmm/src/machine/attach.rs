@@ -27,6 +27,7 @@ use crate::bus::{Attached, Bus, BusDevice};
 use crate::counters::Counters;
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::e1000::{self, E1000};
+use crate::devices::i8042::{self, I8042};
 use crate::devices::ide::{self, Piix};
 use crate::devices::platform::{EntryMark, Mailbox, Null};
 use crate::devices::serial::SerialPort;
@@ -176,6 +177,19 @@ impl DeviceManager {
         IoEvents::register(&*self.vm, &ioeventfd, CALIB_IOEVENTFD)
             .map_err(|e| Error::Kvm(crate::kvm::Error::IoEvent(e)))?;
         Ok(ioeventfd)
+    }
+
+    /// What a Linux guest finds on a PC besides the platform: the i8042, whose reset ends
+    /// the machine.
+    pub fn add_linux_platform(
+        &mut self,
+        events: Sender<Event>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<(), Error> {
+        let pio = self.pio.clone();
+        let kbd = I8042::new(events, stop);
+        self.insert(&pio, i8042::BASE, i8042::LEN, Arc::new(Mutex::new(kbd)))?;
+        Ok(())
     }
 
     /// The disk controller `disk` asks for, with its image.

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+pub use crate::boot::linux::LinuxBoot;
 pub use crate::kinds::{DiskKind, NetBackendKind, NicKind};
 
 /// What to build.
@@ -14,6 +15,8 @@ pub struct MachineConfig {
     pub exec: String,
     pub disk: Option<DiskConfig>,
     pub nic: Option<NicConfig>,
+    /// Boot this Linux kernel instead of the probe (`probe` and `exec` are then unused).
+    pub linux: Option<LinuxBoot>,
 }
 
 #[derive(Clone, Debug)]

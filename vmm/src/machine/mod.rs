@@ -14,7 +14,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::Killable;
 
-use crate::boot::{self, ProbeParams, Start};
+use crate::boot::{self, ProbeParams};
 use crate::bus::Bus;
 use crate::counters::Counters;
 use crate::event::Event;
@@ -30,7 +30,7 @@ pub mod layout;
 mod pci;
 
 pub use config::{
-    DiskConfig, DiskKind, MachineConfig, NetBackendKind, NicConfig, NicKind, GUEST_MAC,
+    DiskConfig, DiskKind, LinuxBoot, MachineConfig, NetBackendKind, NicConfig, NicKind, GUEST_MAC,
 };
 pub use layout::{
     CALIB_IOEVENTFD, CALIB_MMIO, CALIB_PORT, COM1_IRQ, DISK_SLOT, ENTRY_MARK_PORT, MAILBOX_PORT,
@@ -45,6 +45,8 @@ pub enum Error {
     Vcpu(#[from] vcpu::Error),
     #[error(transparent)]
     Boot(#[from] boot::Error),
+    #[error(transparent)]
+    Linux(#[from] boot::linux::Error),
     #[error("cannot register {0} on the bus")]
     Bus(&'static str, #[source] crate::bus::Error),
     #[error(transparent)]
@@ -83,7 +85,7 @@ pub struct Machine {
     // Field order is drop order: vCPU fds before the VM, the VM before the memory it maps.
     vcpus: Vec<kvm_ioctls::VcpuFd>,
     threads: Vec<JoinHandle<vcpu::End>>,
-    starts: Vec<Start>,
+    vcpu_count: usize,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
     exits: Arc<ExitStats>,
@@ -107,11 +109,16 @@ impl Machine {
         let begin = Instant::now();
         let mem_size = cfg.mem_mib.saturating_mul(1 << 20);
         boot::check_shape(mem_size, cfg.vcpus)?;
-        boot::check_exec(&cfg.exec)?;
+        if cfg.linux.is_none() {
+            boot::check_exec(&cfg.exec)?;
+        }
         let kvm_fd = kvm::open()?;
         let vm = Arc::new(kvm::create_vm(&kvm_fd)?);
         let mem = kvm::memory::create(&vm, mem_size)?;
-        let entry = boot::load_probe(&mem, &cfg.probe)?;
+        let probe_entry = match &cfg.linux {
+            None => Some(boot::load_probe(&mem, &cfg.probe)?),
+            Some(_) => None,
+        };
 
         let (events_tx, events) = channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -129,6 +136,9 @@ impl Machine {
             device_counters: device_counters.clone(),
             vcpus: cfg.vcpus,
         })?;
+        if cfg.linux.is_some() {
+            devices.add_linux_platform(events_tx.clone(), stop.clone())?;
+        }
         if let Some(disk) = &cfg.disk {
             devices.add_disk(disk)?;
         }
@@ -139,29 +149,36 @@ impl Machine {
         let _ = device_counters.set(devices.counters.clone());
 
         vcpu::install_kick_handler()?;
-        let starts = boot::setup(&mem, entry, mem_size, cfg.vcpus)?;
-        let vcpus = starts
-            .iter()
-            .enumerate()
-            .map(|(i, start)| vcpu::create(&vm, &kvm_fd, i as u64, start))
-            .collect::<Result<Vec<_>, _>>()?;
+        let vcpus = match (&cfg.linux, probe_entry) {
+            (Some(linux), _) => Self::linux_vcpus(cfg, linux, &vm, &kvm_fd, &mem)?,
+            (None, entry) => {
+                let starts = boot::setup(&mem, entry.unwrap_or(0), mem_size, cfg.vcpus)?;
+                starts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, start)| vcpu::create(&vm, &kvm_fd, i as u64, start))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
         // The TSC rate comes from a vCPU, so the boot information is written once they exist.
         let tsc_khz = vcpus[0].get_tsc_khz().map_err(Error::TscKhz)?;
-        boot::write_boot_info(
-            &mem,
-            &ProbeParams {
-                mem_size,
-                vcpus: cfg.vcpus,
-                tsc_khz,
-                flags: flags::VMBENCH | flags::MAILBOX | flags::IOEVENTFD,
-                entry_mark_port: ENTRY_MARK_PORT,
-                mailbox_port: MAILBOX_PORT,
-                calib_port: CALIB_PORT,
-                calib_mmio: CALIB_MMIO,
-                calib_ioeventfd: CALIB_IOEVENTFD,
-                exec: &cfg.exec,
-            },
-        )?;
+        if cfg.linux.is_none() {
+            boot::write_boot_info(
+                &mem,
+                &ProbeParams {
+                    mem_size,
+                    vcpus: cfg.vcpus,
+                    tsc_khz,
+                    flags: flags::VMBENCH | flags::MAILBOX | flags::IOEVENTFD,
+                    entry_mark_port: ENTRY_MARK_PORT,
+                    mailbox_port: MAILBOX_PORT,
+                    calib_port: CALIB_PORT,
+                    calib_mmio: CALIB_MMIO,
+                    calib_ioeventfd: CALIB_IOEVENTFD,
+                    exec: &cfg.exec,
+                },
+            )?;
+        }
         let _ = kvm_stats.set(
             vcpus
                 .iter()
@@ -172,7 +189,7 @@ impl Machine {
         Ok(Machine {
             vcpus,
             threads: Vec::new(),
-            starts,
+            vcpu_count: cfg.vcpus,
             pio,
             mmio,
             exits,
@@ -192,6 +209,39 @@ impl Machine {
             _vm: vm,
             _mem: mem,
         })
+    }
+
+    /// The vCPUs of a Linux guest, with the kernel, initrd, zero page and MP table loaded.
+    fn linux_vcpus(
+        cfg: &MachineConfig,
+        linux: &boot::linux::LinuxBoot,
+        vm: &VmFd,
+        kvm_fd: &kvm_ioctls::Kvm,
+        mem: &GuestMemoryMmap,
+    ) -> Result<Vec<kvm_ioctls::VcpuFd>, Error> {
+        kvm::prepare_for_linux(vm)?;
+        let mut pci_slots = Vec::new();
+        if cfg.nic.is_some() {
+            pci_slots.push(NIC_SLOT);
+        }
+        if cfg.disk.is_some() {
+            pci_slots.push(DISK_SLOT);
+        }
+        let leaf1 = std::arch::x86_64::__cpuid(1);
+        let entry = boot::linux::load(
+            mem,
+            linux,
+            &boot::linux::Platform {
+                mem_size: cfg.mem_mib << 20,
+                vcpus: cfg.vcpus,
+                pci_slots,
+            },
+            (leaf1.eax, leaf1.edx),
+        )?;
+        (0..cfg.vcpus as u64)
+            .map(|i| vcpu::create_linux(vm, kvm_fd, i, (i == 0).then_some(&entry)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::from)
     }
 
     /// Starts one thread per vCPU.
@@ -247,7 +297,7 @@ impl Machine {
     }
 
     pub fn vcpu_count(&self) -> usize {
-        self.starts.len()
+        self.vcpu_count
     }
 
     /// How many times the guest wrote the ioeventfd calibration address (reading resets it).

@@ -113,6 +113,10 @@ pub struct E1000 {
     tx: tx::TxState,
     rx: rx::RxState,
     timers: Timers,
+    /// Written when a register access arms a moderation deadline earlier than the one the
+    /// wire thread sleeps towards, so it wakes to fire it on time (a driver that waits for its
+    /// interrupt, as Linux's e1000 does, touches no register until then).
+    deadline_waker: Option<vmm_sys_util::eventfd::EventFd>,
     level: bool,
     counters: E1000Counters,
 }
@@ -154,6 +158,7 @@ impl E1000 {
             tx: tx::TxState::default(),
             rx: rx::RxState::default(),
             timers: Timers::default(),
+            deadline_waker: None,
             level: false,
             counters: E1000Counters::default(),
         };
@@ -162,6 +167,26 @@ impl E1000 {
     }
 
     /// Replaces the clock (tests drive moderation timers with a manual one).
+    /// The eventfd to write when a register access arms an earlier moderation deadline.
+    pub fn set_deadline_waker(&mut self, fd: vmm_sys_util::eventfd::EventFd) {
+        self.deadline_waker = Some(fd);
+    }
+
+    /// Wakes the wire thread if `before` (the deadline it sleeps towards) is no longer the
+    /// next one.
+    fn wake_if_earlier(&self, before: Option<Instant>) {
+        let after = self.next_deadline();
+        let earlier = match (before, after) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(b), Some(a)) => a < b,
+        };
+        if let (true, Some(w)) = (earlier, &self.deadline_waker) {
+            // A full counter already means a pending wake-up.
+            let _ = w.write(1);
+        }
+    }
+
     pub fn set_clock(&mut self, clock: Clock) {
         self.clock = clock;
     }
@@ -537,6 +562,7 @@ impl BusDevice for E1000 {
     }
 
     fn write(&mut self, a: Access, data: &[u8]) {
+        let before = self.next_deadline();
         if self.is_io(a.addr) {
             self.counters.io_writes += 1;
             self.io_write(a.offset, data);
@@ -544,6 +570,7 @@ impl BusDevice for E1000 {
             self.counters.mmio_writes += 1;
             self.access_write(a.offset, data);
         }
+        self.wake_if_earlier(before);
     }
 }
 

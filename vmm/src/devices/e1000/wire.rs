@@ -3,9 +3,11 @@
 //! on time. Register accesses stay on the vCPU threads. Runs on the shared worker skeleton.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use vmm_sys_util::eventfd::EventFd;
 
 use super::E1000;
 use crate::counters::Counters;
@@ -15,10 +17,12 @@ use crate::worker::{Handler, Sources, WorkerThread};
 pub enum Token {
     /// The back-end has frames.
     Rx,
+    /// A register access armed an earlier moderation deadline.
+    Deadline,
 }
 
 impl crate::worker::Token for Token {
-    const ALL: &'static [Token] = &[Token::Rx];
+    const ALL: &'static [Token] = &[Token::Rx, Token::Deadline];
 }
 
 /// While the receive FIFO is backlogged the wire is not listened to; this bounds how long a
@@ -28,6 +32,7 @@ const BACKLOG_POLL: Duration = Duration::from_millis(1);
 struct Wire {
     dev: Arc<Mutex<E1000>>,
     rx_fd: RawFd,
+    deadline: EventFd,
     armed: bool,
 }
 
@@ -58,6 +63,10 @@ impl Handler for Wire {
     }
 
     fn handle(&mut self, ready: &[Token]) -> io::Result<()> {
+        if ready.contains(&Token::Deadline) {
+            // Only a wake-up; prepare() reads the new deadline.
+            let _ = self.deadline.read();
+        }
         let mut d = self.dev.lock().unwrap_or_else(|e| e.into_inner());
         if ready.contains(&Token::Rx) {
             d.rx_poll();
@@ -69,12 +78,22 @@ impl Handler for Wire {
 
 /// Starts the wire thread of `dev`, whose back-end signals frames on `rx_fd`.
 pub fn spawn(dev: Arc<Mutex<E1000>>, rx_fd: RawFd) -> io::Result<WorkerThread> {
+    let deadline = EventFd::new(libc::EFD_NONBLOCK)?;
+    dev.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_deadline_waker(deadline.try_clone()?);
+    let deadline_fd = deadline.as_raw_fd();
     let wire = Wire {
         dev,
         rx_fd,
+        deadline,
         armed: true,
     };
-    WorkerThread::spawn("e1000-io", &[(rx_fd, Token::Rx)], wire)
+    WorkerThread::spawn(
+        "e1000-io",
+        &[(rx_fd, Token::Rx), (deadline_fd, Token::Deadline)],
+        wire,
+    )
 }
 
 /// The e1000's counters for the harness.

@@ -1,0 +1,175 @@
+//! Linux on vmbench's own VMM, with Linux's own drivers, inside the emulated AMD-V host
+//! (QEMU-TCG `-cpu max` with kvm-amd loaded: `vmbench::emulated`, docs/linux-boot.md). This
+//! host's KVM-PVM cannot run a stock kernel, so the stock Debian kernel runs one level down.
+//! The emulated host boots once for the whole binary and runs several guests, each a
+//! `vmbench boot --guest linux` whose output comes back over the serial console:
+//! - e1000 (INTx on the IOAPIC through the MP table): Linux's e1000 binds, UDP round trips
+//!   with the in-process peer, every request echoed (the peer's count);
+//! - PIIX IDE (IRQ 14): ata_piix and sd write a pattern the host then reads back byte for byte;
+//! - virtio-blk (MSI-X through irqfd routes): virtio_blk does the same.
+//! Each guest ends by rebooting (no ACPI: the i8042 reset), which ends the VM with status 0.
+
+mod support;
+
+use std::path::Path;
+use std::time::Instant;
+
+use support::sized_file;
+use vmbench::emulated::{self, Work};
+use vmbench::record::Record;
+
+const SECTORS: u64 = 1024;
+const SEED: u64 = 0x5eed;
+
+/// A record `boot` printed (as `kind k=v ...`, or inside `[...]` for a windowed result).
+fn record(lines: &[String], kind: &str) -> Option<Record> {
+    lines.iter().find_map(|l| {
+        let text = match l.rfind('[') {
+            Some(i) if l.ends_with(']') => &l[i + 1..l.len() - 1],
+            _ => l.as_str(),
+        };
+        text.starts_with(&format!("{kind} "))
+            .then(|| Record::parse(&format!("{}{text}", probe_abi::RECORD_PREFIX)))
+            .flatten()
+    })
+}
+
+/// `dev: name N, name N` as `boot` prints a device's counters.
+fn counter(lines: &[String], dev: &str, name: &str) -> Option<u64> {
+    let l = lines.iter().find(|l| l.starts_with(&format!("{dev}: ")))?;
+    l[dev.len() + 2..].split(", ").find_map(|kv| {
+        let (k, v) = kv.rsplit_once(' ')?;
+        (k == name).then(|| v.parse().ok()).flatten()
+    })
+}
+
+fn args(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn pattern_on_host(image: &Path) {
+    let bytes = std::fs::read(image).expect("reading the image back");
+    let bad = (0..SECTORS * 512)
+        .filter(|&o| bytes[o as usize] != probe_abi::pattern_byte(SEED, o))
+        .count();
+    assert_eq!(
+        bad,
+        0,
+        "{bad} bytes of {} differ from the pattern",
+        image.display()
+    );
+    assert!(
+        bytes[(SECTORS * 512) as usize..].iter().all(|&b| b == 0),
+        "the guest wrote past its sectors in {}",
+        image.display()
+    );
+}
+
+#[test]
+fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
+    let m = images::linux::build(&images::linux::Options::default(), &mut |p| {
+        eprintln!("{p}")
+    })
+    .unwrap_or_else(|e| panic!("the linux image builds: {e}"));
+    let art = |n: &str| {
+        m.artifacts
+            .iter()
+            .find(|a| a.name == n)
+            .unwrap_or_else(|| panic!("the manifest has {n}"))
+            .path
+            .clone()
+    };
+    let mut work = Work::new().expect("the work directory");
+    let kernel = work.add(&art("vmlinux"), "vmlinux", false).unwrap();
+    let initrd = work
+        .add(&art("initramfs.cpio.gz"), "initrd", false)
+        .unwrap();
+    let ide = work.path().join("ide.raw");
+    let vblk = work.path().join("vblk.raw");
+    sized_file(&ide, 8 << 20);
+    sized_file(&vblk, 8 << 20);
+    let boot = |rest: &[&str]| {
+        let mut a = args(&[
+            "boot", "--guest", "linux", "--kernel", &kernel, "--initrd", &initrd,
+        ]);
+        a.extend(args(rest));
+        a
+    };
+    let pattern = format!("blk-pattern sectors={SECTORS} seed={SEED}");
+    let commands = vec![
+        boot(&[
+            "--nic",
+            "e1000",
+            "--probe-exec",
+            "net-rr size=64 duration_ms=1000 warmup_ms=200",
+        ]),
+        boot(&[
+            "--disk",
+            "ide",
+            "--disk-image",
+            "/work/ide.raw",
+            "--probe-exec",
+            &pattern,
+        ]),
+        boot(&[
+            "--disk",
+            "virtio",
+            "--disk-image",
+            "/work/vblk.raw",
+            "--probe-exec",
+            &pattern,
+        ]),
+    ];
+
+    let begin = Instant::now();
+    let mut out: Vec<Vec<String>> = vec![Vec::new(); commands.len()];
+    let codes = emulated::run_with(
+        Path::new(env!("CARGO_BIN_EXE_vmbench")),
+        &work,
+        &commands,
+        &mut |i, line| {
+            eprintln!("[guest {i}] {line}");
+            out[i].push(line.to_string());
+        },
+    )
+    .unwrap_or_else(|e| panic!("the emulated host runs: {e:#}"));
+    eprintln!(
+        "emulated host with {} guests: {:.1} s",
+        commands.len(),
+        begin.elapsed().as_secs_f64()
+    );
+
+    let show = |i: usize| out[i].join("\n");
+    for (i, code) in codes.iter().enumerate() {
+        assert_eq!(*code, Some(0), "guest {i} failed:\n{}", show(i));
+        assert!(out[i].iter().any(|l| l == "vCPU 0 ready"), "{}", show(i));
+    }
+
+    // e1000: Linux's driver, round trips through the peer, every request echoed.
+    let rr = record(&out[0], "result").unwrap_or_else(|| panic!("no result:\n{}", show(0)));
+    assert_eq!(rr.get("driver"), Some("e1000"), "{rr}");
+    assert!(rr.get_u64("ops").unwrap_or(0) > 0, "{rr}");
+    assert_eq!(rr.get_u64("lost"), Some(0), "{rr}");
+    assert_eq!(
+        rr.get_u64("sent_total"),
+        counter(&out[0], "peer", "echoed_frames"),
+        "{}",
+        show(0)
+    );
+    assert!(
+        counter(&out[0], "e1000", "interrupts").unwrap_or(0) > 0,
+        "{}",
+        show(0)
+    );
+
+    // IDE and virtio-blk: the pattern the guest wrote is on the host, byte for byte.
+    for (i, driver) in [(1, "sd"), (2, "virtio_blk")] {
+        let r = record(&out[i], "result").unwrap_or_else(|| panic!("no result:\n{}", show(i)));
+        assert_eq!(r.get("driver"), Some(driver), "{r}");
+        assert_eq!(r.get_u64("mismatches"), Some(0), "{r}");
+        assert_eq!(r.get_u64("write_errors"), Some(0), "{r}");
+    }
+    pattern_on_host(&ide);
+    pattern_on_host(&vblk);
+    work.finish().unwrap();
+}
