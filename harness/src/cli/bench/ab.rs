@@ -121,6 +121,15 @@ impl Other {
         // A persistent target directory (a CI cache) saves rebuilding the dependencies.
         let target = std::env::var_os("VMBENCH_AB_TARGET_DIR")
             .map_or_else(|| dir.join("target"), PathBuf::from);
+        if is_own_target_dir(&target) {
+            let _ = git(&["worktree", "remove", "--force", &dir_s]);
+            bail!(
+                "VMBENCH_AB_TARGET_DIR={} is the target directory of this vmbench build: building \
+                 another revision there leaves artifacts cargo then takes as up to date for this \
+                 tree's sources; give it a directory of its own",
+                target.display()
+            );
+        }
         let status = Command::new("cargo")
             .args(["build", "--release", "-p", "vmbench"])
             .current_dir(&dir)
@@ -204,5 +213,17 @@ impl Drop for Other {
                 .arg(&dir)
                 .output();
         }
+    }
+}
+
+/// Whether `target` is the cargo target directory this binary was built in
+/// (`<target>/release/vmbench`).
+fn is_own_target_dir(target: &Path) -> bool {
+    let own = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent()?.parent().map(Path::to_path_buf));
+    match (own.and_then(|o| o.canonicalize().ok()), target.canonicalize()) {
+        (Some(o), Ok(t)) => o == t,
+        _ => false,
     }
 }
