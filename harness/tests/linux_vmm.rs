@@ -7,6 +7,7 @@
 //!   with the in-process peer, every request echoed (the peer's count);
 //! - PIIX IDE (IRQ 14): ata_piix and sd write a pattern the host then reads back byte for byte;
 //! - virtio-blk (MSI-X through irqfd routes): virtio_blk does the same.
+//!
 //! Each guest ends by rebooting (no ACPI: the i8042 reset), which ends the VM with status 0.
 
 mod support;
