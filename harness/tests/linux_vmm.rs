@@ -174,3 +174,33 @@ fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
     pattern_on_host(&vblk);
     work.finish().unwrap();
 }
+
+/// On KVM-PVM (this project's hosts) a stock kernel on vmbench's VMM is refused before
+/// anything starts: one line, exit 2, saying why and what to do.
+#[test]
+fn a_stock_kernel_is_refused_where_guest_kernel_code_is_emulated() {
+    let host = vmm::kvm::host_kvm();
+    if host.cpl0_native {
+        eprintln!(
+            "skipped: this host ({}) runs guest kernel code natively",
+            host.flavour
+        );
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmbench"))
+        .args(["boot", "--guest", "linux", "--kernel", "/no/vmlinux"])
+        .args(["--initrd", "/no/initrd"])
+        .output()
+        .expect("vmbench runs");
+
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .expect("an error line");
+    assert!(line.contains("KVM-PVM"), "{line}");
+    for way in ["--engine qemu", "--host emulated", "PVM guest"] {
+        assert!(line.contains(way), "{way} missing from: {line}");
+    }
+}
