@@ -5,8 +5,9 @@
 //! `vmbench boot --guest linux` whose output comes back over the serial console:
 //! - e1000 (INTx on the IOAPIC through the MP table): Linux's e1000 binds, UDP round trips
 //!   with the in-process peer, every request echoed (the peer's count);
+//! - virtio-net (MSI-X through irqfd routes): the same with virtio_net;
 //! - PIIX IDE (IRQ 14): ata_piix and sd write a pattern the host then reads back byte for byte;
-//! - virtio-blk (MSI-X through irqfd routes): virtio_blk does the same.
+//! - virtio-blk: virtio_blk does the same.
 //!
 //! Each guest ends by rebooting (no ACPI: the i8042 reset), which ends the VM with status 0.
 
@@ -102,7 +103,13 @@ fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
             "--nic",
             "e1000",
             "--probe-exec",
-            "net-rr size=64 duration_ms=1000 warmup_ms=200",
+            "net-rr size=64 duration_ms=2000 warmup_ms=500",
+        ]),
+        boot(&[
+            "--nic",
+            "virtio",
+            "--probe-exec",
+            "net-rr size=64 duration_ms=2000 warmup_ms=500",
         ]),
         boot(&[
             "--disk",
