@@ -153,17 +153,19 @@ fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
         assert!(out[i].iter().any(|l| l == "vCPU 0 ready"), "{}", show(i));
     }
 
-    // e1000: Linux's driver, round trips through the peer, every request echoed.
-    let rr = record(&out[0], "result").unwrap_or_else(|| panic!("no result:\n{}", show(0)));
-    assert_eq!(rr.get("driver"), Some("e1000"), "{rr}");
-    assert!(rr.get_u64("ops").unwrap_or(0) > 0, "{rr}");
-    assert_eq!(rr.get_u64("lost"), Some(0), "{rr}");
-    assert_eq!(
-        rr.get_u64("sent_total"),
-        counter(&out[0], "peer", "echoed_frames"),
-        "{}",
-        show(0)
-    );
+    // e1000 and virtio-net: Linux's driver, round trips through the peer, every request echoed.
+    for (i, driver) in [(0, "e1000"), (1, "virtio_net")] {
+        let rr = record(&out[i], "result").unwrap_or_else(|| panic!("no result:\n{}", show(i)));
+        assert_eq!(rr.get("driver"), Some(driver), "{rr}");
+        assert!(rr.get_u64("ops").unwrap_or(0) > 0, "{rr}");
+        assert_eq!(rr.get_u64("lost"), Some(0), "{rr}");
+        assert_eq!(
+            rr.get_u64("sent_total"),
+            counter(&out[i], "peer", "echoed_frames"),
+            "{}",
+            show(i)
+        );
+    }
     assert!(
         counter(&out[0], "e1000", "interrupts").unwrap_or(0) > 0,
         "{}",
@@ -171,7 +173,7 @@ fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
     );
 
     // IDE and virtio-blk: the pattern the guest wrote is on the host, byte for byte.
-    for (i, driver) in [(1, "sd"), (2, "virtio_blk")] {
+    for (i, driver) in [(2, "sd"), (3, "virtio_blk")] {
         let r = record(&out[i], "result").unwrap_or_else(|| panic!("no result:\n{}", show(i)));
         assert_eq!(r.get("driver"), Some(driver), "{r}");
         assert_eq!(r.get_u64("mismatches"), Some(0), "{r}");
