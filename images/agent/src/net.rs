@@ -103,8 +103,11 @@ pub fn rr(words: &[&str], boot: &Boot) -> Outcome {
     let a = Args::parse(words, &WINDOW_KEYS)?;
     let size: usize = a.num("size", 64)?;
     let len = payload_len(size)?;
-    let mut w = Window::new(a.num("warmup_ms", 200)?, a.num("duration_ms", 1000)?);
+    let (warmup, duration) = (a.num("warmup_ms", 200)?, a.num("duration_ms", 1000)?);
+    // The window starts once the link is up: a slow guest (an emulated host) may take longer
+    // than the whole window to see its carrier.
     let nic = up(boot, a.str("nic", "auto"))?;
+    let mut w = Window::new(warmup, duration);
     let s = socket(&nic, 7, Duration::from_secs(1))?;
     let mut lat = Samples::default();
     let (mut ops, mut lost, mut mismatches, mut seq) = (0u64, 0u64, 0u64, 0u64);
@@ -165,8 +168,11 @@ pub fn tx(words: &[&str], boot: &Boot) -> Outcome {
     let a = Args::parse(words, &WINDOW_KEYS)?;
     let size: usize = a.num("size", 1514)?;
     let len = payload_len(size)?;
-    let mut w = Window::new(a.num("warmup_ms", 200)?, a.num("duration_ms", 1000)?);
+    let (warmup, duration) = (a.num("warmup_ms", 200)?, a.num("duration_ms", 1000)?);
+    // The window starts once the link is up: a slow guest (an emulated host) may take longer
+    // than the whole window to see its carrier.
     let nic = up(boot, a.str("nic", "auto"))?;
+    let mut w = Window::new(warmup, duration);
     let s = socket(&nic, 9, Duration::from_secs(1))?;
     let buf = vec![0x5au8; len];
     let (mut sent, mut total, mut errors) = (0u64, 0u64, 0u64);
@@ -204,8 +210,11 @@ pub fn rx(words: &[&str], boot: &Boot) -> Outcome {
     let a = Args::parse(words, &WINDOW_KEYS)?;
     let size: usize = a.num("size", 1514)?;
     payload_len(size)?;
-    let mut w = Window::new(a.num("warmup_ms", 200)?, a.num("duration_ms", 1000)?);
+    let (warmup, duration) = (a.num("warmup_ms", 200)?, a.num("duration_ms", 1000)?);
+    // The window starts once the link is up: a slow guest (an emulated host) may take longer
+    // than the whole window to see its carrier.
     let nic = up(boot, a.str("nic", "auto"))?;
+    let mut w = Window::new(warmup, duration);
     let s = socket(&nic, 19, Duration::from_millis(100))?;
     s.send(format!("count=0 size={size}").as_bytes())
         .map_err(|e| format!("send to source: {e}"))?;
