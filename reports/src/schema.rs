@@ -203,6 +203,11 @@ pub struct Boot {
     pub first_instruction_ms: Option<f64>,
     pub ready_ms: Option<f64>,
     pub total_ms: Option<f64>,
+    /// Linux guests: the kernel's first console line and `Run /init`, from the start.
+    #[serde(default)]
+    pub kernel_ms: Option<f64>,
+    #[serde(default)]
+    pub init_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -538,10 +538,13 @@ impl<'a> Builder<'a> {
     }
 
     pub fn boot(&self) -> (Option<Chart>, String) {
-        let phases: [(&str, Rgb); 4] = [
+        let phases: [(&str, Rgb); 7] = [
             ("VMM set-up", Rgb(0x7f, 0x7f, 0x7f)),
             ("start to first instruction", Rgb(0xcc, 0x79, 0xa7)),
             ("first instruction to ready", Rgb(0x6a, 0x3d, 0x9a)),
+            ("Linux: to the kernel's first line", Rgb(0x00, 0x72, 0xb2)),
+            ("Linux: kernel to Run /init", Rgb(0xe6, 0x9f, 0x00)),
+            ("Linux: Run /init to agent ready", Rgb(0x00, 0x9e, 0x73)),
             ("rest", Rgb(0xbb, 0xbb, 0xbb)),
         ];
         let mut bars = Vec::new();
@@ -561,14 +564,24 @@ impl<'a> Builder<'a> {
             let setup = med(&|b| b.setup_ms).unwrap_or(0.0);
             let first = med(&|b| b.first_instruction_ms).unwrap_or(0.0);
             let ready = med(&|b| b.ready_ms).unwrap_or(0.0);
-            let rest = (total - setup - first - ready).max(0.0);
+            // A Linux guest's console marks (QEMU), from the engine's start.
+            let (kernel, init) = match (med(&|b| b.kernel_ms), med(&|b| b.init_ms)) {
+                (Some(k), Some(i)) => (k, (i - k).max(0.0)),
+                _ => (0.0, 0.0),
+            };
+            let agent = if kernel > 0.0 {
+                (total - kernel - init).max(0.0)
+            } else {
+                0.0
+            };
+            let rest = (total - setup - first - ready - kernel - init - agent).max(0.0);
             bars.push(Bar {
                 label: if self.many() {
                     format!("{} · {}", e.case.id, self.tag(e.run))
                 } else {
                     e.case.id.clone()
                 },
-                segments: [setup, first, ready, rest]
+                segments: [setup, first, ready, kernel, init, agent, rest]
                     .iter()
                     .zip(phases)
                     .map(|(v, (_, c))| (*v, solid(c)))
@@ -584,7 +597,7 @@ impl<'a> Builder<'a> {
                 "<p class=\"note\">No boot timeline recorded.</p>".into(),
             );
         }
-        let text = "<p class=\"note\">From <code>Machine::new</code> to the guest's <code>ready</code> record, medians over repetitions: VMM set-up, starting the vCPU to its first instruction, and the guest's own start-up to ready. (QEMU's cases have no inner marks.)</p>".to_string();
+        let text = "<p class=\"note\">From <code>Machine::new</code> to the guest's <code>ready</code> record, medians over repetitions: VMM set-up, starting the vCPU to its first instruction, and the guest's own start-up to ready. (QEMU's probe cases have no inner marks; its Linux guests have the kernel's first console line and <code>Run /init</code>.)</p>".to_string();
         (
             Some(Chart {
                 id: "boot".into(),
