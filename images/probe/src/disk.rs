@@ -349,7 +349,8 @@ pub fn stream_ide(env: &Env, st: &Stream, sel: &Selection) -> u32 {
     let mut lat = crate::samples::Samples::new(1 << 20);
     let ticks_ms = u64::from(env.tsc_khz);
     let warm_end = rdtsc() + st.warmup_ms * ticks_ms;
-    let end = warm_end + st.duration_ms * ticks_ms;
+    // Set when the window opens: a whole window even if the vCPU missed the planned one.
+    let mut end = u64::MAX;
     let (mut ops, mut errors) = (0u64, 0u64);
     let mut counted = Counts::default();
     let mut measuring = false;
@@ -360,6 +361,7 @@ pub fn stream_ide(env: &Env, st: &Stream, sel: &Selection) -> u32 {
         if !measuring && now >= warm_end {
             measuring = true;
             window_start = now;
+            end = now.saturating_add(st.duration_ms * ticks_ms);
             Record::new("window-start").send(env);
         }
         if now >= end {

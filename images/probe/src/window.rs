@@ -9,6 +9,10 @@ use crate::Env;
 
 pub struct Window {
     warm_end: u64,
+    /// The window's length in TSC ticks.
+    length: u64,
+    /// When the window closes: `length` after it opened (not after the warm-up was due, so a
+    /// vCPU descheduled across the planned window still measures a whole one).
     end: u64,
     start: Option<u64>,
 }
@@ -20,7 +24,8 @@ impl Window {
         let warm_end = rdtsc() + warmup_ms * khz;
         Window {
             warm_end,
-            end: warm_end + duration_ms * khz,
+            length: duration_ms * khz,
+            end: u64::MAX,
             start: None,
         }
     }
@@ -30,20 +35,22 @@ impl Window {
     pub fn tick(&mut self, env: &Env, now: u64) -> bool {
         if self.start.is_none() && now >= self.warm_end {
             self.start = Some(now);
+            self.end = now.saturating_add(self.length);
             Record::new("window-start").send(env);
         }
         self.start.is_some() && now < self.end
     }
 
-    /// The window is over at `now`.
+    /// The window is over at `now` (never before it opened: see [`Window::tick`]).
     pub fn over(&self, now: u64) -> bool {
         now >= self.end
     }
 
     /// Sends `window-end` with the operations counted; returns the window's length in ns.
     pub fn close(&self, env: &Env, ops: u64) -> u64 {
-        let start = self.start.unwrap_or(self.end);
-        let ns = env.ns(rdtsc().min(self.end).saturating_sub(start));
+        let now = rdtsc();
+        let start = self.start.unwrap_or(now);
+        let ns = env.ns(now.min(self.end).saturating_sub(start));
         Record::new("window-end").kv("ops", ops).send(env);
         ns
     }
