@@ -15,6 +15,7 @@ pub fn primary(kind: WorkloadKind) -> (&'static str, bool) {
     match kind {
         WorkloadKind::NetTx | WorkloadKind::NetRx => ("ops_per_sec", true),
         WorkloadKind::NetRr | WorkloadKind::Ping => ("latency_p50_ns", false),
+        WorkloadKind::TcpStream | WorkloadKind::Iperf3 => ("mbit_per_sec", true),
         WorkloadKind::BlkRead | WorkloadKind::BlkWrite => ("ops_per_sec", true),
         WorkloadKind::Hello => ("boot_total_ms", false),
         WorkloadKind::Calibrate => ("pio_exit_ns", false),
@@ -85,6 +86,18 @@ pub fn repetition(
             if let Some(bytes) = r.get_u64("bytes") {
                 metrics.insert("mb_per_sec".into(), bytes as f64 / window_s / 1e6);
                 metrics.insert("gbit_per_sec".into(), bytes as f64 * 8.0 / window_s / 1e9);
+                if kind.needs_tcp() {
+                    metrics.insert("mbit_per_sec".into(), bytes as f64 * 8.0 / window_s / 1e6);
+                }
+            }
+            if kind.needs_tcp() && !metrics.contains_key("mbit_per_sec") {
+                return Err(format!("{name} reported no byte count: {r}"));
+            }
+            // iperf3's own figures (TCP retransmissions, bytes the sender wrote).
+            for k in ["retransmits", "bytes_sent"] {
+                if let Some(v) = r.get_u64(k) {
+                    metrics.insert(k.into(), v as f64);
+                }
             }
             for k in ["errors", "mismatches", "lost"] {
                 if let Some(v) = r.get_u64(k) {
@@ -169,9 +182,12 @@ fn notifications(
     metrics: &mut BTreeMap<String, f64>,
 ) {
     let device = match params.workload.kind() {
-        WorkloadKind::NetTx | WorkloadKind::NetRx | WorkloadKind::NetRr | WorkloadKind::Ping => {
-            params.nic.map(NicKind::device_name)
-        }
+        WorkloadKind::NetTx
+        | WorkloadKind::NetRx
+        | WorkloadKind::NetRr
+        | WorkloadKind::Ping
+        | WorkloadKind::TcpStream
+        | WorkloadKind::Iperf3 => params.nic.map(NicKind::device_name),
         WorkloadKind::BlkRead | WorkloadKind::BlkWrite => params.disk.map(DiskKind::device_name),
         WorkloadKind::Hello | WorkloadKind::Calibrate => None,
     };
@@ -253,7 +269,37 @@ fn cross_check(
                 ));
             }
         }
-        _ => {}
+        WorkloadKind::TcpStream => {
+            // The guest reads to the host's end of the connection before it reports, so the
+            // host's TCP service has counted exactly the connection's bytes (TCP retransmits
+            // what a lossy path drops: no loss to allow for).
+            let total = r.get_u64("bytes_total").unwrap_or(0);
+            let (counter, verb) = match r.get("direction") {
+                Some("rx") => ("tcp_sourced_bytes", "sent"),
+                _ => ("tcp_sunk_bytes", "received"),
+            };
+            let Some(&host) = peer.get(counter) else {
+                return Err(format!(
+                    "the {} back-end reports no `{counter}` to check tcp-stream against",
+                    params.net_backend
+                ));
+            };
+            metrics.insert("guest_bytes_total".into(), total as f64);
+            metrics.insert("host_bytes".into(), host as f64);
+            if host != total {
+                return Err(format!(
+                    "the guest counted {total} bytes on its TCP connection but the host {verb} {host}"
+                ));
+            }
+        }
+        // iperf3's figures are its own, from both of its ends; hello, calibrate, blk-* and
+        // ping have no back-end count to compare.
+        WorkloadKind::Iperf3
+        | WorkloadKind::Ping
+        | WorkloadKind::Hello
+        | WorkloadKind::Calibrate
+        | WorkloadKind::BlkRead
+        | WorkloadKind::BlkWrite => {}
     }
     Ok(())
 }
