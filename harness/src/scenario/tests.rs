@@ -38,7 +38,7 @@ fn every_shipped_scenario_parses_and_expands() {
         ("blk.toml", 14),
         ("boot.toml", 10),
         ("calibrate.toml", 1),
-        ("classic.toml", 16),
+        ("classic.toml", 24),
         ("engines.toml", 8),
         ("net-tap.toml", 12),
         ("net.toml", 12),
