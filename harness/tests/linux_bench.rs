@@ -255,3 +255,63 @@ fn bench_records_the_accelerator_and_shows_the_linux_boot_timeline() {
         .collect();
     assert_eq!(images, ["probe", "linux"]);
 }
+
+/// `vmbench bench` on a Linux guest's tcp-stream over a TAP in vmbench's namespace (host to
+/// guest through virtio_net): the case passes, its primary figure is the throughput, and the
+/// cross-check found the guest's byte count equal to what the host's TCP source sent.
+#[test]
+fn bench_runs_tcp_stream_over_a_tap_and_cross_checks_the_hosts_count() {
+    let dir = TempDir::new("linux-bench-tcp");
+    linux();
+    let scenario = dir.path("tcp.toml");
+    std::fs::write(
+        &scenario,
+        r#"name = "linux-tcp"
+guest = "linux"
+engine = "qemu"
+[devices]
+nic = "virtio"
+net_backend = "tap"
+[workload]
+name = "tcp-stream"
+direction = "rx"
+io_size = 32768
+[run]
+repetitions = 1
+warmup_secs = 0.3
+duration_secs = 1.5
+ready_timeout_secs = 180
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmbench"))
+        .arg("bench")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(dir.path("run"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // The summary judges the case by its throughput.
+    assert!(
+        stdout.contains(" Mbit/s ") && !stdout.contains("no mbit_per_sec figure"),
+        "{stdout}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path("run/results.json")).unwrap()).unwrap();
+    let case = &doc["cases"][0];
+    assert_eq!(
+        case["probe_exec"],
+        "tcp-stream direction=rx size=32768 nic=virtio warmup_ms=300 duration_ms=1500",
+        "{case}"
+    );
+    let m = &case["repetitions"][0]["metrics"];
+    let num = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("no {k}: {m}"));
+    assert!(num("mbit_per_sec") > 0.0, "{m}");
+    // The cross-check ran against the TAP's TCP source and found the counts equal (it fails
+    // the case otherwise).
+    assert!(num("guest_bytes_total") > 0.0, "{m}");
+    assert_eq!(num("guest_bytes_total"), num("host_bytes"), "{m}");
+}

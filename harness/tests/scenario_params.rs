@@ -204,7 +204,12 @@ work = [
                 assert_eq!(r.get_u64("bs"), Some(u64::from(b.block_size)), "{id}: {r}");
                 assert_eq!(r.get_u64("qd"), Some(u64::from(b.queue_depth)), "{id}: {r}");
             }
-            Workload::Hello | Workload::Calibrate { .. } | Workload::Ping => unreachable!("{id}"),
+            // Linux-guest workloads: harness/tests/linux_bench.rs.
+            Workload::Hello
+            | Workload::Calibrate { .. }
+            | Workload::Ping
+            | Workload::TcpStream { .. }
+            | Workload::Iperf3 { .. } => unreachable!("{id}"),
         }
         if let Some(nic) = p.nic {
             assert_eq!(r.get("nic"), Some(nic.as_str()), "{id}: {r}");

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::params::{
-    impossible, or_none, BlockIo, CaseParams, DiskFormat, EngineKind, Guest, NetBackendKind, PVal,
-    Pattern, Profile, Workload, WorkloadKind, P, PARAMS,
+    impossible, or_none, BlockIo, CaseParams, Direction, DiskFormat, EngineKind, Guest,
+    NetBackendKind, PVal, Pattern, Profile, Workload, WorkloadKind, P, PARAMS,
 };
 use super::parse::{Setting, Spec};
 use super::toml_doc::{Reader, Span};
@@ -208,6 +208,19 @@ pub(crate) fn expand(r: &mut Reader<'_>, spec: &Spec) -> Option<Expanded> {
                 &id,
             );
         }
+        if params.workload.kind() == WorkloadKind::Iperf3 {
+            let at = |span: &Option<Span>| {
+                span.clone()
+                    .or_else(|| origin_span(spec, &a[P::Workload as usize].1))
+            };
+            for (problem, span) in iperf3_window(&spec.run) {
+                let span = match span {
+                    RunKey::Warmup => at(&spec.run_spans.warmup),
+                    RunKey::Duration => at(&spec.run_spans.duration),
+                };
+                tally.add(span, problem, "iperf3 counts whole seconds: set [run] warmup_secs and duration_secs to whole numbers (duration 1 to 3600, warm-up up to 600), or drop such cases with an [[exclude]] entry".into(), &id);
+            }
+        }
         let probe_exec = params.probe_exec(window);
         cases.push(Case {
             id,
@@ -351,6 +364,34 @@ fn check_axis_overlap(r: &mut Reader<'_>, spec: &Spec) {
     }
 }
 
+/// Which `[run]` setting a problem is about.
+pub(crate) enum RunKey {
+    Warmup,
+    Duration,
+}
+
+/// Why the Linux agent's iperf3 (`-t`, `-O`: whole seconds) cannot run `run`'s window.
+pub(crate) fn iperf3_window(run: &super::RunSettings) -> Vec<(String, RunKey)> {
+    use super::params::{IPERF3_MAX_DURATION_SECS as D, IPERF3_MAX_WARMUP_SECS as W};
+    let mut out = Vec::new();
+    let whole = |x: f64| x.fract() == 0.0;
+    let d = run.duration_secs;
+    if !whole(d) || !(1.0..=D as f64).contains(&d) {
+        out.push((
+            format!("workload `iperf3` needs a whole number of seconds from 1 to {D}, but duration_secs = {d}"),
+            RunKey::Duration,
+        ));
+    }
+    let w = run.warmup_secs;
+    if !whole(w) || w > W as f64 {
+        out.push((
+            format!("workload `iperf3` needs a whole number of seconds up to {W}, but warmup_secs = {w}"),
+            RunKey::Warmup,
+        ));
+    }
+    out
+}
+
 /// Values were checked when parsed, so every lookup succeeds; defaults keep this total.
 fn resolve(a: &Assignment) -> CaseParams {
     let s = |p: P| match &a[p as usize].0 {
@@ -384,6 +425,14 @@ fn resolve(a: &Assignment) -> CaseParams {
         WorkloadKind::BlkRead => Workload::BlkRead(block),
         WorkloadKind::BlkWrite => Workload::BlkWrite(block),
         WorkloadKind::Ping => Workload::Ping,
+        WorkloadKind::TcpStream => Workload::TcpStream {
+            direction: Direction::from_name(s(P::Direction)).unwrap_or(Direction::Tx),
+            io_size: n(P::IoSize),
+        },
+        WorkloadKind::Iperf3 => Workload::Iperf3 {
+            direction: Direction::from_name(s(P::Direction)).unwrap_or(Direction::Tx),
+            streams: n(P::Streams),
+        },
     };
     CaseParams {
         guest: Guest::from_name(s(P::Guest)).unwrap_or(Guest::Probe),

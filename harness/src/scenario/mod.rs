@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 
 pub use error::{Diagnostic, Location, ScenarioError};
 pub use params::{
-    or_none, BlockIo, CaseParams, DeviceKind, DiskFormat, DiskKind, EngineKind, Guest,
+    or_none, BlockIo, CaseParams, DeviceKind, Direction, DiskFormat, DiskKind, EngineKind, Guest,
     NetBackendKind, NicKind, Pattern, Profile, Workload, WorkloadKind, PROBE_EXEC_MAX,
 };
 
@@ -305,6 +305,18 @@ impl Scenario {
                 )));
             }
             run.duration_secs = d;
+            if self
+                .cases
+                .iter()
+                .any(|c| c.params.workload.kind() == WorkloadKind::Iperf3)
+            {
+                if let Some((problem, _)) = expand::iperf3_window(&run).into_iter().next() {
+                    return Err(ScenarioError::Override(format!(
+                        "--duration {d}: {problem} in {}; use whole seconds",
+                        self.source.path
+                    )));
+                }
+            }
             let needed = run.warmup_secs + d + RunSettings::SLACK_SECS;
             let windowed = self
                 .cases

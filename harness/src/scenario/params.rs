@@ -77,6 +77,15 @@ choice!(
     }
 );
 choice!(
+    /// Which way a TCP workload moves bytes.
+    Direction {
+        /// Guest to host.
+        Tx = "tx",
+        /// Host to guest.
+        Rx = "rx",
+    }
+);
+choice!(
     /// The workload the guest runs, without its parameters.
     WorkloadKind {
         /// Boot, report ready, enumerate PCI and exit: boot-time measurements.
@@ -93,12 +102,26 @@ choice!(
         BlkWrite = "blk-write",
         /// ICMP echo requests to the peer, 0.2 s apart (the Linux agent's busybox `ping`).
         Ping = "ping",
+        /// One TCP connection to (tx) or from (rx) the TAP's host side, as fast as it goes
+        /// (the Linux agent; needs `net_backend = "tap"`).
+        TcpStream = "tcp-stream",
+        /// The image's iperf3 client against the `iperf3 -s` on the TAP's host side (the
+        /// Linux agent; needs `net_backend = "tap"`; whole seconds).
+        Iperf3 = "iperf3",
     }
 );
 
 impl WorkloadKind {
     pub fn needs_nic(self) -> bool {
-        matches!(self, Self::NetTx | Self::NetRx | Self::NetRr | Self::Ping)
+        matches!(
+            self,
+            Self::NetTx | Self::NetRx | Self::NetRr | Self::Ping | Self::TcpStream | Self::Iperf3
+        )
+    }
+
+    /// Speaks TCP to the host side of a TAP (the in-process peer speaks only UDP).
+    pub fn needs_tcp(self) -> bool {
+        matches!(self, Self::TcpStream | Self::Iperf3)
     }
 
     pub fn needs_disk(self) -> bool {
@@ -109,14 +132,21 @@ impl WorkloadKind {
     /// `duration_ms`); `hello` and `calibrate` run to completion instead, and `ping` sends
     /// one request per 0.2 s of the window.
     pub fn is_windowed(self) -> bool {
-        matches!(self, Self::NetTx | Self::NetRx | Self::NetRr) || self.needs_disk()
+        matches!(self, Self::NetTx | Self::NetRx | Self::NetRr)
+            || self.needs_disk()
+            || self.needs_tcp()
+    }
+
+    /// The frame-level UDP workloads (`frame_size` applies to them).
+    pub fn is_frames(self) -> bool {
+        matches!(self, Self::NetTx | Self::NetRx | Self::NetRr)
     }
 
     /// Whether `guest` runs this workload (the probe's are in docs/probe.md, the Linux
     /// agent's in [`images::linux::AGENT_WORKLOADS`]).
     pub fn runs_on(self, guest: Guest) -> bool {
         match guest {
-            Guest::Probe => self != Self::Ping,
+            Guest::Probe => !matches!(self, Self::Ping | Self::TcpStream | Self::Iperf3),
             Guest::Linux => images::linux::AGENT_WORKLOADS.contains(&self.as_str()),
         }
     }
@@ -136,6 +166,10 @@ pub(crate) fn workloads_of(guest: Guest) -> String {
 pub const LINUX_MIN_MEM_MIB: u32 = 128;
 /// The interval between the Linux agent's echo requests (busybox `ping -i 0.2`).
 pub const PING_INTERVAL_MS: u64 = 200;
+/// The longest window the Linux agent gives iperf3 (`-t`), in seconds.
+pub const IPERF3_MAX_DURATION_SECS: u64 = 3600;
+/// The longest warm-up the Linux agent gives iperf3 (`-O`), in seconds.
+pub const IPERF3_MAX_WARMUP_SECS: u64 = 600;
 
 /// Parameters of a block workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,13 +186,32 @@ pub struct BlockIo {
 #[serde(tag = "name", rename_all = "kebab-case")]
 pub enum Workload {
     Hello,
-    Calibrate { iterations: u32 },
-    NetTx { frame_size: u32, batch: u32 },
-    NetRx { frame_size: u32 },
-    NetRr { frame_size: u32 },
+    Calibrate {
+        iterations: u32,
+    },
+    NetTx {
+        frame_size: u32,
+        batch: u32,
+    },
+    NetRx {
+        frame_size: u32,
+    },
+    NetRr {
+        frame_size: u32,
+    },
     BlkRead(BlockIo),
     BlkWrite(BlockIo),
     Ping,
+    /// `io_size` bytes per write or read call.
+    TcpStream {
+        direction: Direction,
+        io_size: u32,
+    },
+    /// `streams` parallel connections (iperf3's `-P`).
+    Iperf3 {
+        direction: Direction,
+        streams: u32,
+    },
 }
 
 impl Workload {
@@ -172,6 +225,8 @@ impl Workload {
             Workload::BlkRead(_) => WorkloadKind::BlkRead,
             Workload::BlkWrite(_) => WorkloadKind::BlkWrite,
             Workload::Ping => WorkloadKind::Ping,
+            Workload::TcpStream { .. } => WorkloadKind::TcpStream,
+            Workload::Iperf3 { .. } => WorkloadKind::Iperf3,
         }
     }
 }
@@ -268,6 +323,12 @@ impl CaseParams {
                 )
             }
             Workload::Ping => s += &format!(" count={}", (w.duration_ms / PING_INTERVAL_MS).max(1)),
+            Workload::TcpStream { direction, io_size } => {
+                s += &format!(" direction={direction} size={io_size}")
+            }
+            Workload::Iperf3 { direction, streams } => {
+                s += &format!(" direction={direction} streams={streams}")
+            }
         }
         if let (true, Some(nic)) = (kind.needs_nic(), self.nic) {
             s += &format!(" nic={nic}");
@@ -285,8 +346,11 @@ impl CaseParams {
         let kind = self.workload.kind();
         let mut s = kind.as_str().to_string();
         match self.workload {
-            // `ping` is refused for the probe (`impossible`).
-            Workload::Hello | Workload::Ping => {}
+            // `ping`, `tcp-stream` and `iperf3` are refused for the probe (`impossible`).
+            Workload::Hello
+            | Workload::Ping
+            | Workload::TcpStream { .. }
+            | Workload::Iperf3 { .. } => {}
             Workload::Calibrate { iterations } => s += &format!(" n={iterations}"),
             Workload::NetTx { frame_size, batch } => {
                 s += &format!(" size={frame_size} batch={batch}")
@@ -433,6 +497,9 @@ pub(crate) enum P {
     Pattern,
     BlockSize,
     QueueDepth,
+    Direction,
+    IoSize,
+    Streams,
 }
 
 const fn int(min: i64, max: i64) -> Kind {
@@ -602,6 +669,21 @@ pub(crate) const PARAMS: &[(P, ParamSpec)] = {
                 D::Int(1),
             ),
         ),
+        (
+            P::Direction,
+            p(
+                "direction",
+                S::Workload,
+                Kind::Choice(Direction::ALL),
+                D::Str("tx"),
+            ),
+        ),
+        // The Linux agent's limits (images/agent/src/tcp.rs).
+        (
+            P::IoSize,
+            p("io_size", S::Workload, int(1, 1 << 20), D::Int(65536)),
+        ),
+        (P::Streams, p("streams", S::Workload, int(1, 16), D::Int(1))),
     ]
 };
 
@@ -641,9 +723,7 @@ impl P {
                 Some("it sets the probe's drivers, and the guest is not the probe".to_string())
             }
             P::Iterations if kind != WorkloadKind::Calibrate => Some(needs("calibrate")),
-            P::FrameSize if !kind.is_windowed() || !kind.needs_nic() => {
-                Some(needs("net-tx, net-rx and net-rr"))
-            }
+            P::FrameSize if !kind.is_frames() => Some(needs("net-tx, net-rx and net-rr")),
             P::Batch if kind != WorkloadKind::NetTx => Some(needs("net-tx")),
             P::Batch if c.guest == Guest::Linux => Some(
                 "the Linux agent sends one datagram per system call; batch is the probe's"
@@ -652,6 +732,9 @@ impl P {
             P::Pattern | P::BlockSize | P::QueueDepth if !kind.needs_disk() => {
                 Some(needs("blk-read and blk-write"))
             }
+            P::Direction if !kind.needs_tcp() => Some(needs("tcp-stream and iperf3")),
+            P::IoSize if kind != WorkloadKind::TcpStream => Some(needs("tcp-stream")),
+            P::Streams if kind != WorkloadKind::Iperf3 => Some(needs("iperf3")),
             _ => None,
         }
     }
@@ -705,6 +788,20 @@ pub(crate) fn impossible(c: &CaseParams) -> Vec<Impossible> {
             message: format!("guest \"{}\" does not run workload `{kind}`", c.guest),
             hint: format!("it runs {}, {exclude}", workloads_of(c.guest)),
         });
+    }
+    if kind.needs_tcp() && kind.runs_on(c.guest) && c.nic.is_some() {
+        match c.net_backend {
+            NetBackendKind::Tap => {}
+            NetBackendKind::Peer => out.push(Impossible {
+                blame: P::Workload,
+                message: format!(
+                    "workload `{kind}` needs TCP on the host side, but net_backend is \"peer\", which speaks only UDP"
+                ),
+                hint: format!(
+                    "set net_backend = \"tap\" (vmbench's TCP sink/source and iperf3 -s in its own namespace) in [devices] or the case's matrix entry, {exclude}"
+                ),
+            }),
+        }
     }
     match (c.guest, c.engine) {
         (Guest::Probe, _) | (Guest::Linux, EngineKind::Qemu) => {}

@@ -71,6 +71,7 @@ pub(crate) struct CompareSpec {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RunSpans {
     pub run_timeout: Option<Span>,
+    pub warmup: Option<Span>,
     pub duration: Option<Span>,
 }
 
@@ -304,6 +305,7 @@ fn run_settings(r: &mut Reader<'_>, t: &DeTable<'_>, spec: &mut Spec) {
                 }
             }
             "warmup_secs" => {
+                spec.run_spans.warmup = Some(v.span());
                 if let Some(x) = r.number(v, &what, secs(0.0, false)) {
                     run.warmup_secs = x;
                 }

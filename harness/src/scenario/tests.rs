@@ -38,7 +38,7 @@ fn every_shipped_scenario_parses_and_expands() {
         ("blk.toml", 14),
         ("boot.toml", 10),
         ("calibrate.toml", 1),
-        ("classic.toml", 16),
+        ("classic.toml", 24),
         ("engines.toml", 8),
         ("net-tap.toml", 12),
         ("net.toml", 12),
@@ -352,14 +352,113 @@ fn the_linux_agent_gets_every_parameter_or_a_refusal() {
 }
 
 #[test]
+fn tcp_workloads_get_every_parameter_or_a_refusal() {
+    let linux = "guest = \"linux\"\nengine = \"qemu\"\n[devices]\nnic = \"virtio\"\nnet_backend = \"tap\"\n";
+    let exec = |run: &str, workload: &str| {
+        parse(&format!("{linux}[run]\n{run}\n[workload]\n{workload}\n")).cases[0]
+            .probe_exec()
+            .to_string()
+    };
+    assert_eq!(
+        exec(
+            "warmup_secs = 0.25\nduration_secs = 1.5",
+            "name = \"tcp-stream\""
+        ),
+        "tcp-stream direction=tx size=65536 nic=virtio warmup_ms=250 duration_ms=1500"
+    );
+    assert_eq!(
+        exec(
+            "warmup_secs = 0\nduration_secs = 1",
+            "name = \"tcp-stream\"\ndirection = \"rx\"\nio_size = 1000"
+        ),
+        "tcp-stream direction=rx size=1000 nic=virtio warmup_ms=0 duration_ms=1000"
+    );
+    assert_eq!(
+        exec(
+            "warmup_secs = 1\nduration_secs = 3",
+            "name = \"iperf3\"\ndirection = \"rx\"\nstreams = 4"
+        ),
+        "iperf3 direction=rx streams=4 nic=virtio warmup_ms=1000 duration_ms=3000"
+    );
+    // In a matrix, with e1000 too.
+    let s = parse(&format!("{linux}[run]\nwarmup_secs = 1\n[workload]\nname = \"iperf3\"\n[matrix]\nnic = [\"e1000\", \"virtio\"]\ndirection = [\"tx\", \"rx\"]\n"));
+    let execs: Vec<&str> = s.cases.iter().map(|c| c.probe_exec()).collect();
+    assert_eq!(
+        execs,
+        [
+            "iperf3 direction=tx streams=1 nic=e1000 warmup_ms=1000 duration_ms=2000",
+            "iperf3 direction=rx streams=1 nic=e1000 warmup_ms=1000 duration_ms=2000",
+            "iperf3 direction=tx streams=1 nic=virtio warmup_ms=1000 duration_ms=2000",
+            "iperf3 direction=rx streams=1 nic=virtio warmup_ms=1000 duration_ms=2000",
+        ]
+    );
+
+    // iperf3 counts whole seconds: refused at the setting, or at the workload for a default.
+    let e = err(&format!(
+        "{linux}[run]\nwarmup_secs = 1\nduration_secs = 2.5\n[workload]\nname = \"iperf3\"\n"
+    ));
+    assert_has(&e, "workload `iperf3` needs a whole number of seconds from 1 to 3600, but duration_secs = 2.5 (case `workload=iperf3`) at x.toml:8:17; iperf3 counts whole seconds");
+    let e = err(&format!("{linux}[workload]\nname = \"iperf3\"\n"));
+    assert_has(
+        &e,
+        "but warmup_secs = 0.5 (case `workload=iperf3`) at x.toml:7:8",
+    );
+    // ... and so is a --duration that is not.
+    let mut s = parse(&format!(
+        "{linux}[run]\nwarmup_secs = 1\n[workload]\nname = \"iperf3\"\n"
+    ));
+    let o = Overrides {
+        duration_secs: Some(0.5),
+        ..Overrides::default()
+    };
+    let e = s.apply(&o).unwrap_err().to_string();
+    assert_has(
+        &e,
+        "--duration 0.5: workload `iperf3` needs a whole number of seconds",
+    );
+
+    // TCP needs the TAP's host side: the in-process peer speaks only UDP.
+    let e = err("guest = \"linux\"\nengine = \"qemu\"\n[devices]\nnic = \"e1000\"\n[workload]\nname = \"tcp-stream\"\n");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert_has(&e, "workload `tcp-stream` needs TCP on the host side, but net_backend is \"peer\", which speaks only UDP (case `workload=tcp-stream`) at x.toml:6:8; set net_backend = \"tap\"");
+    let e = err("guest = \"linux\"\nengine = \"qemu\"\n[workload]\nname = \"tcp-stream\"\n");
+    assert_has(&e, "workload `tcp-stream` needs a NIC, but nic is \"none\"");
+    // Parameters of another workload are refused, not dropped.
+    let e = err(&format!(
+        "{linux}[workload]\nname = \"tcp-stream\"\nstreams = 2\nframe_size = 1514\n"
+    ));
+    assert_has(&e, "`streams` is set but applies to no case: it applies only to the iperf3 workloads, not `tcp-stream`");
+    assert_has(&e, "`frame_size` is set but applies to no case: it applies only to the net-tx, net-rx and net-rr workloads, not `tcp-stream`");
+    let e = err(&format!(
+        "{linux}[run]\nwarmup_secs = 1\n[workload]\nname = \"iperf3\"\nio_size = 100\n"
+    ));
+    assert_has(&e, "`io_size` is set but applies to no case: it applies only to the tcp-stream workloads, not `iperf3`");
+    let e = err(&format!(
+        "{linux}[workload]\nname = \"net-tx\"\ndirection = \"rx\"\n"
+    ));
+    assert_has(&e, "`direction` is set but applies to no case: it applies only to the tcp-stream and iperf3 workloads, not `net-tx`");
+    let e = err(&format!(
+        "{linux}[workload]\nname = \"tcp-stream\"\ndirection = \"up\"\n"
+    ));
+    assert_has(&e, "\"up\"");
+    assert_has(&e, "direction is one of \"tx\", \"rx\"");
+    // The probe runs neither.
+    let e = err(
+        "[devices]\nnic = \"virtio\"\nnet_backend = \"tap\"\n[workload]\nname = \"tcp-stream\"\n",
+    );
+    assert_has(&e, "guest \"probe\" does not run workload `tcp-stream`");
+    assert_has(&e, "it runs \"hello\", \"calibrate\", \"net-tx\"");
+}
+
+#[test]
 fn a_workload_the_guest_does_not_run_is_refused_with_the_list() {
     let e = err("guest = \"linux\"\nengine = \"qemu\"\n[workload]\nname = \"calibrate\"\n");
     assert_eq!(e.lines().count(), 1, "{e}");
-    assert_has(&e, "guest \"linux\" does not run workload `calibrate` (case `workload=calibrate`) at x.toml:4:8; it runs \"hello\", \"net-tx\", \"net-rx\", \"net-rr\", \"blk-read\", \"blk-write\" or \"ping\"");
+    assert_has(&e, "guest \"linux\" does not run workload `calibrate` (case `workload=calibrate`) at x.toml:4:8; it runs \"hello\", \"net-tx\", \"net-rx\", \"net-rr\", \"blk-read\", \"blk-write\", \"ping\", \"tcp-stream\" or \"iperf3\"");
     let e = err("[devices]\nnic = \"virtio\"\n[workload]\nname = \"ping\"\n");
     assert_has(&e, "guest \"probe\" does not run workload `ping`");
     let e = err("guest = \"linux\"\nengine = \"qemu\"\n[workload]\nname = \"tcp-strem\"\n");
-    assert_has(&e, "`workload.name` = \"tcp-strem\" is not a known value at x.toml:4:8; the probe runs \"hello\", \"calibrate\"");
+    assert_has(&e, "`workload.name` = \"tcp-strem\" is not a known value at x.toml:4:8; did you mean \"tcp-stream\"? (the probe runs \"hello\", \"calibrate\"");
     assert_has(
         &e,
         "; the Linux agent (guest = \"linux\") runs \"hello\", \"net-tx\"",

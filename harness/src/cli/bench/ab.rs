@@ -222,7 +222,10 @@ fn is_own_target_dir(target: &Path) -> bool {
     let own = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent()?.parent().map(Path::to_path_buf));
-    match (own.and_then(|o| o.canonicalize().ok()), target.canonicalize()) {
+    match (
+        own.and_then(|o| o.canonicalize().ok()),
+        target.canonicalize(),
+    ) {
         (Some(o), Ok(t)) => o == t,
         _ => false,
     }

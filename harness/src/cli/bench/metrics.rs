@@ -15,6 +15,7 @@ pub fn primary(kind: WorkloadKind) -> (&'static str, bool) {
     match kind {
         WorkloadKind::NetTx | WorkloadKind::NetRx => ("ops_per_sec", true),
         WorkloadKind::NetRr | WorkloadKind::Ping => ("latency_p50_ns", false),
+        WorkloadKind::TcpStream | WorkloadKind::Iperf3 => ("mbit_per_sec", true),
         WorkloadKind::BlkRead | WorkloadKind::BlkWrite => ("ops_per_sec", true),
         WorkloadKind::Hello => ("boot_total_ms", false),
         WorkloadKind::Calibrate => ("pio_exit_ns", false),
@@ -85,6 +86,18 @@ pub fn repetition(
             if let Some(bytes) = r.get_u64("bytes") {
                 metrics.insert("mb_per_sec".into(), bytes as f64 / window_s / 1e6);
                 metrics.insert("gbit_per_sec".into(), bytes as f64 * 8.0 / window_s / 1e9);
+                if kind.needs_tcp() {
+                    metrics.insert("mbit_per_sec".into(), bytes as f64 * 8.0 / window_s / 1e6);
+                }
+            }
+            if kind.needs_tcp() && !metrics.contains_key("mbit_per_sec") {
+                return Err(format!("{name} reported no byte count: {r}"));
+            }
+            // iperf3's own figures (TCP retransmissions, bytes the sender wrote).
+            for k in ["retransmits", "bytes_sent"] {
+                if let Some(v) = r.get_u64(k) {
+                    metrics.insert(k.into(), v as f64);
+                }
             }
             for k in ["errors", "mismatches", "lost"] {
                 if let Some(v) = r.get_u64(k) {
@@ -169,9 +182,12 @@ fn notifications(
     metrics: &mut BTreeMap<String, f64>,
 ) {
     let device = match params.workload.kind() {
-        WorkloadKind::NetTx | WorkloadKind::NetRx | WorkloadKind::NetRr | WorkloadKind::Ping => {
-            params.nic.map(NicKind::device_name)
-        }
+        WorkloadKind::NetTx
+        | WorkloadKind::NetRx
+        | WorkloadKind::NetRr
+        | WorkloadKind::Ping
+        | WorkloadKind::TcpStream
+        | WorkloadKind::Iperf3 => params.nic.map(NicKind::device_name),
         WorkloadKind::BlkRead | WorkloadKind::BlkWrite => params.disk.map(DiskKind::device_name),
         WorkloadKind::Hello | WorkloadKind::Calibrate => None,
     };
@@ -212,7 +228,14 @@ fn cross_check(
     };
     // Both engines count the back-end's side under its name (`peer`, `tap`).
     let Some(peer) = out.device_counters.get(params.net_backend.as_str()) else {
-        return Ok(());
+        // Both engines report their back-end's counters; tcp-stream is not judged without.
+        return match kind {
+            WorkloadKind::TcpStream => Err(format!(
+                "the {} back-end reported no counters to check tcp-stream against",
+                params.net_backend
+            )),
+            _ => Ok(()),
+        };
     };
     let get = |k: &str| peer.get(k).copied().unwrap_or(0);
     match kind {
@@ -253,7 +276,138 @@ fn cross_check(
                 ));
             }
         }
-        _ => {}
+        WorkloadKind::TcpStream => {
+            // The guest reads to the host's end of the connection before it reports, so the
+            // host's TCP service has counted exactly the connection's bytes (TCP retransmits
+            // what a lossy path drops: no loss to allow for).
+            let total = r.get_u64("bytes_total").unwrap_or(0);
+            let (counter, verb) = match r.get("direction") {
+                Some("rx") => ("tcp_sourced_bytes", "sent"),
+                _ => ("tcp_sunk_bytes", "received"),
+            };
+            let Some(&host) = peer.get(counter) else {
+                return Err(format!(
+                    "the {} back-end reports no `{counter}` to check tcp-stream against",
+                    params.net_backend
+                ));
+            };
+            metrics.insert("guest_bytes_total".into(), total as f64);
+            metrics.insert("host_bytes".into(), host as f64);
+            if host != total {
+                return Err(format!(
+                    "the guest counted {total} bytes on its TCP connection but the host {verb} {host}"
+                ));
+            }
+        }
+        // iperf3's figures are its own, from both of its ends; hello, calibrate, blk-* and
+        // ping have no back-end count to compare.
+        WorkloadKind::Iperf3
+        | WorkloadKind::Ping
+        | WorkloadKind::Hello
+        | WorkloadKind::Calibrate
+        | WorkloadKind::BlkRead
+        | WorkloadKind::BlkWrite => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::scenario::Scenario;
+    use crate::session::{Ending, Timed, Timeline};
+
+    fn outcome(result: &str, tap: &[(&str, u64)]) -> Outcome {
+        let records = ["ready", result, "done status=ok"]
+            .iter()
+            .map(|l| Timed {
+                record: Record::parse(&format!("{}{l}", probe_abi::RECORD_PREFIX)).unwrap(),
+                vcpu: None,
+                at: Instant::now(),
+                exits: None,
+                cpu: None,
+                kvm: None,
+                devices: None,
+            })
+            .collect();
+        let mut device_counters = BTreeMap::new();
+        if !tap.is_empty() {
+            device_counters.insert(
+                "tap".to_string(),
+                tap.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
+            );
+        }
+        Outcome {
+            ending: Ending::Exited { code: 0 },
+            records,
+            console_tail: Vec::new(),
+            timeline: Timeline::default(),
+            exits: None,
+            last_exit: String::new(),
+            ioeventfd_writes: None,
+            tsc_khz: None,
+            failed_workers: None,
+            device_counters,
+            accel: "tcg",
+        }
+    }
+
+    fn case(direction: &str) -> Case {
+        let text = format!("guest = \"linux\"\nengine = \"qemu\"\n[devices]\nnic = \"virtio\"\nnet_backend = \"tap\"\n[workload]\nname = \"tcp-stream\"\ndirection = \"{direction}\"\n");
+        Scenario::parse("x.toml", &text).unwrap().cases.remove(0)
+    }
+
+    #[test]
+    fn tcp_stream_is_judged_by_throughput_and_checked_against_the_taps_count() {
+        let rx = case("rx");
+        let result = "result name=tcp-stream ops=10 bytes=2500000 bytes_total=3000000 window_ns=2000000000 direction=rx mismatches=0";
+        let rep = repetition(
+            &rx,
+            0,
+            &outcome(result, &[("tcp_sourced_bytes", 3_000_000)]),
+            1.0,
+            2.0,
+        )
+        .unwrap();
+        assert_eq!(primary(WorkloadKind::TcpStream), ("mbit_per_sec", true));
+        assert_eq!(rep.metrics["mbit_per_sec"], 10.0);
+        assert_eq!(rep.metrics["host_bytes"], 3_000_000.0);
+        // A byte the host did not count, or no count at all, fails the repetition.
+        let e = repetition(
+            &rx,
+            0,
+            &outcome(result, &[("tcp_sourced_bytes", 2_999_999)]),
+            1.0,
+            2.0,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "the guest counted 3000000 bytes on its TCP connection but the host sent 2999999"
+        );
+        let e = repetition(&rx, 0, &outcome(result, &[]), 1.0, 2.0).unwrap_err();
+        assert!(e.contains("reported no counters"), "{e}");
+        // tx is checked against the sink.
+        let tx = case("tx");
+        let result = result.replace("direction=rx", "direction=tx");
+        let e = repetition(
+            &tx,
+            0,
+            &outcome(&result, &[("tcp_sourced_bytes", 3_000_000)]),
+            1.0,
+            2.0,
+        )
+        .unwrap_err();
+        assert!(e.contains("no `tcp_sunk_bytes`"), "{e}");
+        repetition(
+            &tx,
+            0,
+            &outcome(&result, &[("tcp_sunk_bytes", 3_000_000)]),
+            1.0,
+            2.0,
+        )
+        .unwrap();
+    }
 }

@@ -11,6 +11,8 @@ fn fmt_value(metric: &str, v: f64) -> String {
         format!("{:.2} µs", v / 1e3)
     } else if metric.ends_with("_ms") {
         format!("{v:.2} ms")
+    } else if metric == "mbit_per_sec" {
+        format!("{v:.1} Mbit/s")
     } else if metric == "ops_per_sec" {
         if v >= 1e6 {
             format!("{:.3} M/s", v / 1e6)
