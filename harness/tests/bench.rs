@@ -217,7 +217,7 @@ fn a_linux_guest_on_vmbenchs_vmm_is_refused_at_load() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(
         err.contains("linux.toml:1:9")
-            && err.contains("vmbench's VMM does not boot Linux yet")
+            && err.contains("vmbench's VMM boots Linux only from `boot --guest linux` so far")
             && err.contains("set engine = \"qemu\""),
         "{err}"
     );

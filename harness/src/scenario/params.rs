@@ -807,7 +807,7 @@ pub(crate) fn impossible(c: &CaseParams) -> Vec<Impossible> {
         (Guest::Probe, _) | (Guest::Linux, EngineKind::Qemu) => {}
         (Guest::Linux, EngineKind::Vmbench) => out.push(Impossible {
             blame: P::Guest,
-            message: "guest \"linux\" runs on engine = \"qemu\" only: vmbench's VMM does not boot Linux yet".to_string(),
+            message: "guest \"linux\" runs on engine = \"qemu\" only: vmbench's VMM boots Linux only from `boot --guest linux` so far".to_string(),
             hint: format!("set engine = \"qemu\", {exclude}"),
         }),
     }

@@ -306,7 +306,7 @@ fn the_linux_guest_runs_on_qemu_only() {
     assert_eq!(e.lines().count(), 1, "{e}");
     assert_has(
         &e,
-        "guest \"linux\" runs on engine = \"qemu\" only: vmbench's VMM does not boot Linux yet (case `workload=hello`) at x.toml:1:9; set engine = \"qemu\"",
+        "guest \"linux\" runs on engine = \"qemu\" only: vmbench's VMM boots Linux only from `boot --guest linux` so far (case `workload=hello`) at x.toml:1:9; set engine = \"qemu\"",
     );
     let e = err("engine = \"qemu\"\n[matrix]\nguest = [\"probe\", \"linux\"]\nengine = [\"qemu\", \"vmbench\"]\n");
     assert_has(&e, "(case `guest=linux,engine=vmbench`) at x.toml:3:19");
