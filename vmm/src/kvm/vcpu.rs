@@ -91,13 +91,7 @@ pub fn create(vm: &VmFd, kvm: &Kvm, id: u64, start: &Start) -> Result<VcpuFd, Er
     vcpu.set_sregs(&sregs)
         .map_err(|e| Error::Setup(id, "set sregs", e))?;
 
-    let fpu = kvm_fpu {
-        fcw: 0x37f,
-        mxcsr: 0x1f80,
-        ..Default::default()
-    };
-    vcpu.set_fpu(&fpu)
-        .map_err(|e| Error::Setup(id, "set fpu", e))?;
+    set_initial_fpu(&vcpu, id)?;
 
     let mut regs = vcpu
         .get_regs()
@@ -164,13 +158,7 @@ pub fn create_linux(
     sregs.idt.limit = 0;
     vcpu.set_sregs(&sregs)
         .map_err(|e| Error::Setup(id, "set sregs", e))?;
-    let fpu = kvm_fpu {
-        fcw: 0x37f,
-        mxcsr: 0x1f80,
-        ..Default::default()
-    };
-    vcpu.set_fpu(&fpu)
-        .map_err(|e| Error::Setup(id, "set fpu", e))?;
+    set_initial_fpu(&vcpu, id)?;
     let mut regs = vcpu
         .get_regs()
         .map_err(|e| Error::Setup(id, "get regs", e))?;
@@ -354,4 +342,16 @@ fn dispatch_port_io(vcpu: &mut VcpuFd, pio: &Bus, id: usize) -> crate::bus::Hit 
         };
     }
     hit
+}
+
+/// The x87 and SSE state after FNINIT / reset (FCW 0x37f, MXCSR 0x1f80), which both the probe
+/// and Linux expect at entry.
+fn set_initial_fpu(vcpu: &VcpuFd, id: u64) -> Result<(), Error> {
+    let fpu = kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    };
+    vcpu.set_fpu(&fpu)
+        .map_err(|e| Error::Setup(id, "set fpu", e))
 }
