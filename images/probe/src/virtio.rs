@@ -15,6 +15,10 @@ use crate::io::{mmio_read32, mmio_write32};
 pub const VENDOR: u16 = 0x1af4;
 pub const F_VERSION_1: u64 = 1 << 32;
 pub const F_RING_EVENT_IDX: u64 = 1 << 29;
+/// How far ahead of the driver's used index a polling driver puts `used_event` (virtio 1.2,
+/// 2.7.10): half the 16-bit index space, so no batch the device publishes (at most a queue's
+/// size) ever crosses it.
+const NO_EVENT_AHEAD: u16 = 0x8000;
 const S_ACK: u8 = 1;
 const S_DRIVER: u8 = 2;
 const S_DRIVER_OK: u8 = 4;
@@ -173,11 +177,11 @@ impl Device {
         let notify_off = read16(self.common + 0x1e);
         write16(self.common + 0x1c, 1);
         // Polling: ask the device not to interrupt (the flag without EVENT_IDX; with it the
-        // device reads `used_event`, which `pop_used` keeps behind the used index).
+        // device reads `used_event`, which `pop_used` keeps half the index space ahead).
         write16(avail, AVAIL_F_NO_INTERRUPT);
         let event_idx = self.features.get() & F_RING_EVENT_IDX != 0;
         if event_idx {
-            write16(avail + 4 + 2 * n, u16::MAX);
+            write16(avail + 4 + 2 * n, NO_EVENT_AHEAD);
         }
         Ok(Queue {
             event_idx,
@@ -322,10 +326,13 @@ impl Queue {
         };
         self.last_used = self.last_used.wrapping_add(1);
         if self.event_idx {
-            // Interrupts stay off: ask for one only at an index the device has passed.
+            // Interrupts stay off: ask for one only at an index the device cannot reach before
+            // the next pop moves it on. (One just behind `last_used` is racy: a device that
+            // checks after this pop has read its newest entry sees the event index inside
+            // the range it just published, and interrupts.)
             write16(
                 self.avail + 4 + 2 * u64::from(self.size),
-                self.last_used.wrapping_sub(1),
+                self.last_used.wrapping_add(NO_EVENT_AHEAD),
             );
         }
         let head = (id as u16) % self.size;
