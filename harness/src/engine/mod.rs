@@ -174,8 +174,6 @@ pub enum Error {
     Run(#[source] vmm::machine::Error),
     #[error("QEMU")]
     Qemu(#[source] qemu::Error),
-    #[error("cannot start the loopback peer for QEMU's NIC")]
-    Peer(#[source] std::io::Error),
 }
 
 /// Boots a [`GuestSpec`] and runs it to its end (or a limit). What an engine cannot observe
