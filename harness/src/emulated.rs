@@ -9,7 +9,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use images::test_host::{MARK_EXIT, MARK_RUN};
@@ -159,6 +160,22 @@ pub fn boot(args: &Args) -> anyhow::Result<()> {
     }
 }
 
+/// How long the emulated host may take from QEMU's start to its first command: about half a
+/// minute here (QEMU-TCG boots the kernel, loads KVM, mounts the share); ten times that on a
+/// slow or loaded machine before it counts as hung.
+const HOST_BOOT: Duration = Duration::from_secs(300);
+
+/// What one command may take beyond its guest's own limits (ready, then run), which the
+/// vmbench inside enforces: vmbench starting, checking its inputs and tearing the VM down,
+/// all under TCG.
+const COMMAND_MARGIN: Duration = Duration::from_secs(120);
+
+/// From the last command's end to QEMU's exit (`poweroff -f`).
+const HOST_POWEROFF: Duration = Duration::from_secs(60);
+
+/// Console lines kept to explain a host that failed.
+const TAIL: usize = 30;
+
 /// Boots the emulated host once (building the test-host image first if needed) with `work`
 /// shared, and runs each of `commands` (vmbench's arguments, paths as seen from inside:
 /// `/work/...`) in turn. `output` sees each output line with the index of its command; the
@@ -174,12 +191,25 @@ pub fn run(
 }
 
 /// [`run`] with the vmbench binary to put in the host (tests pass the built `vmbench`).
+///
+/// Commands must be `boot` commands: each gets as long as its guest's limits allow (its
+/// `--timeout` and `--run-timeout`, which the vmbench inside enforces) plus
+/// [`COMMAND_MARGIN`]; a host that does not boot within [`HOST_BOOT`] or a command that
+/// overruns is stopped, and the error says which and how the console ended.
 pub fn run_with(
     vmbench: &Path,
     work: &Work,
     commands: &[Vec<String>],
     output: &mut dyn FnMut(usize, &str),
 ) -> anyhow::Result<Vec<Option<i32>>> {
+    let budgets = Budgets {
+        boot: HOST_BOOT,
+        commands: commands
+            .iter()
+            .map(|c| budget(c))
+            .collect::<anyhow::Result<_>>()?,
+        poweroff: HOST_POWEROFF,
+    };
     let host = images::test_host::build(
         &images::test_host::Options {
             linux: images::linux::Options::default(),
@@ -188,16 +218,58 @@ pub fn run_with(
         &mut |p| eprintln!("{p}"),
     )
     .context("cannot build the test-host image")?;
-    let mut args = String::new();
-    for c in commands {
-        if c.iter().any(|a| a.is_empty() || a.contains('\n')) {
-            bail!("an argument of {c:?} is empty or has a line break; the emulated host cannot pass it");
-        }
-        args += &(c.join("\n") + "\n\n");
-    }
+    let args: String = commands.iter().map(|c| c.join("\n") + "\n\n").collect();
     std::fs::write(work.path().join("args"), args)
         .context("cannot write the emulated host's arguments")?;
-    run_host(&host, work.path(), commands.len(), output)
+    run_host(&host, work.path(), commands, &budgets, output)
+}
+
+/// How long a `boot` command may take in the emulated host: its guest's limits, which the
+/// vmbench inside enforces, and [`COMMAND_MARGIN`].
+fn budget(c: &[String]) -> anyhow::Result<Duration> {
+    if c.iter().any(|a| a.is_empty() || a.contains('\n')) {
+        bail!(
+            "an argument of {c:?} is empty or has a line break; the emulated host cannot pass it"
+        );
+    }
+    let args = crate::cli::boot::parse(c)
+        .map_err(|e| anyhow::anyhow!("the emulated host runs `boot` commands; {c:?}: {e}"))?;
+    let limits = crate::cli::boot::limits(&args);
+    Ok(limits.ready + limits.run + COMMAND_MARGIN)
+}
+
+/// How long each phase of the emulated host may last before it counts as hung.
+struct Budgets {
+    /// From QEMU's start to the first command.
+    boot: Duration,
+    /// Each command, from its start to its exit status.
+    commands: Vec<Duration>,
+    /// From one command's end to the next one's start or QEMU's exit.
+    poweroff: Duration,
+}
+
+/// The last `TAIL` lines of what came.
+#[derive(Default)]
+struct Tail(std::collections::VecDeque<String>);
+
+impl Tail {
+    fn push(&mut self, line: String) {
+        if self.0.len() == TAIL {
+            self.0.pop_front();
+        }
+        self.0.push_back(line);
+    }
+
+    fn joined(&self) -> String {
+        if self.0.is_empty() {
+            return "(nothing)".into();
+        }
+        self.0
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
 }
 
 /// Runs QEMU-TCG on the test host with `work` shared; streams the console (the host's boot
@@ -205,7 +277,8 @@ pub fn run_with(
 fn run_host(
     host: &images::test_host::TestHost,
     work: &Path,
-    commands: usize,
+    commands: &[Vec<String>],
+    budgets: &Budgets,
     output: &mut dyn FnMut(usize, &str),
 ) -> anyhow::Result<Vec<Option<i32>>> {
     let qemu = PathBuf::from("qemu-system-x86_64");
@@ -229,26 +302,84 @@ fn run_host(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let begin = Instant::now();
     eprintln!("booting the emulated host (QEMU-TCG -cpu max; about half a minute)");
-    let mut child = c
+    let child = c
         .die_with_parent()
         .spawn()
         .context("cannot start qemu-system-x86_64 (install qemu-system-x86)")?;
+    supervise(child, commands, budgets, output)
+}
+
+/// Follows the emulated host's console (the host's boot to stderr as progress, each
+/// command's output to `output`) and returns the exit codes. The host is killed when the
+/// phase it is in (boot, command N, power-off) overruns its budget.
+fn supervise(
+    mut child: std::process::Child,
+    commands: &[Vec<String>],
+    budgets: &Budgets,
+    output: &mut dyn FnMut(usize, &str),
+) -> anyhow::Result<Vec<Option<i32>>> {
+    let begin = Instant::now();
+    // Both of QEMU's outputs are drained by their own threads: an undrained pipe would
+    // stall QEMU once it filled, and the deadlines below need a reader that can wait.
+    let (tx, lines) = mpsc::channel();
     let out = child.stdout.take().context("QEMU's console")?;
-    let mut codes = vec![None; commands];
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let err = child.stderr.take().context("QEMU's standard error")?;
+    // Read without joining: a child of the host's that kept the pipe would hold the join.
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(Tail::default()));
+    let tail_of_errors = errors.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            tail_of_errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(line);
+        }
+    });
+
+    let mut codes = vec![None; commands.len()];
     let mut current: Option<usize> = None;
-    let mut tail: Vec<String> = Vec::new();
-    for line in BufReader::new(out).lines() {
-        let Ok(line) = line else { break };
+    let mut tail = Tail::default();
+    // The phase QEMU is in, and when it must have ended.
+    let mut phase = String::from("booting (until its first command)");
+    let mut deadline = begin + budgets.boot;
+    let mut overran = None;
+    loop {
+        let line = match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                overran = Some(phase.clone());
+                break;
+            }
+        };
         let line = line.trim_end_matches('\r').to_string();
         let mut words = line.split_whitespace().skip(2);
         if line.starts_with(MARK_RUN) {
             let n: usize = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
-            current = n.checked_sub(1);
+            current = n.checked_sub(1).filter(|&i| i < commands.len());
+            let budget = current.map_or(COMMAND_MARGIN, |i| budgets.commands[i]);
+            phase = format!(
+                "running command {n} of {} ({} s allowed: `{}`)",
+                commands.len(),
+                budget.as_secs(),
+                current.map_or(String::new(), |i| commands[i].join(" "))
+            );
+            deadline = Instant::now() + budget;
             eprintln!(
-                "[{:.1} s] emulated host: command {n} of {commands}",
-                begin.elapsed().as_secs_f64()
+                "[{:.1} s] emulated host: command {n} of {}",
+                begin.elapsed().as_secs_f64(),
+                commands.len()
             );
         } else if line.starts_with(MARK_EXIT) {
             let n: Option<usize> = words.next().and_then(|w| w.parse().ok());
@@ -260,23 +391,112 @@ fn run_host(
                 *slot = rc;
             }
             current = None;
+            // The next command starts at once, or the host powers off.
+            phase = "between commands or powering off".into();
+            deadline = Instant::now() + budgets.poweroff;
         } else if let Some(i) = current {
             output(i, &line);
-        } else if line.starts_with("vmbench-host:") {
-            eprintln!("[{:.1} s] {line}", begin.elapsed().as_secs_f64());
-        } else {
             tail.push(line);
-            if tail.len() > 30 {
-                tail.remove(0);
+        } else {
+            if line.starts_with("vmbench-host:") {
+                eprintln!("[{:.1} s] {line}", begin.elapsed().as_secs_f64());
             }
+            tail.push(line);
         }
     }
     let status = child.wait().context("waiting for QEMU")?;
+    let qemu_errors = errors.lock().unwrap_or_else(|e| e.into_inner()).joined();
+    if let Some(phase) = overran {
+        // Every command done and only the power-off late: nothing is lost.
+        if codes.iter().all(Option::is_some) {
+            return Ok(codes);
+        }
+        bail!(
+            "the emulated host was stopped after {:.0} s: it hung {phase}. Its console ended with: {}; QEMU's errors: {qemu_errors}",
+            begin.elapsed().as_secs_f64(),
+            tail.joined()
+        );
+    }
     if codes.iter().all(Option::is_none) {
         bail!(
-            "the emulated host ended ({status}) without running vmbench; its console ended with: {}",
-            tail.join(" | ")
+            "the emulated host ended ({status}) without running vmbench; its console ended with: {}; QEMU's errors: {qemu_errors}",
+            tail.joined()
         );
     }
     Ok(codes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn a_command_gets_its_guests_limits_and_a_margin() {
+        let linux = budget(&words("boot --guest linux --timeout 240 --run-timeout 60")).unwrap();
+        assert_eq!(linux, Duration::from_secs(240 + 60) + COMMAND_MARGIN);
+        let defaults = budget(&words("boot --guest linux")).unwrap();
+        assert_eq!(defaults, Duration::from_secs(180 + 120) + COMMAND_MARGIN);
+        let e = budget(&words("bench scenarios/net.toml")).unwrap_err();
+        assert!(e.to_string().contains("`boot` commands"), "{e}");
+    }
+
+    /// A stand-in host (a shell printing the init's marks) under small budgets.
+    fn host(script: &str, commands: usize, each: Duration) -> anyhow::Result<Vec<Option<i32>>> {
+        let child = Command::new("sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let budgets = Budgets {
+            boot: Duration::from_secs(2),
+            commands: vec![each; commands],
+            poweroff: Duration::from_secs(2),
+        };
+        let cmds = vec![words("boot"); commands];
+        supervise(child, &cmds, &budgets, &mut |_, _| {})
+    }
+
+    #[test]
+    fn every_phase_of_a_hung_host_is_stopped_and_named() {
+        let boot = host("echo booting; exec sleep 60", 1, Duration::from_secs(2)).unwrap_err();
+        assert!(boot.to_string().contains("hung booting"), "{boot}");
+        assert!(boot.to_string().contains("booting"), "{boot}");
+
+        let second = host(
+            &format!("echo '{MARK_RUN} 1 vmbench boot'; echo '{MARK_EXIT} 1 0'; echo '{MARK_RUN} 2 vmbench boot'; echo stuck; exec sleep 60"),
+            2,
+            Duration::from_secs(1),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(second.contains("running command 2 of 2"), "{second}");
+        assert!(second.contains("stuck"), "{second}");
+
+        let begin = Instant::now();
+        let late_poweroff = host(
+            &format!("echo '{MARK_RUN} 1 vmbench boot'; echo '{MARK_EXIT} 1 3'; exec sleep 60"),
+            1,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(late_poweroff, vec![Some(3)]);
+        assert!(begin.elapsed() < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_host_that_ends_reports_each_commands_status() {
+        let codes = host(
+            &format!("echo '{MARK_RUN} 1 vmbench boot'; echo out; echo '{MARK_EXIT} 1 0'; echo '{MARK_RUN} 2 vmbench boot'; echo 'QEMU warning' >&2"),
+            2,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(codes, vec![Some(0), None]);
+    }
 }

@@ -21,11 +21,8 @@ use vmm::kinds::{DiskFormat, DiskKind, NicKind};
 fn linux() -> &'static LinuxImage {
     static IMAGE: OnceLock<LinuxImage> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let m = images::linux::build(&images::linux::Options::default(), &mut |p| {
-            eprintln!("{p}")
-        })
-        .unwrap_or_else(|e| panic!("the linux image builds: {e}"));
-        LinuxImage::from_manifest(&m).expect("the manifest has vmlinux and the initramfs")
+        LinuxImage::from_manifest(support::linux_image())
+            .expect("the manifest has vmlinux and the initramfs")
     })
 }
 

@@ -38,18 +38,8 @@ struct Image {
 fn image() -> &'static Image {
     static IMAGE: OnceLock<Image> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let m = images::linux::build(&images::linux::Options::default(), &mut |p| {
-            eprintln!("{p}")
-        })
-        .unwrap_or_else(|e| panic!("the linux image builds: {e}"));
-        let art = |n: &str| {
-            m.artifacts
-                .iter()
-                .find(|a| a.name == n)
-                .unwrap_or_else(|| panic!("the manifest has {n}"))
-                .path
-                .clone()
-        };
+        let m = support::linux_image();
+        let art = |n: &str| support::artifact(m, n);
         Image {
             vmlinux: art("vmlinux"),
             initramfs: art("initramfs.cpio.gz"),

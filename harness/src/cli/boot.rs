@@ -178,15 +178,39 @@ pub fn probe_path(given: Option<PathBuf>) -> anyhow::Result<(PathBuf, String)> {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+/// How long the guest of `args` may take to report ready, and then to finish.
+pub fn limits(args: &Args) -> Limits {
     let default_timeout = match args.guest {
         Guest::Probe => 10.0,
         Guest::Linux => 180.0,
     };
-    let limits = Limits {
+    Limits {
         ready: Duration::from_secs_f64(args.timeout.unwrap_or(default_timeout)),
         run: Duration::from_secs_f64(args.run_timeout),
-    };
+    }
+}
+
+/// `args` as `vmbench boot` would parse them (`args[0]` is `boot`).
+pub fn parse(args: &[String]) -> Result<Args, clap::Error> {
+    #[derive(clap::Parser)]
+    #[command(name = "vmbench")]
+    struct Cli {
+        #[command(subcommand)]
+        command: Sub,
+    }
+    #[derive(clap::Subcommand)]
+    enum Sub {
+        Boot(Args),
+    }
+    use clap::Parser;
+    let Sub::Boot(a) =
+        Cli::try_parse_from(std::iter::once("vmbench".to_string()).chain(args.iter().cloned()))?
+            .command;
+    Ok(a)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let limits = limits(&args);
     if args.host == crate::emulated::Host::Emulated {
         return crate::emulated::boot(&args);
     }

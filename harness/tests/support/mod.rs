@@ -26,6 +26,28 @@ pub fn probe() -> PathBuf {
         .clone()
 }
 
+/// The linux image's manifest (kernel, initramfs with the agent), built or found in the
+/// cache once per test binary.
+pub fn linux_image() -> &'static images::manifest::Manifest {
+    static IMAGE: OnceLock<images::manifest::Manifest> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        images::linux::build(&images::linux::Options::default(), &mut |p| {
+            eprintln!("{p}")
+        })
+        .unwrap_or_else(|e| panic!("the linux image builds: {e}"))
+    })
+}
+
+/// The path of the artifact `name` in manifest `m`.
+pub fn artifact(m: &images::manifest::Manifest, name: &str) -> PathBuf {
+    m.artifacts
+        .iter()
+        .find(|a| a.name == name)
+        .unwrap_or_else(|| panic!("the manifest of {} has {name}", m.image))
+        .path
+        .clone()
+}
+
 /// A directory under the system temp dir, removed on drop when the test passed (kept after
 /// a failure, to look at).
 pub struct TempDir(pub PathBuf);
