@@ -160,6 +160,17 @@ pub fn boot(args: &Args) -> anyhow::Result<()> {
     }
 }
 
+/// CPUs of the emulated host (MTTCG: a host thread each). With one CPU and a tickless
+/// kernel the host sometimes stopped for good in the middle of a command (docs/linux-boot.md,
+/// "Hangs"): once with QEMU busy and the inner vmbench's own deadline never firing, once with
+/// QEMU idle.
+const HOST_CPUS: u32 = 2;
+
+/// The emulated host's kernel command line. `nohz=off highres=off`: a periodic tick, which
+/// QEMU's local APIC raises again every period whether or not the last one was taken, instead
+/// of one-shot timers that are gone if one interrupt is (docs/linux-boot.md, "Hangs").
+const HOST_CMDLINE: &str = "console=ttyS0 panic=-1 quiet nohz=off highres=off";
+
 /// How long the emulated host may take from QEMU's start to its first command: about half a
 /// minute here (QEMU-TCG boots the kernel, loads KVM, mounts the share); ten times that on a
 /// slow or loaded machine before it counts as hung.
@@ -283,10 +294,17 @@ fn run_host(
 ) -> anyhow::Result<Vec<Option<i32>>> {
     let qemu = PathBuf::from("qemu-system-x86_64");
     let mut c = Command::new(&qemu);
-    c.args(["-accel", "tcg", "-cpu", "max", "-smp", "1"])
-        .args(["-m", &HOST_MEM_MIB.to_string()])
-        .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
-        .args(["-no-reboot", "-nodefaults"]);
+    c.args([
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-smp",
+        &HOST_CPUS.to_string(),
+    ])
+    .args(["-m", &HOST_MEM_MIB.to_string()])
+    .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+    .args(["-no-reboot", "-nodefaults"]);
     if let Some(b) = crate::engine::qemu::find_qboot(&qemu) {
         c.arg("-bios").arg(b);
     }
@@ -298,7 +316,7 @@ fn run_host(
         .arg(&host.kernel)
         .arg("-initrd")
         .arg(&host.initramfs)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .args(["-append", HOST_CMDLINE])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -80,6 +80,13 @@ fn raw_pattern(test: &str, seed: u64, sectors: u64, args: &str, mode: &str, prof
 
     assert_pattern_ran_clean(&o, sectors, mode, profile);
     assert_holds_pattern(&fs::read(&img).unwrap(), seed, sectors);
+    // Its format was guessed: QEMU probed it too, and guards its first sector as vmbench's
+    // VMM does.
+    assert!(
+        o.stderr.iter().any(|l| l.contains("probing guessed raw")),
+        "{:?}",
+        o.stderr
+    );
 }
 
 /// Runs the pattern on a fresh qcow2 image; the image must check clean and convert to the

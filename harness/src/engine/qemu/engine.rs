@@ -69,6 +69,7 @@ impl Qemu {
             kind: d.kind,
             path: d.image.clone(),
             format: d.format,
+            format_stated: d.format_stated,
             read_only: d.read_only,
             direct_io: d.direct_io,
         });

@@ -72,6 +72,8 @@ pub struct QemuDisk {
     pub kind: DiskKind,
     pub path: PathBuf,
     pub format: DiskFormat,
+    /// `format` was stated, not guessed from the contents ([`crate::engine::DiskSpec`]).
+    pub format_stated: bool,
     /// QEMU opens the image read-only and the device reports it (virtio-blk: VIRTIO_BLK_F_RO).
     pub read_only: bool,
     /// Bypass the host page cache (`cache.direct=on`).
@@ -90,6 +92,7 @@ impl QemuDisk {
             kind,
             path,
             format,
+            format_stated: false,
             read_only: false,
             direct_io: false,
         })
@@ -406,14 +409,20 @@ pub fn command_line(cfg: &QemuConfig, accel: Accel, bios: Option<&Path>) -> Vec<
     a
 }
 
-/// `-drive` and `-device` for a disk. The format is always given: QEMU then never probes a
-/// raw image's contents. Option ROMs are left out (`romfile=`): vmbench's devices have none
-/// and the probe does not run them.
+/// `-drive` and `-device` for a disk. A stated format is given, and so is a guessed qcow2; a
+/// raw image whose format was guessed is left to QEMU's own probe, which then refuses guest
+/// writes that would make its first sector look like another format, as vmbench's VMM does
+/// for such an image: both engines take the same writes. Option ROMs are left out
+/// (`romfile=`): vmbench's devices have none and the probe does not run them.
 pub fn disk_args(d: &QemuDisk) -> Vec<OsString> {
-    let mut drive = OsString::from(format!(
-        "if=none,id={DISK_ID},format={},file=",
-        d.format.as_str()
-    ));
+    let mut drive = OsString::from(format!("if=none,id={DISK_ID},"));
+    match (d.format, d.format_stated) {
+        (DiskFormat::Raw, false) => {}
+        (format @ (DiskFormat::Raw | DiskFormat::Qcow2), _) => {
+            drive.push(format!("format={},", format.as_str()));
+        }
+    }
+    drive.push("file=");
     drive.push(option_value(d.path.as_os_str()));
     if d.read_only {
         drive.push(",readonly=on");

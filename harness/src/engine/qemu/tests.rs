@@ -82,6 +82,7 @@ fn disk(kind: DiskKind, format: DiskFormat) -> QemuDisk {
         kind,
         path: "/d/disk.img".into(),
         format,
+        format_stated: true,
         read_only: false,
         direct_io: false,
     }
@@ -133,6 +134,23 @@ fn ide_disk_is_the_primary_master_of_the_builtin_piix() {
     assert_eq!(
         values_of(&a, "-device"),
         ["ide-hd,drive=disk0,bus=ide.0,unit=0"]
+    );
+}
+
+#[test]
+fn a_guessed_raw_image_is_left_to_qemus_probe_and_a_guessed_qcow2_is_named() {
+    let guessed = |format| QemuDisk {
+        format_stated: false,
+        ..disk(DiskKind::Virtio, format)
+    };
+
+    assert_eq!(
+        values_of(&disk_args(&guessed(DiskFormat::Raw)), "-drive"),
+        ["if=none,id=disk0,file=/d/disk.img"]
+    );
+    assert_eq!(
+        values_of(&disk_args(&guessed(DiskFormat::Qcow2)), "-drive"),
+        ["if=none,id=disk0,format=qcow2,file=/d/disk.img"]
     );
 }
 
