@@ -170,6 +170,39 @@ pub struct Outcome {
     pub accel: &'static str,
 }
 
+#[cfg(test)]
+impl Outcome {
+    /// For tests: a guest that printed `lines` (records without their prefix) on vCPU 0 and
+    /// exited with status 0 under KVM, with nothing else measured or counted.
+    pub(crate) fn exited_with(lines: &[&str]) -> Outcome {
+        let records = lines
+            .iter()
+            .map(|l| Timed {
+                record: Record::parse(&format!("{}{l}", probe_abi::RECORD_PREFIX)).unwrap(),
+                vcpu: Some(0),
+                at: Instant::now(),
+                exits: None,
+                cpu: None,
+                kvm: None,
+                devices: None,
+            })
+            .collect();
+        Outcome {
+            ending: Ending::Exited { code: 0 },
+            records,
+            console_tail: Vec::new(),
+            timeline: Timeline::default(),
+            exits: None,
+            last_exit: String::new(),
+            ioeventfd_writes: None,
+            tsc_khz: None,
+            failed_workers: None,
+            device_counters: Default::default(),
+            accel: "kvm",
+        }
+    }
+}
+
 impl Outcome {
     pub fn records_of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Timed> + 'a {
         self.records.iter().filter(move |r| r.record.kind == kind)
@@ -520,30 +553,9 @@ mod tests {
     use super::*;
 
     fn outcome(lines: &[&str], failed_workers: Option<Vec<String>>) -> Outcome {
-        let records = lines
-            .iter()
-            .map(|l| Timed {
-                record: Record::parse(&format!("{}{l}", probe_abi::RECORD_PREFIX)).unwrap(),
-                vcpu: Some(0),
-                at: Instant::now(),
-                exits: None,
-                cpu: None,
-                kvm: None,
-                devices: None,
-            })
-            .collect();
         Outcome {
-            ending: Ending::Exited { code: 0 },
-            records,
-            console_tail: Vec::new(),
-            timeline: Timeline::default(),
-            exits: None,
-            last_exit: String::new(),
-            ioeventfd_writes: None,
-            tsc_khz: None,
             failed_workers,
-            device_counters: Default::default(),
-            accel: "kvm",
+            ..Outcome::exited_with(lines)
         }
     }
 

@@ -77,20 +77,7 @@ fn two_overlays_share_one_backing_file_which_no_one_may_write() {
     let mut overlays = Vec::new();
     for name in ["a.qcow2", "b.qcow2"] {
         let o = d.path().join(name);
-        ok(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-F",
-                "qcow2",
-                "-b",
-                s(&base),
-                s(&o),
-            ],
-        );
+        qoverlay(&o, 4 * MIB, Backing::qcow2(s(&base)), "");
         overlays.push(o);
     }
 

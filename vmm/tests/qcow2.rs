@@ -58,36 +58,8 @@ fn reads_backing_chain_of_two_over_a_raw_base() {
     let mid = d.path().join("mid.qcow2");
     let top = d.path().join("top.qcow2");
     // Relative names: resolved against the overlay's directory, not the current one.
-    ok(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.raw",
-            "-F",
-            "raw",
-            s(&mid),
-            "3M",
-        ],
-    );
-    ok(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "mid.qcow2",
-            "-F",
-            "qcow2",
-            s(&top),
-            "4M",
-        ],
-    );
+    qoverlay(&mid, 3 * MIB, Backing::raw("base.raw"), "");
+    qoverlay(&top, 4 * MIB, Backing::qcow2("mid.qcow2"), "");
     qemu_io(&mid, &["write -P 0x44 64k 64k", "write -P 0x45 2m 10k"]);
     qemu_io(
         &top,
@@ -107,21 +79,7 @@ fn reads_qcow2_base_without_backing_format_by_probing() {
     let top = d.path().join("top.qcow2");
     qcreate(&base, 2 * MIB, "");
     qemu_io(&base, &["write -P 0x12 0 200k"]);
-    ok(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            s(&top),
-            "2M",
-        ],
-    );
+    qoverlay(&top, 2 * MIB, Backing::qcow2("base.qcow2"), "");
     // Hide the backing format extension (an unknown type is skipped): the base's format must
     // come from its magic. qemu-img no longer writes such images itself.
     let mut bytes = std::fs::read(&top).unwrap();
@@ -193,21 +151,7 @@ fn reads_zero_clusters_including_over_a_backing_file() {
     let top = d.path().join("top.qcow2");
     qcreate(&base, 2 * MIB, "");
     qemu_io(&base, &["write -P 0xee 0 2m"]);
-    ok(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            s(&base),
-            "-F",
-            "qcow2",
-            s(&top),
-            "2M",
-        ],
-    );
+    qoverlay(&top, 2 * MIB, Backing::qcow2(s(&base)), "");
     qemu_io(
         &top,
         &[
@@ -283,22 +227,11 @@ fn our_writes_copy_on_write_from_backing_and_compressed_clusters() {
             ],
         );
         let top = d.path().join("top.qcow2");
-        ok(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-o",
-                &format!("compat={compat}"),
-                "-b",
-                "base.qcow2",
-                "-F",
-                "qcow2",
-                s(&top),
-                "5M",
-            ],
+        qoverlay(
+            &top,
+            5 * MIB,
+            Backing::qcow2("base.qcow2"),
+            &format!("compat={compat}"),
         );
         for img in [&comp, &top] {
             let mut model = if img == &top {
@@ -464,21 +397,7 @@ fn vectored_guest_memory_io_agrees_with_qemu_on_every_mapping_kind() {
     );
     ok("qemu-img", &["convert", "-O", "qcow2", s(&raw), s(&base)]);
     let top = d.path().join("top.qcow2");
-    ok(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            s(&top),
-            "5M",
-        ],
-    );
+    qoverlay(&top, 5 * MIB, Backing::qcow2("base.qcow2"), "");
     qemu_io(&top, &["write -q -P 0x33 2m 192k", "write -q -z 1m 128k"]);
     let k = 1024u64;
     for img in [&comp, &top] {

@@ -211,21 +211,7 @@ fn missing_and_looping_backing_files_are_errors() {
     let base = d.path().join("base.qcow2");
     let top = d.path().join("top.qcow2");
     qcreate(&base, MIB, "");
-    ok(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            s(&top),
-            "1M",
-        ],
-    );
+    qoverlay(&top, MIB, Backing::qcow2("base.qcow2"), "");
     std::fs::remove_file(&base).unwrap();
     let e = open_err(&top, ro());
     assert!(
@@ -238,21 +224,7 @@ fn missing_and_looping_backing_files_are_errors() {
     let a = d.path().join("a.qcow2");
     let b = d.path().join("b.qcow2");
     qcreate(&a, MIB, "");
-    ok(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "a.qcow2",
-            "-F",
-            "qcow2",
-            s(&b),
-            "1M",
-        ],
-    );
+    qoverlay(&b, MIB, Backing::qcow2("a.qcow2"), "");
     ok(
         "qemu-img",
         &["rebase", "-u", "-b", "b.qcow2", "-F", "qcow2", s(&a)],

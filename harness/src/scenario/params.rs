@@ -502,14 +502,6 @@ pub(crate) enum P {
     Streams,
 }
 
-const fn int(min: i64, max: i64) -> Kind {
-    Kind::Int {
-        min,
-        max,
-        multiple_of: 1,
-    }
-}
-
 pub(crate) const PARAMS: &[(P, ParamSpec)] = {
     use DefaultValue as D;
     use Section as S;
@@ -527,87 +519,69 @@ pub(crate) const PARAMS: &[(P, ParamSpec)] = {
             default,
         }
     }
+    /// One of `names`, `default` where not set.
+    const fn choice(
+        name: &'static str,
+        section: Section,
+        names: &'static [&'static str],
+        default: &'static str,
+    ) -> ParamSpec {
+        p(name, section, Kind::Choice(names), D::Str(default))
+    }
+    /// One of `names` or "none", the default.
+    const fn choice_or_none(
+        name: &'static str,
+        section: Section,
+        names: &'static [&'static str],
+    ) -> ParamSpec {
+        let none = D::Str(or_none::NONE);
+        p(name, section, Kind::ChoiceOrNone(names), none)
+    }
+    /// An integer in `range`, `default` where not set.
+    const fn int(
+        name: &'static str,
+        section: Section,
+        range: std::ops::RangeInclusive<i64>,
+        default: i64,
+    ) -> ParamSpec {
+        let kind = Kind::Int {
+            min: *range.start(),
+            max: *range.end(),
+            multiple_of: 1,
+        };
+        p(name, section, kind, D::Int(default))
+    }
+    // The VMM's limits, defined once there.
+    const MAX_VCPUS: i64 = vmm::boot::MAX_VCPUS as i64;
+    const MAX_MEM_MIB: i64 = vmm::boot::MAX_MEM_MIB as i64;
+    // The probe's limits, defined once in its ABI.
+    const BATCH_MAX: i64 = probe_abi::limits::NET_TX_BATCH_MAX as i64;
+    const QUEUE_DEPTH_MAX: i64 = probe_abi::limits::BLK_QUEUE_DEPTH_MAX as i64;
     &[
-        (
-            P::Guest,
-            p("guest", S::Top, Kind::Choice(Guest::ALL), D::Str("probe")),
-        ),
+        (P::Guest, choice("guest", S::Top, Guest::ALL, "probe")),
         (
             P::Engine,
-            p(
-                "engine",
-                S::Top,
-                Kind::Choice(EngineKind::ALL),
-                D::Str("vmbench"),
-            ),
+            choice("engine", S::Top, EngineKind::ALL, "vmbench"),
         ),
-        // The VMM's limits, defined once there.
-        (
-            P::Vcpus,
-            p(
-                "vcpus",
-                S::Vm,
-                int(1, vmm::boot::MAX_VCPUS as i64),
-                D::Int(1),
-            ),
-        ),
-        (
-            P::MemMib,
-            p(
-                "mem_mib",
-                S::Vm,
-                int(32, vmm::boot::MAX_MEM_MIB as i64),
-                D::Int(256),
-            ),
-        ),
-        (
-            P::Nic,
-            p(
-                "nic",
-                S::Devices,
-                Kind::ChoiceOrNone(NicKind::NAMES),
-                D::Str(or_none::NONE),
-            ),
-        ),
+        (P::Vcpus, int("vcpus", S::Vm, 1..=MAX_VCPUS, 1)),
+        (P::MemMib, int("mem_mib", S::Vm, 32..=MAX_MEM_MIB, 256)),
+        (P::Nic, choice_or_none("nic", S::Devices, NicKind::NAMES)),
         (
             P::NetBackend,
-            p(
-                "net_backend",
-                S::Devices,
-                Kind::Choice(NetBackendKind::NAMES),
-                D::Str("peer"),
-            ),
+            choice("net_backend", S::Devices, NetBackendKind::NAMES, "peer"),
         ),
-        (
-            P::Disk,
-            p(
-                "disk",
-                S::Devices,
-                Kind::ChoiceOrNone(DiskKind::NAMES),
-                D::Str(or_none::NONE),
-            ),
-        ),
+        (P::Disk, choice_or_none("disk", S::Devices, DiskKind::NAMES)),
         (
             P::DiskFormat,
-            p(
-                "disk_format",
-                S::Devices,
-                Kind::Choice(DiskFormat::NAMES),
-                D::Str("raw"),
-            ),
+            choice("disk_format", S::Devices, DiskFormat::NAMES, "raw"),
         ),
         (
             P::DiskSizeMib,
-            p("disk_size_mib", S::Devices, int(1, 1 << 20), D::Int(256)),
+            int("disk_size_mib", S::Devices, 1..=1 << 20, 256),
         ),
         (
             P::Profile,
-            p(
-                "profile",
-                S::Workload,
-                Kind::Choice(Profile::ALL),
-                D::Str("linux"),
-            ),
+            choice("profile", S::Workload, Profile::ALL, "linux"),
         ),
         (
             P::Workload,
@@ -621,31 +595,14 @@ pub(crate) const PARAMS: &[(P, ParamSpec)] = {
         ),
         (
             P::Iterations,
-            p("iterations", S::Workload, int(1, 100_000), D::Int(1000)),
+            int("iterations", S::Workload, 1..=100_000, 1000),
         ),
         // Ethernet frames without the FCS: 60 bytes minimum, 1514 for a 1500-byte MTU.
-        (
-            P::FrameSize,
-            p("frame_size", S::Workload, int(60, 1514), D::Int(64)),
-        ),
-        // The probe's limits, defined once in its ABI.
-        (
-            P::Batch,
-            p(
-                "batch",
-                S::Workload,
-                int(1, probe_abi::limits::NET_TX_BATCH_MAX as i64),
-                D::Int(1),
-            ),
-        ),
+        (P::FrameSize, int("frame_size", S::Workload, 60..=1514, 64)),
+        (P::Batch, int("batch", S::Workload, 1..=BATCH_MAX, 1)),
         (
             P::Pattern,
-            p(
-                "pattern",
-                S::Workload,
-                Kind::Choice(Pattern::ALL),
-                D::Str("seq"),
-            ),
+            choice("pattern", S::Workload, Pattern::ALL, "seq"),
         ),
         (
             P::BlockSize,
@@ -662,28 +619,15 @@ pub(crate) const PARAMS: &[(P, ParamSpec)] = {
         ),
         (
             P::QueueDepth,
-            p(
-                "queue_depth",
-                S::Workload,
-                int(1, probe_abi::limits::BLK_QUEUE_DEPTH_MAX as i64),
-                D::Int(1),
-            ),
+            int("queue_depth", S::Workload, 1..=QUEUE_DEPTH_MAX, 1),
         ),
         (
             P::Direction,
-            p(
-                "direction",
-                S::Workload,
-                Kind::Choice(Direction::ALL),
-                D::Str("tx"),
-            ),
+            choice("direction", S::Workload, Direction::ALL, "tx"),
         ),
         // The Linux agent's limits (images/agent/src/tcp.rs).
-        (
-            P::IoSize,
-            p("io_size", S::Workload, int(1, 1 << 20), D::Int(65536)),
-        ),
-        (P::Streams, p("streams", S::Workload, int(1, 16), D::Int(1))),
+        (P::IoSize, int("io_size", S::Workload, 1..=1 << 20, 65536)),
+        (P::Streams, int("streams", S::Workload, 1..=16, 1)),
     ]
 };
 

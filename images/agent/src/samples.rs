@@ -17,29 +17,16 @@ impl Samples {
     }
 
     pub fn report(&mut self, workload: &str, name: &str) {
-        let s = &mut self.v;
-        s.sort_unstable();
-        let n = s.len();
-        let pct = |p: usize| if n == 0 { 0 } else { s[(n - 1) * p / 1000] };
-        let mean = if n == 0 {
-            0
-        } else {
-            s.iter().sum::<u64>() / n as u64
-        };
-        Record::new("latency")
+        let mut r = Record::new("latency")
             .kv("workload", workload)
             .kv("name", name)
             .kv("unit", "ns")
-            .kv("n", n)
-            .kv("dropped", 0)
-            .kv("mean", mean)
-            .kv("min", s.first().copied().unwrap_or(0))
-            .kv("p50", pct(500))
-            .kv("p90", pct(900))
-            .kv("p99", pct(990))
-            .kv("p999", pct(999))
-            .kv("max", s.last().copied().unwrap_or(0))
-            .send();
+            .kv("n", self.v.len())
+            .kv("dropped", 0);
+        for (k, v) in probe_abi::latency_summary(&mut self.v) {
+            r = r.kv(k, v);
+        }
+        r.send();
     }
 }
 

@@ -1,6 +1,8 @@
 //! The contract between a VMM and the probe guest: where things are in guest memory, the boot
 //! information block the VMM (or the probe's own PVH stub, under another VMM) fills in, and the
-//! ports of vmbench's side channels. Shared by the VMM and the probe so the two cannot drift.
+//! ports of vmbench's side channels. Shared by the VMM and the probe so the two cannot drift;
+//! the Linux agent uses it for what its records share with the probe's (the record prefix, the
+//! block pattern, the latency summary).
 #![no_std]
 
 /// Guest-physical layout of the low megabytes. Everything is identity-mapped.
@@ -157,4 +159,57 @@ pub mod exit {
 pub const fn pattern_byte(seed: u64, offset: u64) -> u8 {
     let x = (offset ^ seed.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (x >> 56) as u8
+}
+
+/// The summary fields of a `latency` record (the probe's and the Linux agent's), which follow
+/// its `n` and `dropped`: sorts `samples`, then gives their mean, min, p50, p90, p99, p999
+/// and max (all 0 without samples). The p-th permille is the sample of rank (n - 1) * p / 1000.
+pub fn latency_summary(samples: &mut [u64]) -> [(&'static str, u64); 7] {
+    samples.sort_unstable();
+    let n = samples.len();
+    let permille = |p: usize| {
+        if n == 0 {
+            0
+        } else {
+            samples[(n - 1) * p / 1000]
+        }
+    };
+    let mean = if n == 0 {
+        0
+    } else {
+        samples.iter().sum::<u64>() / n as u64
+    };
+    [
+        ("mean", mean),
+        ("min", permille(0)),
+        ("p50", permille(500)),
+        ("p90", permille(900)),
+        ("p99", permille(990)),
+        ("p999", permille(999)),
+        ("max", permille(1000)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::latency_summary;
+
+    #[test]
+    fn a_latency_summary_sorts_and_ranks_the_samples() {
+        let mut s: [u64; 10] = [90, 10, 100, 20, 80, 30, 70, 40, 60, 50];
+        assert_eq!(
+            latency_summary(&mut s),
+            [
+                ("mean", 55),
+                ("min", 10),
+                ("p50", 50),
+                ("p90", 90),
+                ("p99", 90),
+                ("p999", 90),
+                ("max", 100),
+            ]
+        );
+        assert_eq!(s, [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]);
+        assert!(latency_summary(&mut []).iter().all(|&(_, v)| v == 0));
+    }
 }

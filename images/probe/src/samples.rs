@@ -45,28 +45,16 @@ impl Samples {
                     .send(env);
             }
         }
-        s.sort_unstable();
-        let n = s.len();
-        let pct = |p: usize| if n == 0 { 0 } else { s[(n - 1) * p / 1000] };
-        let mean = if n == 0 {
-            0
-        } else {
-            s.iter().sum::<u64>() / n as u64
-        };
-        Record::new("latency")
+        let mut r = Record::new("latency")
             .kv("workload", workload)
             .kv("name", name)
             .kv("unit", "ns")
-            .kv("n", n)
-            .kv("dropped", self.dropped)
-            .kv("mean", mean)
-            .kv("min", if n == 0 { 0 } else { s[0] })
-            .kv("p50", pct(500))
-            .kv("p90", pct(900))
-            .kv("p99", pct(990))
-            .kv("p999", pct(999))
-            .kv("max", if n == 0 { 0 } else { s[n - 1] })
-            .send(env);
+            .kv("n", s.len())
+            .kv("dropped", self.dropped);
+        for (k, v) in probe_abi::latency_summary(s) {
+            r = r.kv(k, v);
+        }
+        r.send(env);
     }
 }
 

@@ -33,10 +33,45 @@ pub fn s(p: &Path) -> &str {
 
 /// `qemu-img create -f qcow2` with extra `-o` options.
 pub fn qcreate(path: &Path, size: u64, opts: &str) {
+    create(path, size, opts, None);
+}
+
+/// The backing file of an overlay: its name as the overlay records it (a relative name is
+/// resolved against the overlay's directory) and its format.
+pub struct Backing<'a> {
+    pub name: &'a str,
+    pub format: &'a str,
+}
+
+impl<'a> Backing<'a> {
+    pub fn qcow2(name: &'a str) -> Self {
+        Backing {
+            name,
+            format: "qcow2",
+        }
+    }
+
+    pub fn raw(name: &'a str) -> Self {
+        Backing {
+            name,
+            format: "raw",
+        }
+    }
+}
+
+/// `qemu-img create -f qcow2` of an overlay over `backing`, with extra `-o` options.
+pub fn qoverlay(path: &Path, size: u64, backing: Backing, opts: &str) {
+    create(path, size, opts, Some(backing));
+}
+
+fn create(path: &Path, size: u64, opts: &str, backing: Option<Backing>) {
     let size = size.to_string();
     let mut args = vec!["create", "-q", "-f", "qcow2"];
     if !opts.is_empty() {
         args.extend(["-o", opts]);
+    }
+    if let Some(b) = &backing {
+        args.extend(["-b", b.name, "-F", b.format]);
     }
     args.extend([s(path), &size]);
     ok("qemu-img", &args);

@@ -313,25 +313,10 @@ fn cross_check(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
     use crate::scenario::Scenario;
-    use crate::session::{Ending, Timed, Timeline};
 
     fn outcome(result: &str, tap: &[(&str, u64)]) -> Outcome {
-        let records = ["ready", result, "done status=ok"]
-            .iter()
-            .map(|l| Timed {
-                record: Record::parse(&format!("{}{l}", probe_abi::RECORD_PREFIX)).unwrap(),
-                vcpu: None,
-                at: Instant::now(),
-                exits: None,
-                cpu: None,
-                kvm: None,
-                devices: None,
-            })
-            .collect();
         let mut device_counters = BTreeMap::new();
         if !tap.is_empty() {
             device_counters.insert(
@@ -340,17 +325,9 @@ mod tests {
             );
         }
         Outcome {
-            ending: Ending::Exited { code: 0 },
-            records,
-            console_tail: Vec::new(),
-            timeline: Timeline::default(),
-            exits: None,
-            last_exit: String::new(),
-            ioeventfd_writes: None,
-            tsc_khz: None,
-            failed_workers: None,
             device_counters,
             accel: "tcg",
+            ..Outcome::exited_with(&["ready", result, "done status=ok"])
         }
     }
 

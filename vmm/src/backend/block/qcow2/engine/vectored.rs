@@ -47,6 +47,80 @@ impl<'b, 'a> Cursor<'b, 'a> {
         }
         Ok(())
     }
+
+    /// The next `len` bytes as slices of the guest's buffers.
+    fn piece(&mut self, len: usize) -> Result<Vec<VolatileSlice<'a>>, Error> {
+        let mut out = Vec::new();
+        self.take(len, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Moves a run between the file and the guest's buffers: the qcow2 image, the run's host
+/// offset and length, and its buffers.
+type RunIo = fn(&mut Qcow2, u64, u64, &[VolatileSlice]) -> Result<(), Error>;
+
+/// A run of data clusters that lie back to back in the file, and the guest buffers it moves:
+/// one preadv/pwritev when a piece does not continue it, or when the request ends.
+struct Run<'a> {
+    bufs: Vec<VolatileSlice<'a>>,
+    /// Host offset and length of the run; `None` while it is empty.
+    at: Option<(u64, u64)>,
+    io: RunIo,
+}
+
+impl<'a> Run<'a> {
+    /// An empty run for a request into or out of `bufs` guest buffers.
+    fn new(io: RunIo, bufs: usize) -> Self {
+        Run {
+            bufs: Vec::with_capacity(bufs + 1),
+            at: None,
+            io,
+        }
+    }
+
+    /// Adds the next `n` bytes of `cursor`, which belong at host offset `host`; the pending
+    /// run is moved first when they do not continue it.
+    fn add(
+        &mut self,
+        q: &mut Qcow2,
+        host: u64,
+        n: usize,
+        cursor: &mut Cursor<'_, 'a>,
+    ) -> Result<(), Error> {
+        match self.at {
+            Some((start, l)) if start + l == host => self.at = Some((start, l + n as u64)),
+            _ => {
+                self.flush(q)?;
+                self.at = Some((host, n as u64));
+            }
+        }
+        cursor.take(n, &mut self.bufs)
+    }
+
+    /// Moves the pending run, if any, and leaves it empty.
+    fn flush(&mut self, q: &mut Qcow2) -> Result<(), Error> {
+        if let Some((host, len)) = self.at.take() {
+            (self.io)(q, host, len, &self.bufs)?;
+        }
+        self.bufs.clear();
+        Ok(())
+    }
+}
+
+/// A request of `len` bytes at guest offset `offset` split at cluster boundaries (`cs` bytes):
+/// each piece's guest offset, offset within its cluster and length.
+fn pieces(offset: u64, len: usize, cs: u64) -> impl Iterator<Item = (u64, u64, usize)> {
+    let mut done = 0usize;
+    std::iter::from_fn(move || {
+        (done < len).then(|| {
+            let pos = offset + done as u64;
+            let within = pos % cs;
+            let n = ((cs - within) as usize).min(len - done);
+            done += n;
+            (pos, within, n)
+        })
+    })
 }
 
 fn short() -> Error {
@@ -90,36 +164,19 @@ impl Qcow2 {
         len: usize,
         scratch: &mut Vec<u8>,
     ) -> Result<(), Error> {
-        let cs = self.cs();
         let mut cursor = Cursor::new(bufs);
-        let mut run: Vec<VolatileSlice> = Vec::with_capacity(bufs.len() + 1);
-        // The pending run of file-contiguous data clusters: its host start and length.
-        let mut run_at: Option<(u64, u64)> = None;
-        let mut done = 0usize;
-        while done < len {
-            let pos = offset + done as u64;
-            let within = pos % cs;
-            let n = ((cs - within) as usize).min(len - done);
+        let mut run = Run::new(Qcow2::read_run, bufs.len());
+        for (pos, within, n) in pieces(offset, len, self.cs()) {
             let m = self.lookup(pos)?;
             if let Mapping::Data { host, .. } = m {
-                let at = host + within;
-                match run_at {
-                    Some((start, l)) if start + l == at => run_at = Some((start, l + n as u64)),
-                    _ => {
-                        self.flush_read_run(&mut run, run_at)?;
-                        run_at = Some((at, n as u64));
-                    }
-                }
-                cursor.take(n, &mut run)?;
+                run.add(self, host + within, n, &mut cursor)?;
             } else {
-                self.flush_read_run(&mut run, run_at.take())?;
-                let mut piece = Vec::new();
-                cursor.take(n, &mut piece)?;
+                run.flush(self)?;
+                let piece = cursor.piece(n)?;
                 self.read_other(m, pos, &piece, n, scratch)?;
             }
-            done += n;
         }
-        self.flush_read_run(&mut run, run_at)
+        run.flush(self)
     }
 
     /// A cluster piece that is not plain data in this file: zeroes, the backing file's bytes,
@@ -150,25 +207,18 @@ impl Qcow2 {
         Ok(())
     }
 
-    fn flush_read_run(
-        &self,
-        run: &mut Vec<VolatileSlice>,
-        at: Option<(u64, u64)>,
-    ) -> Result<(), Error> {
-        if let Some((host, _)) = at {
-            crate::sys::preadv_exact(&self.file, run, host).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    Error::PastEof {
-                        what: "data cluster",
-                        offset: host,
-                    }
-                } else {
-                    data_io(e)
+    /// Reads a run of data clusters at host offset `host` into `bufs`.
+    fn read_run(&mut self, host: u64, _len: u64, bufs: &[VolatileSlice]) -> Result<(), Error> {
+        crate::sys::preadv_exact(&self.file, bufs, host).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::PastEof {
+                    what: "data cluster",
+                    offset: host,
                 }
-            })?;
-        }
-        run.clear();
-        Ok(())
+            } else {
+                data_io(e)
+            }
+        })
     }
 
     /// The backing file's bytes (its own vectored path: raw files and qcow2 read into guest
@@ -186,14 +236,12 @@ impl Qcow2 {
         };
         let have = b.capacity().saturating_sub(pos).min(n as u64) as usize;
         let mut split = Cursor::new(piece);
-        let mut head = Vec::new();
-        split.take(have, &mut head)?;
+        let head = split.piece(have)?;
         if have > 0 {
             b.read_vectored_at(pos, &head, scratch)
                 .map_err(Error::BackingRead)?;
         }
-        let mut tail = Vec::new();
-        split.take(n - have, &mut tail)?;
+        let tail = split.piece(n - have)?;
         fill_zero(&tail, &self.zeros);
         Ok(())
     }
@@ -210,53 +258,28 @@ impl Qcow2 {
             return Err(Error::MarkedCorrupt);
         }
         self.writeback_if_full()?;
-        let cs = self.cs();
         let mut cursor = Cursor::new(bufs);
-        let mut run: Vec<VolatileSlice> = Vec::with_capacity(bufs.len() + 1);
-        let mut run_at: Option<(u64, u64)> = None;
-        let mut done = 0usize;
-        while done < len {
-            let pos = offset + done as u64;
-            let within = pos % cs;
-            let n = ((cs - within) as usize).min(len - done);
+        let mut run = Run::new(Qcow2::write_run, bufs.len());
+        for (pos, within, n) in pieces(offset, len, self.cs()) {
             if let Some(host) = self.owned_data(pos)? {
-                let at = host + within;
-                match run_at {
-                    Some((start, l)) if start + l == at => run_at = Some((start, l + n as u64)),
-                    _ => {
-                        self.flush_write_run(&mut run, run_at)?;
-                        run_at = Some((at, n as u64));
-                    }
-                }
-                cursor.take(n, &mut run)?;
-                done += n;
-                continue;
+                run.add(self, host + within, n, &mut cursor)?;
+            } else {
+                run.flush(self)?;
+                // Allocation or copy-on-write: the cluster is assembled in a buffer anyway.
+                let piece = cursor.piece(n)?;
+                scratch.resize(n, 0);
+                copy_from_slices(&piece, &mut scratch[..n]);
+                self.write_cluster(pos, &scratch[..n])?;
             }
-            self.flush_write_run(&mut run, run_at.take())?;
-            // Allocation or copy-on-write: the cluster is assembled in a buffer anyway.
-            let mut piece = Vec::new();
-            cursor.take(n, &mut piece)?;
-            scratch.resize(n, 0);
-            copy_from_slices(&piece, &mut scratch[..n]);
-            self.write_cluster(pos, &scratch[..n])?;
-            done += n;
         }
-        self.flush_write_run(&mut run, run_at)
+        run.flush(self)
     }
 
     /// Writes a run of owned data clusters, after the metadata-overlap check of its whole
     /// host range.
-    fn flush_write_run(
-        &mut self,
-        run: &mut Vec<VolatileSlice>,
-        at: Option<(u64, u64)>,
-    ) -> Result<(), Error> {
-        if let Some((host, len)) = at {
-            self.guard(host, len)?;
-            crate::sys::pwritev_all(&self.file, run, host).map_err(data_io)?;
-        }
-        run.clear();
-        Ok(())
+    fn write_run(&mut self, host: u64, len: u64, bufs: &[VolatileSlice]) -> Result<(), Error> {
+        self.guard(host, len)?;
+        crate::sys::pwritev_all(&self.file, bufs, host).map_err(data_io)
     }
 }
 
