@@ -37,6 +37,7 @@ pub fn up(boot: &Boot, want: &str) -> Result<Nic, String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let driver = crate::sys::driver_of(&sys);
+    crate::irq::under_test(IFACE, &sys);
     let kind = match driver.as_str() {
         "e1000" => "e1000",
         "virtio_net" => "virtio",
