@@ -4,7 +4,8 @@
 //! finds byte for byte in raw and qcow2 images; Linux's e1000 and virtio_net make UDP round
 //! trips with vmbench's peer (counts checked against the peer's) and TCP streams through a TAP
 //! in a namespace vmbench creates (bytes checked against its TCP services'), and the image's
-//! iperf3 runs against an `iperf3 -s` there; a kernel panic and an unknown workload give
+//! iperf3 runs against an `iperf3 -s` there; the agent's `irq` records show virtio on MSI-X,
+//! e1000 on the IO-APIC and IDE on IRQ 14/15; a kernel panic and an unknown workload give
 //! their errors. One image build per test binary; each guest boots in
 //! ~10-15 s of TCG.
 
@@ -18,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use support::{qemu_img, sized_file, TempDir};
+use support::{assert_delivery, qemu_img, sized_file, Delivery, TempDir};
 use vmbench::engine::qemu::link::QemuTap;
 use vmbench::engine::qemu::peer::PeerBridge;
 use vmbench::engine::qemu::{
@@ -218,6 +219,11 @@ fn pattern_roundtrip(kind: DiskKind, format: &str) {
     assert_eq!(r.get("driver"), Some(driver), "{r}");
     assert_eq!(r.get_u64("mismatches"), Some(0), "{r}");
     assert_eq!(run.one("done").get("status"), Some("ok"), "{}", run.tail());
+    let delivery = match kind {
+        DiskKind::Virtio => Delivery::Msix,
+        DiskKind::Ide => Delivery::Ide,
+    };
+    assert_delivery(&run.records, delivery, &run.tail());
     // The host's view: qcow2 converted to raw first.
     let host_raw = if format == "qcow2" {
         let out = tmp.path("back.raw");
@@ -276,11 +282,12 @@ fn round_trips(kind: NicKind) {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_modules_and_ready(&run);
-    let driver = match kind {
-        NicKind::E1000 => "e1000",
-        NicKind::Virtio => "virtio_net",
+    let (driver, delivery) = match kind {
+        NicKind::E1000 => ("e1000", Delivery::IoApic),
+        NicKind::Virtio => ("virtio_net", Delivery::Msix),
     };
     assert_eq!(run.one("nic").get("driver"), Some(driver));
+    assert_delivery(&run.records, delivery, &run.tail());
     let r = run.one("result");
     assert_eq!(r.get("name"), Some("net-rr"), "{r}");
     assert_eq!(run.one("done").get("status"), Some("ok"), "{}", run.tail());

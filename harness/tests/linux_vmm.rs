@@ -6,8 +6,13 @@
 //! - e1000 (INTx on the IOAPIC through the MP table): Linux's e1000 binds, UDP round trips
 //!   with the in-process peer, every request echoed (the peer's count);
 //! - virtio-net (MSI-X through irqfd routes): the same with virtio_net;
-//! - PIIX IDE (IRQ 14): ata_piix and sd write a pattern the host then reads back byte for byte;
-//! - virtio-blk: virtio_blk does the same.
+//! - PIIX IDE (IRQ 14): ata_piix and sd write a pattern the host then reads back byte for byte,
+//!   on a raw image and on a qcow2 image (read back through `qemu-img convert`);
+//! - virtio-blk: virtio_blk does the same on a raw image.
+//!
+//! How each driver's interrupts arrived is checked on the agent's `irq` records (its
+//! `/proc/interrupts` lines for the device): MSI-X for virtio, the IO-APIC for e1000's INTx and
+//! IDE's IRQ 14/15, each with interrupts taken.
 //!
 //! Each guest ends by rebooting (no ACPI: the i8042 reset), which ends the VM with status 0.
 
@@ -16,7 +21,7 @@ mod support;
 use std::path::Path;
 use std::time::Instant;
 
-use support::sized_file;
+use support::{assert_delivery, qemu_img, sized_file, Delivery};
 use vmbench::emulated::{self, Work};
 use vmbench::record::Record;
 
@@ -43,6 +48,15 @@ fn counter(lines: &[String], dev: &str, name: &str) -> Option<u64> {
         let (k, v) = kv.rsplit_once(' ')?;
         (k == name).then(|| v.parse().ok()).flatten()
     })
+}
+
+/// Every record of `kind` that `boot` printed as `kind k=v ...`.
+fn records(lines: &[String], kind: &str) -> Vec<Record> {
+    lines
+        .iter()
+        .filter(|l| l.starts_with(&format!("{kind} ")))
+        .filter_map(|l| Record::parse(&format!("{}{l}", probe_abi::RECORD_PREFIX)))
+        .collect()
 }
 
 fn args(v: &[&str]) -> Vec<String> {
@@ -78,8 +92,16 @@ fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
         .unwrap();
     let ide = work.path().join("ide.raw");
     let vblk = work.path().join("vblk.raw");
+    let ide_qcow2 = work.path().join("ide.qcow2");
     sized_file(&ide, 8 << 20);
     sized_file(&vblk, 8 << 20);
+    qemu_img(&[
+        "create".as_ref(),
+        "-f".as_ref(),
+        "qcow2".as_ref(),
+        ide_qcow2.as_os_str(),
+        "8M".as_ref(),
+    ]);
     let boot = |rest: &[&str]| {
         let mut a = args(&[
             "boot", "--guest", "linux", "--kernel", &kernel, "--initrd", &initrd,
@@ -120,6 +142,14 @@ fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
             "--probe-exec",
             &pattern,
         ]),
+        boot(&[
+            "--disk",
+            "ide",
+            "--disk-image",
+            "/work/ide.qcow2",
+            "--probe-exec",
+            &pattern,
+        ]),
     ];
 
     let begin = Instant::now();
@@ -147,7 +177,11 @@ fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
     }
 
     // e1000 and virtio-net: Linux's driver, round trips through the peer, every request echoed.
-    for (i, driver) in [(0, "e1000"), (1, "virtio_net")] {
+    for (i, driver, delivery) in [
+        (0, "e1000", Delivery::IoApic),
+        (1, "virtio_net", Delivery::Msix),
+    ] {
+        assert_delivery(&records(&out[i], "irq"), delivery, &show(i));
         let rr = record(&out[i], "result").unwrap_or_else(|| panic!("no result:\n{}", show(i)));
         assert_eq!(rr.get("driver"), Some(driver), "{rr}");
         assert!(rr.get_u64("ops").unwrap_or(0) > 0, "{rr}");
@@ -165,8 +199,14 @@ fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
         show(0)
     );
 
-    // IDE and virtio-blk: the pattern the guest wrote is on the host, byte for byte.
-    for (i, driver) in [(2, "sd"), (3, "virtio_blk")] {
+    // IDE (raw and qcow2) and virtio-blk: the pattern the guest wrote is on the host, byte for
+    // byte.
+    for (i, driver, delivery) in [
+        (2, "sd", Delivery::Ide),
+        (3, "virtio_blk", Delivery::Msix),
+        (4, "sd", Delivery::Ide),
+    ] {
+        assert_delivery(&records(&out[i], "irq"), delivery, &show(i));
         let r = record(&out[i], "result").unwrap_or_else(|| panic!("no result:\n{}", show(i)));
         assert_eq!(r.get("driver"), Some(driver), "{r}");
         assert_eq!(r.get_u64("mismatches"), Some(0), "{r}");
@@ -174,6 +214,17 @@ fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
     }
     pattern_on_host(&ide);
     pattern_on_host(&vblk);
+    let back = work.path().join("ide-qcow2-back.raw");
+    qemu_img(&[
+        "convert".as_ref(),
+        "-f".as_ref(),
+        "qcow2".as_ref(),
+        "-O".as_ref(),
+        "raw".as_ref(),
+        ide_qcow2.as_os_str(),
+        back.as_os_str(),
+    ]);
+    pattern_on_host(&back);
     work.finish().unwrap();
 }
 

@@ -130,3 +130,60 @@ pub fn our_namespaces() -> Vec<String> {
         .filter(|n| n.starts_with("vmbench") && n.contains(&me))
         .collect()
 }
+
+/// How a device's interrupts must reach Linux's driver, checked on the agent's `irq` records
+/// (its `/proc/interrupts` lines for the device under test, docs/agent.md).
+#[derive(Clone, Copy, Debug)]
+pub enum Delivery {
+    /// virtio: every line an MSI-X vector (an MSI chip), interrupts taken.
+    Msix,
+    /// e1000: a wired PCI interrupt (INTx) routed through the IO-APIC, interrupts taken.
+    IoApic,
+    /// PIIX IDE in legacy mode: ISA IRQ 14 (or 15) on the IO-APIC, interrupts taken.
+    Ide,
+}
+
+/// Asserts that the `irq` records among `records` show `how`; `context` (the console) goes
+/// into the message.
+pub fn assert_delivery<'a>(
+    records: impl IntoIterator<Item = &'a Record>,
+    how: Delivery,
+    context: &str,
+) {
+    let irqs: Vec<&Record> = records.into_iter().filter(|r| r.kind == "irq").collect();
+    let shown: Vec<String> = irqs.iter().map(|r| r.to_string()).collect();
+    let shown = shown.join("\n");
+    assert!(!irqs.is_empty(), "no irq record ({how:?}):\n{context}");
+    let chip = |r: &Record| r.get("chip").unwrap_or("").to_string();
+    let count = |r: &&Record| r.get_u64("count").unwrap_or(0);
+    let lines: Vec<&Record> = match how {
+        Delivery::Msix => {
+            for r in &irqs {
+                assert!(chip(r).contains("MSI"), "{how:?}: {r}\n{shown}");
+                assert_eq!(r.get("mode"), Some("msix"), "{how:?}: {r}\n{shown}");
+            }
+            irqs.clone()
+        }
+        Delivery::IoApic => {
+            for r in &irqs {
+                assert_eq!(chip(r), "IO-APIC", "{how:?}: {r}\n{shown}");
+                assert_eq!(r.get("mode"), Some("line"), "{how:?}: {r}\n{shown}");
+            }
+            irqs.clone()
+        }
+        Delivery::Ide => {
+            let legacy: Vec<&Record> = irqs
+                .iter()
+                .copied()
+                .filter(|r| matches!(r.get_u64("irq"), Some(14 | 15)))
+                .collect();
+            for r in &legacy {
+                assert_eq!(chip(r), "IO-APIC", "{how:?}: {r}\n{shown}");
+                assert_eq!(r.get("mode"), Some("line"), "{how:?}: {r}\n{shown}");
+            }
+            legacy
+        }
+    };
+    let total: u64 = lines.iter().map(count).sum();
+    assert!(total > 0, "{how:?}: no interrupt taken:\n{shown}");
+}

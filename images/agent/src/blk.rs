@@ -46,6 +46,7 @@ fn find_disk(want: &str) -> Result<Disk, String> {
                 .or_else(|| pick("sd").map(|n| (n, "ide"))),
         };
         if let Some((name, kind)) = found {
+            crate::irq::under_test(&name, &format!("/sys/block/{name}"));
             let sectors = std::fs::read_to_string(format!("/sys/block/{name}/size"))
                 .ok()
                 .and_then(|s| s.trim().parse().ok())

@@ -8,6 +8,7 @@
 
 mod args;
 mod blk;
+mod irq;
 mod net;
 mod rec;
 mod samples;
@@ -94,6 +95,8 @@ fn run() -> Outcome {
             .text(&format!("workload {name}: {e}"))
             .send();
     }
+    // How the drivers' interrupts arrived, for the devices the workload drove.
+    irq::report();
     result
 }
 

@@ -37,6 +37,7 @@ pub fn up(boot: &Boot, want: &str) -> Result<Nic, String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let driver = crate::sys::driver_of(&sys);
+    crate::irq::under_test(IFACE, &sys);
     let kind = match driver.as_str() {
         "e1000" => "e1000",
         "virtio_net" => "virtio",
@@ -85,30 +86,80 @@ fn socket(nic: &Nic, port: u16, timeout: Duration) -> Result<UdpSocket, String> 
     Ok(s)
 }
 
-fn payload_len(size: usize) -> Result<usize, String> {
-    if !(HEADERS..=HEADERS + 1472).contains(&size) {
-        return Err(format!(
-            "`size={size}` is the frame size: use {HEADERS} to {}",
-            HEADERS + 1472
-        ));
-    }
-    Ok(size - HEADERS)
+/// What a windowed workload's `size=` is, with its default.
+#[derive(Clone, Copy)]
+pub enum Size {
+    /// The Ethernet frame of a UDP datagram, as for the probe (42 to 1514).
+    Frame(usize),
+    /// Bytes per write or read call on a TCP stream (1 to 1 MiB).
+    Call(usize),
 }
 
-const WINDOW_KEYS: [&str; 4] = ["size", "nic", "duration_ms", "warmup_ms"];
+/// The set-up every windowed network workload shares: its size, the NIC brought up, and the
+/// measuring window it will open.
+pub struct NetSetup {
+    /// `size=` as given.
+    pub size: usize,
+    /// Bytes of payload per datagram (a frame's size less its headers) or per call.
+    pub payload: usize,
+    pub nic: Nic,
+    warmup_ms: u64,
+    duration_ms: u64,
+}
+
+impl NetSetup {
+    /// The keys it reads; a workload's own keys come on top.
+    pub const KEYS: [&'static str; 4] = ["size", "nic", "duration_ms", "warmup_ms"];
+
+    /// Reads `size` (checked against `size`'s rule), the window and `nic` from `a`, then
+    /// brings the NIC up.
+    pub fn parse(a: &Args, boot: &Boot, size: Size) -> Result<NetSetup, String> {
+        let (size, payload) = match size {
+            Size::Frame(default) => {
+                let size: usize = a.num("size", default)?;
+                if !(HEADERS..=HEADERS + 1472).contains(&size) {
+                    return Err(format!(
+                        "`size={size}` is the frame size: use {HEADERS} to {}",
+                        HEADERS + 1472
+                    ));
+                }
+                (size, size - HEADERS)
+            }
+            Size::Call(default) => {
+                let size: usize = a.num("size", default)?;
+                if !(1..=1 << 20).contains(&size) {
+                    return Err(format!("`size={size}`: use 1 to 1048576 bytes per call"));
+                }
+                (size, size)
+            }
+        };
+        let (warmup_ms, duration_ms) = (a.num("warmup_ms", 200)?, a.num("duration_ms", 1000)?);
+        let nic = up(boot, a.str("nic", "auto"))?;
+        Ok(NetSetup {
+            size,
+            payload,
+            nic,
+            warmup_ms,
+            duration_ms,
+        })
+    }
+
+    /// The window, starting now: once the link is up (and the workload connected), since a
+    /// slow guest (an emulated host) may take longer than the whole window to see its
+    /// carrier.
+    pub fn window(&self) -> Window {
+        Window::new(self.warmup_ms, self.duration_ms)
+    }
+}
 
 /// `net-rr size=S [nic=] [duration_ms=] [warmup_ms=]`: UDP round trips to the echo port, one
 /// at a time; each reply's payload must match (a reply lost for 1 s counts as lost).
 pub fn rr(words: &[&str], boot: &Boot) -> Outcome {
-    let a = Args::parse(words, &WINDOW_KEYS)?;
-    let size: usize = a.num("size", 64)?;
-    let len = payload_len(size)?;
-    let (warmup, duration) = (a.num("warmup_ms", 200)?, a.num("duration_ms", 1000)?);
-    // The window starts once the link is up: a slow guest (an emulated host) may take longer
-    // than the whole window to see its carrier.
-    let nic = up(boot, a.str("nic", "auto"))?;
-    let mut w = Window::new(warmup, duration);
-    let s = socket(&nic, 7, Duration::from_secs(1))?;
+    let a = Args::parse(words, &NetSetup::KEYS)?;
+    let n = NetSetup::parse(&a, boot, Size::Frame(64))?;
+    let (size, len, nic) = (n.size, n.payload, &n.nic);
+    let mut w = n.window();
+    let s = socket(nic, 7, Duration::from_secs(1))?;
     let mut lat = Samples::default();
     let (mut ops, mut lost, mut mismatches, mut seq) = (0u64, 0u64, 0u64, 0u64);
     let mut out = vec![0u8; len];
@@ -165,15 +216,11 @@ pub fn rr(words: &[&str], boot: &Boot) -> Outcome {
 /// `net-tx size=S [nic=] [duration_ms=] [warmup_ms=]`: UDP datagrams to the discard port as
 /// fast as the socket takes them.
 pub fn tx(words: &[&str], boot: &Boot) -> Outcome {
-    let a = Args::parse(words, &WINDOW_KEYS)?;
-    let size: usize = a.num("size", 1514)?;
-    let len = payload_len(size)?;
-    let (warmup, duration) = (a.num("warmup_ms", 200)?, a.num("duration_ms", 1000)?);
-    // The window starts once the link is up: a slow guest (an emulated host) may take longer
-    // than the whole window to see its carrier.
-    let nic = up(boot, a.str("nic", "auto"))?;
-    let mut w = Window::new(warmup, duration);
-    let s = socket(&nic, 9, Duration::from_secs(1))?;
+    let a = Args::parse(words, &NetSetup::KEYS)?;
+    let n = NetSetup::parse(&a, boot, Size::Frame(1514))?;
+    let (size, len, nic) = (n.size, n.payload, &n.nic);
+    let mut w = n.window();
+    let s = socket(nic, 9, Duration::from_secs(1))?;
     let buf = vec![0x5au8; len];
     let (mut sent, mut total, mut errors) = (0u64, 0u64, 0u64);
     while !w.over() {
@@ -207,15 +254,11 @@ pub fn tx(words: &[&str], boot: &Boot) -> Outcome {
 /// `net-rx size=S [nic=] [duration_ms=] [warmup_ms=]`: asks the source port for an endless
 /// stream of S-byte frames and counts what arrives.
 pub fn rx(words: &[&str], boot: &Boot) -> Outcome {
-    let a = Args::parse(words, &WINDOW_KEYS)?;
-    let size: usize = a.num("size", 1514)?;
-    payload_len(size)?;
-    let (warmup, duration) = (a.num("warmup_ms", 200)?, a.num("duration_ms", 1000)?);
-    // The window starts once the link is up: a slow guest (an emulated host) may take longer
-    // than the whole window to see its carrier.
-    let nic = up(boot, a.str("nic", "auto"))?;
-    let mut w = Window::new(warmup, duration);
-    let s = socket(&nic, 19, Duration::from_millis(100))?;
+    let a = Args::parse(words, &NetSetup::KEYS)?;
+    let n = NetSetup::parse(&a, boot, Size::Frame(1514))?;
+    let (size, nic) = (n.size, &n.nic);
+    let mut w = n.window();
+    let s = socket(nic, 19, Duration::from_millis(100))?;
     s.send(format!("count=0 size={size}").as_bytes())
         .map_err(|e| format!("send to source: {e}"))?;
     let mut buf = vec![0u8; 65536];
@@ -292,4 +335,41 @@ pub fn ping(words: &[&str], boot: &Boot) -> Outcome {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checks that come before the NIC is touched (no guest needed).
+    fn setup_error(words: &[&str], size: Size) -> String {
+        let boot = Boot { ip: None, gw: None };
+        let a = Args::parse(words, &NetSetup::KEYS).unwrap();
+        match NetSetup::parse(&a, &boot, size) {
+            Ok(_) => panic!("{words:?} accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn sizes_windows_and_nics_are_checked_before_the_nic_comes_up() {
+        let e = setup_error(&["size=41"], Size::Frame(64));
+        assert!(
+            e.contains("`size=41` is the frame size: use 42 to 1514"),
+            "{e}"
+        );
+        let e = setup_error(&["size=1515"], Size::Frame(64));
+        assert!(e.contains("use 42 to 1514"), "{e}");
+        let e = setup_error(&["size=0"], Size::Call(65536));
+        assert!(e.contains("`size=0`: use 1 to 1048576"), "{e}");
+        let e = setup_error(&[], Size::Call(2 << 20));
+        assert!(e.contains("`size=2097152`"), "{e}");
+        let e = setup_error(&["warmup_ms=soon"], Size::Frame(64));
+        assert!(e.contains("`warmup_ms=soon` is not a valid number"), "{e}");
+        let e = setup_error(&["nic=rtl8139"], Size::Frame(64));
+        assert!(
+            e.contains("`nic=rtl8139`: use auto, virtio or e1000"),
+            "{e}"
+        );
+    }
 }

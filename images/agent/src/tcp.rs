@@ -8,9 +8,8 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::args::Args;
-use crate::net::{up, Nic};
+use crate::net::{up, NetSetup, Nic, Size};
 use crate::rec::Record;
-use crate::samples::Window;
 use crate::{Boot, Outcome};
 
 const SINK_PORT: u16 = 9;
@@ -65,24 +64,19 @@ fn connect(nic: &Nic, port: u16) -> Result<TcpStream, String> {
 /// closes its side and reads to the host's end, so `bytes_total` (warm-up included) is what
 /// the host counted, exactly.
 pub fn stream(words: &[&str], boot: &Boot) -> Outcome {
-    let a = Args::parse(
-        words,
-        &["direction", "size", "nic", "duration_ms", "warmup_ms"],
-    )?;
+    let mut keys = vec!["direction"];
+    keys.extend(NetSetup::KEYS);
+    let a = Args::parse(words, &keys)?;
     let dir = Direction::parse(a.str("direction", "tx"))?;
-    let size: usize = a.num("size", 65536)?;
-    if !(1..=1 << 20).contains(&size) {
-        return Err(format!("`size={size}`: use 1 to 1048576 bytes per call"));
-    }
-    let (warmup_ms, duration_ms) = (a.num("warmup_ms", 200)?, a.num("duration_ms", 1000)?);
-    let nic = up(boot, a.str("nic", "auto"))?;
+    let n = NetSetup::parse(&a, boot, Size::Call(65536))?;
+    let (size, nic) = (n.size, &n.nic);
     let port = match dir {
         Direction::Tx => SINK_PORT,
         Direction::Rx => SOURCE_PORT,
     };
-    let mut s = connect(&nic, port)?;
+    let mut s = connect(nic, port)?;
     // The clock starts once the link is up and connected (e1000's link takes seconds).
-    let mut w = Window::new(warmup_ms, duration_ms);
+    let mut w = n.window();
     // The source's byte i is `i as u8`: a window of the pattern 256 bytes longer than a read
     // holds every expected chunk.
     let pattern: Vec<u8> = (0..size + 256).map(|i| i as u8).collect();
