@@ -249,6 +249,19 @@ fn budget(c: &[String]) -> anyhow::Result<Duration> {
     Ok(limits.ready + limits.run + COMMAND_MARGIN)
 }
 
+/// The emulated host stopped making progress and was stopped: the phase it was in overran
+/// its budget. Its commands' exit codes so far are lost with it; what they printed was
+/// passed on as it came.
+#[derive(Debug, thiserror::Error)]
+#[error("the emulated host was stopped after {:.0} s: it hung {phase}. Its console ended with: {console}; QEMU's errors: {qemu_errors}", after.as_secs_f64())]
+pub struct Hung {
+    pub after: Duration,
+    /// `booting (...)`, `running command N of M (...)`, `between commands or powering off`.
+    pub phase: String,
+    pub console: String,
+    pub qemu_errors: String,
+}
+
 /// How long each phase of the emulated host may last before it counts as hung.
 struct Budgets {
     /// From QEMU's start to the first command.
@@ -429,11 +442,13 @@ fn supervise(
         if codes.iter().all(Option::is_some) {
             return Ok(codes);
         }
-        bail!(
-            "the emulated host was stopped after {:.0} s: it hung {phase}. Its console ended with: {}; QEMU's errors: {qemu_errors}",
-            begin.elapsed().as_secs_f64(),
-            tail.joined()
-        );
+        return Err(Hung {
+            after: begin.elapsed(),
+            phase,
+            console: tail.joined(),
+            qemu_errors,
+        }
+        .into());
     }
     if codes.iter().all(Option::is_none) {
         bail!(
@@ -483,6 +498,7 @@ mod tests {
     #[test]
     fn every_phase_of_a_hung_host_is_stopped_and_named() {
         let boot = host("echo booting; exec sleep 60", 1, Duration::from_secs(2)).unwrap_err();
+        assert!(boot.downcast_ref::<Hung>().is_some(), "{boot}");
         assert!(boot.to_string().contains("hung booting"), "{boot}");
         assert!(boot.to_string().contains("booting"), "{boot}");
 
