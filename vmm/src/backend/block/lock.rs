@@ -155,7 +155,17 @@ mod tests {
         lock(&b, &p, LockMode::Shared).unwrap();
         let refused = lock(&w, &p, LockMode::Exclusive).unwrap_err();
         drop((a, b));
-        lock(&w, &p, LockMode::Exclusive).unwrap();
+        // Another test of this binary forking while `a` and `b` were open holds copies of
+        // their file descriptions, and so their locks, until that child's exec closes them.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match lock(&w, &p, LockMode::Exclusive) {
+                Err(Error::Busy { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                r => break r.unwrap(),
+            }
+        }
         let c = File::open(&p).unwrap();
         let reader_refused = lock(&c, &p, LockMode::Shared).unwrap_err();
 
