@@ -19,7 +19,10 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use support::{assert_delivery, qemu_img, sized_file, Delivery, TempDir};
+use support::{
+    assert_delivery, assert_holds_pattern_of_size, qcow2_contents, qemu_img, sized_file, Delivery,
+    TempDir,
+};
 use vmbench::engine::qemu::link::QemuTap;
 use vmbench::engine::qemu::peer::PeerBridge;
 use vmbench::engine::qemu::{
@@ -178,13 +181,15 @@ fn assert_modules_and_ready(run: &Run) {
 
 const SECTORS: u64 = 4096;
 const SEED: u64 = 0x5eed;
+/// Each test disk's size.
+const DISK_BYTES: u64 = 64 << 20;
 
 /// blk-pattern through Linux's driver for `kind` on a `format` image; then the host reads
 /// the image and finds the pattern byte for byte.
 fn pattern_roundtrip(kind: DiskKind, format: &str) {
     let tmp = TempDir::new(&format!("linux-{kind:?}-{format}"));
     let raw = tmp.path("disk.raw");
-    sized_file(&raw, 64 << 20);
+    sized_file(&raw, DISK_BYTES);
     let disk = if format == "qcow2" {
         let q = tmp.path("disk.qcow2");
         qemu_img(&[
@@ -192,7 +197,7 @@ fn pattern_roundtrip(kind: DiskKind, format: &str) {
             "-f".as_ref(),
             "qcow2".as_ref(),
             q.as_os_str(),
-            "64M".as_ref(),
+            DISK_BYTES.to_string().as_ref(),
         ]);
         q
     } else {
@@ -224,31 +229,13 @@ fn pattern_roundtrip(kind: DiskKind, format: &str) {
         DiskKind::Ide => Delivery::Ide,
     };
     assert_delivery(&run.records, delivery, &run.tail());
-    // The host's view: qcow2 converted to raw first.
-    let host_raw = if format == "qcow2" {
-        let out = tmp.path("back.raw");
-        qemu_img(&[
-            "convert".as_ref(),
-            "-f".as_ref(),
-            "qcow2".as_ref(),
-            "-O".as_ref(),
-            "raw".as_ref(),
-            disk.as_os_str(),
-            out.as_os_str(),
-        ]);
-        out
+    // The host's view: qcow2 through qemu-img.
+    let bytes = if format == "qcow2" {
+        qcow2_contents(&disk, &tmp.path("back.raw"))
     } else {
-        raw
+        std::fs::read(&raw).expect("reading the image back")
     };
-    let bytes = std::fs::read(&host_raw).expect("reading the image back");
-    let bad = (0..SECTORS * 512)
-        .filter(|&o| bytes[o as usize] != probe_abi::pattern_byte(SEED, o))
-        .count();
-    assert_eq!(bad, 0, "{bad} bytes differ from the pattern on the host");
-    assert!(
-        bytes[(SECTORS * 512) as usize..].iter().all(|&b| b == 0),
-        "the guest wrote past its sectors"
-    );
+    assert_holds_pattern_of_size(&bytes, DISK_BYTES, SEED, SECTORS);
 }
 
 #[test]
@@ -374,7 +361,7 @@ fn virtio_net_receives_the_peers_source_stream() {
 fn virtio_blk_random_reads_fill_a_window() {
     let tmp = TempDir::new("linux-blk-read");
     let raw = tmp.path("disk.raw");
-    sized_file(&raw, 64 << 20);
+    sized_file(&raw, DISK_BYTES);
     let d = QemuDisk::open(DiskKind::Virtio, &raw).expect("the image opens");
     let run = boot(
         disk_args(&d),

@@ -21,7 +21,9 @@ mod support;
 use std::path::Path;
 use std::time::Instant;
 
-use support::{assert_delivery, qemu_img, sized_file, Delivery};
+use support::{
+    assert_delivery, assert_holds_pattern_of_size, qcow2_contents, qemu_img, sized_file, Delivery,
+};
 use vmbench::emulated::{self, Work};
 use vmbench::record::Record;
 
@@ -63,22 +65,13 @@ fn args(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+/// Each test disk's size.
+const DISK_BYTES: u64 = 8 << 20;
+
+/// The pattern, byte for byte, and zeros after it, in the raw image at `image`.
 fn pattern_on_host(image: &Path) {
     let bytes = std::fs::read(image).expect("reading the image back");
-    let bad = (0..SECTORS * 512)
-        .filter(|&o| bytes[o as usize] != probe_abi::pattern_byte(SEED, o))
-        .count();
-    assert_eq!(
-        bad,
-        0,
-        "{bad} bytes of {} differ from the pattern",
-        image.display()
-    );
-    assert!(
-        bytes[(SECTORS * 512) as usize..].iter().all(|&b| b == 0),
-        "the guest wrote past its sectors in {}",
-        image.display()
-    );
+    assert_holds_pattern_of_size(&bytes, DISK_BYTES, SEED, SECTORS);
 }
 
 #[test]
@@ -93,8 +86,8 @@ fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
     let ide = work.path().join("ide.raw");
     let vblk = work.path().join("vblk.raw");
     let ide_qcow2 = work.path().join("ide.qcow2");
-    sized_file(&ide, 8 << 20);
-    sized_file(&vblk, 8 << 20);
+    sized_file(&ide, DISK_BYTES);
+    sized_file(&vblk, DISK_BYTES);
     qemu_img(&[
         "create".as_ref(),
         "-f".as_ref(),
@@ -228,17 +221,8 @@ fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
     }
     pattern_on_host(&ide);
     pattern_on_host(&vblk);
-    let back = work.path().join("ide-qcow2-back.raw");
-    qemu_img(&[
-        "convert".as_ref(),
-        "-f".as_ref(),
-        "qcow2".as_ref(),
-        "-O".as_ref(),
-        "raw".as_ref(),
-        ide_qcow2.as_os_str(),
-        back.as_os_str(),
-    ]);
-    pattern_on_host(&back);
+    let back = qcow2_contents(&ide_qcow2, &work.path().join("ide-qcow2-back.raw"));
+    assert_holds_pattern_of_size(&back, DISK_BYTES, SEED, SECTORS);
     work.finish().unwrap();
 }
 

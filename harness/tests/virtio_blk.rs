@@ -188,9 +188,7 @@ fn a_qcow2_disk_written_by_the_probe_checks_clean_and_holds_the_pattern() {
 
     assert_eq!(result(&out, "blk-pattern").get_u64("mismatches"), Some(0));
     qemu_img(&["check", qs]);
-    let raw = dir.0.join("back.raw");
-    qemu_img(&["convert", "-O", "raw", qs, raw.to_str().unwrap()]);
-    let bytes = std::fs::read(&raw).unwrap();
+    let bytes = qcow2_contents(Path::new(qs), &dir.0.join("back.raw"));
     assert_eq!(pattern_mismatches(&bytes, 11, 5000), 0);
     assert!(bytes[5000 * 512..].iter().all(|&b| b == 0));
 }

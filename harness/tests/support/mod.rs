@@ -48,6 +48,21 @@ pub fn artifact(m: &images::manifest::Manifest, name: &str) -> PathBuf {
         .clone()
 }
 
+/// The guest-visible contents of the qcow2 image `img`, as `qemu-img convert` (not vmbench)
+/// reads them, through the raw file `scratch`.
+pub fn qcow2_contents(img: &Path, scratch: &Path) -> Vec<u8> {
+    qemu_img(&[
+        "convert".as_ref(),
+        "-f".as_ref(),
+        "qcow2".as_ref(),
+        "-O".as_ref(),
+        "raw".as_ref(),
+        img.as_os_str(),
+        scratch.as_os_str(),
+    ]);
+    std::fs::read(scratch).unwrap_or_else(|e| panic!("reading {}: {e}", scratch.display()))
+}
+
 /// A directory under the system temp dir, removed on drop when the test passed (kept after
 /// a failure, to look at).
 pub struct TempDir(pub PathBuf);

@@ -84,9 +84,16 @@ pub fn assert_finished_ok(o: &QemuOutcome) {
     assert_eq!(o.guest_status, Some(0));
 }
 
-/// The image holds `blk-pattern`'s bytes for `seed` in its first `sectors` and zeros after.
+/// The image ([`DISK_BYTES`] long) holds `blk-pattern`'s bytes for `seed` in its first
+/// `sectors` and zeros after.
 pub fn assert_holds_pattern(image: &[u8], seed: u64, sectors: u64) {
-    assert_eq!(image.len() as u64, DISK_BYTES);
+    assert_holds_pattern_of_size(image, DISK_BYTES, seed, sectors);
+}
+
+/// The image, `bytes` long, holds `blk-pattern`'s bytes for `seed` in its first `sectors`
+/// and zeros after.
+pub fn assert_holds_pattern_of_size(image: &[u8], bytes: u64, seed: u64, sectors: u64) {
+    assert_eq!(image.len() as u64, bytes);
     let written = (sectors * SECTOR) as usize;
     let want = |off: usize| {
         if off < written {
