@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let mut worker = BlkWorker {
         mem,
         queue: ready_queue(size, 0, 0x400, 0x800),
-        notify: EventFd::new(0).unwrap(),
+        notify: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
         interrupt: Arc::new(NoQueueInterrupt),
         backend: Arc::new(Mutex::new(disk)),
         id: *b"fuzz-disk-serial-id!",

@@ -87,13 +87,15 @@ fn kicks_and_interrupts_per_operation_are_the_devices_counts_over_the_window() {
         }
         // virtio: the probe polls with interrupts suppressed (NO_INTERRUPT or used_event).
         assert!(irqs < 0.01, "{}: {m:?}", case.id);
-        // Every notify the driver wrote in its window is one the device counted, give or take
-        // the kicks still in flight at the window's edges.
-        let device = get("kicks_per_op").expect("virtio counts kicks") * ops;
-        let guest = get("guest_kicks_per_op").expect("the probe reports kicks") * ops;
+        // Every notify the driver wrote in its window is one the device counted: the device's
+        // snapshot at each edge includes the kicks its worker has not read yet (40 of 40 runs
+        // under load agreed exactly; one is allowed for the float round trip). Counting only
+        // what the worker had read lost up to 172 at an edge.
+        let device = (get("kicks_per_op").expect("virtio counts kicks") * ops).round();
+        let guest = (get("guest_kicks_per_op").expect("the probe reports kicks") * ops).round();
         assert!(guest >= 1.0, "{}: {m:?}", case.id);
         assert!(
-            (device - guest).abs() <= 2.0 + guest * 0.01,
+            (device - guest).abs() <= 1.0,
             "{}: device {device} guest {guest}",
             case.id
         );

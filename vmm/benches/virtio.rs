@@ -115,7 +115,7 @@ fn read_chains(
                 BlkWorker {
                     mem: mem.clone(),
                     queue: q.create_queue::<Queue>().unwrap(),
-                    notify: EventFd::new(0).unwrap(),
+                    notify: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
                     interrupt: Arc::new(NoIrq),
                     backend: disk.clone(),
                     id: [0; 20],
@@ -166,8 +166,10 @@ fn blk(c: &mut Criterion) {
 
 fn net(c: &mut Criterion) {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap();
-    let backend: Box<dyn NetBackend> =
-        Box::new(Sink(EventFd::new(0).unwrap(), NetCounters::default()));
+    let backend: Box<dyn NetBackend> = Box::new(Sink(
+        EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        NetCounters::default(),
+    ));
     let backend = Arc::new(Mutex::new(backend));
     let mut g = c.benchmark_group("virtio-net");
     g.throughput(Throughput::Elements(u64::from(CHAINS)));
@@ -182,8 +184,8 @@ fn net(c: &mut Criterion) {
                     mem: mem.clone(),
                     rxq: rx.create_queue::<Queue>().unwrap(),
                     txq: tx.create_queue::<Queue>().unwrap(),
-                    rx_notify: EventFd::new(0).unwrap(),
-                    tx_notify: EventFd::new(0).unwrap(),
+                    rx_notify: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+                    tx_notify: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
                     backend_fd: -1,
                     backend_armed: true,
                     interrupt: Arc::new(NoIrq),

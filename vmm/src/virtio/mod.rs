@@ -3,6 +3,7 @@
 //! [`VirtioDevice`] and does its work on its own worker thread.
 
 pub mod blk;
+pub mod kicks;
 pub mod msix;
 pub mod net;
 pub mod pci;

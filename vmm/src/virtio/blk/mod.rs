@@ -15,6 +15,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::kicks::Kicks;
 use super::{features, read_config_bytes, Activation, QueueInterrupt, VirtioDevice, Worker};
 use crate::backend::block::BlockBackend;
 use crate::worker::{Handler, Sources, WorkerThread};
@@ -37,8 +38,8 @@ const SEG_MAX: u32 = 128;
 /// Requests and bytes served, for the harness to cross-check guest figures.
 #[derive(Default)]
 pub struct BlkCounters {
-    /// Guest notifications (ioeventfd kicks) the worker consumed.
-    pub kicks: AtomicU64,
+    /// Guest notifications (ioeventfd kicks).
+    pub kicks: Kicks,
     pub requests: AtomicU64,
     pub read_bytes: AtomicU64,
     pub write_bytes: AtomicU64,
@@ -60,7 +61,7 @@ pub struct Block {
 impl crate::counters::Counters for BlkCounters {
     fn snapshot(&self) -> Vec<(&'static str, u64)> {
         vec![
-            ("kicks", self.kicks.load(Ordering::Relaxed)),
+            ("kicks", self.kicks.total()),
             ("requests", self.requests.load(Ordering::Relaxed)),
             ("read_bytes", self.read_bytes.load(Ordering::Relaxed)),
             ("write_bytes", self.write_bytes.load(Ordering::Relaxed)),
@@ -145,6 +146,7 @@ impl VirtioDevice for Block {
             return Err(format!("expected 1 ready queue, got {}", queues.len()));
         }
         let (queue, notify) = queues.remove(0);
+        self.counters.kicks.watch(&notify);
         let sources = [(notify.as_raw_fd(), Token::Queue)];
         let w = BlkWorker {
             mem: a.mem,
@@ -203,12 +205,8 @@ impl Handler for BlkWorker {
     fn handle(&mut self, ready: &[Token]) -> Result<(), WorkerError> {
         for t in ready {
             match t {
-                Token::Queue => {
-                    // The eventfd counts every kick since the last read.
-                    let kicks = self.notify.read().unwrap_or(0);
-                    self.counters.kicks.fetch_add(kicks, Ordering::Relaxed);
-                    self.process()?;
-                }
+                // process consumes the kicks it serves (see there).
+                Token::Queue => self.process()?,
             }
         }
         Ok(())
@@ -228,6 +226,7 @@ impl BlkWorker {
                 let written = self.serve(&mem, chain);
                 self.queue.add_used(&mem, head, written).map_err(q)?;
             }
+            self.counters.kicks.consume(&self.notify);
             if !self.queue.enable_notification(&mem).map_err(q)? {
                 break;
             }

@@ -139,7 +139,7 @@ fn run(f: &Fixture, chains: &[Vec<RawDescriptor>], read_only: bool) -> Vec<u32> 
     let mut w = BlkWorker {
         mem: f.mem.clone(),
         queue,
-        notify: EventFd::new(0).unwrap(),
+        notify: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
         interrupt: f.irqs.clone(),
         backend: f.disk.clone(),
         id: *b"vmbench-test-disk\0\0\0",
@@ -367,7 +367,7 @@ fn a_descriptor_loop_terminates() {
     let mut w = BlkWorker {
         mem: f.mem.clone(),
         queue: mock.create_queue().unwrap(),
-        notify: EventFd::new(0).unwrap(),
+        notify: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
         interrupt: f.irqs.clone(),
         backend: f.disk.clone(),
         id: [0; 20],

@@ -16,6 +16,7 @@ use virtio_queue::{Queue, QueueT, Reader, Writer};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::kicks::Kicks;
 use super::{features, read_config_bytes, Activation, QueueInterrupt, VirtioDevice, Worker};
 use crate::backend::net::{NetBackend, Offloads};
 use crate::worker::{Handler, Sources, WorkerThread};
@@ -40,8 +41,8 @@ pub const MAX_FRAME: usize = 65562;
 
 #[derive(Default)]
 pub struct NetCounters {
-    pub tx_kicks: AtomicU64,
-    pub rx_kicks: AtomicU64,
+    pub tx_kicks: Kicks,
+    pub rx_kicks: Kicks,
     pub tx_frames: AtomicU64,
     pub tx_bytes: AtomicU64,
     pub tx_dropped: AtomicU64,
@@ -55,8 +56,8 @@ impl crate::counters::Counters for NetCounters {
     fn snapshot(&self) -> Vec<(&'static str, u64)> {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         vec![
-            ("tx_kicks", l(&self.tx_kicks)),
-            ("rx_kicks", l(&self.rx_kicks)),
+            ("tx_kicks", self.tx_kicks.total()),
+            ("rx_kicks", self.rx_kicks.total()),
             ("tx_frames", l(&self.tx_frames)),
             ("tx_bytes", l(&self.tx_bytes)),
             ("tx_dropped", l(&self.tx_dropped)),
@@ -142,6 +143,8 @@ impl VirtioDevice for Net {
         }
         let (txq, tx_notify) = queues.remove(1);
         let (rxq, rx_notify) = queues.remove(0);
+        self.counters.tx_kicks.watch(&tx_notify);
+        self.counters.rx_kicks.watch(&rx_notify);
         let guest = Offloads {
             csum: a.features & F_GUEST_CSUM != 0,
             tso: a.features & (F_GUEST_TSO4 | F_GUEST_TSO6) != 0,
@@ -251,14 +254,10 @@ impl Handler for NetWorker {
     fn handle(&mut self, ready: &[Token]) -> Result<(), WorkerError> {
         for t in ready {
             match t {
-                Token::TxQueue => {
-                    let k = self.tx_notify.read().unwrap_or(0);
-                    self.counters.tx_kicks.fetch_add(k, Ordering::Relaxed);
-                    self.process_tx()?;
-                }
+                // process_tx consumes the kicks it serves (see there).
+                Token::TxQueue => self.process_tx()?,
                 Token::RxQueue => {
-                    let k = self.rx_notify.read().unwrap_or(0);
-                    self.counters.rx_kicks.fetch_add(k, Ordering::Relaxed);
+                    self.counters.rx_kicks.consume(&self.rx_notify);
                     self.process_rx()?;
                 }
                 Token::Backend => self.process_rx()?,
@@ -282,6 +281,7 @@ impl NetWorker {
                 self.txq.add_used(&mem, head, 0).map_err(q)?;
                 sent_any = true;
             }
+            self.counters.tx_kicks.consume(&self.tx_notify);
             if !self.txq.enable_notification(&mem).map_err(q)? {
                 break;
             }
@@ -381,6 +381,7 @@ impl NetWorker {
                 false => {
                     // No room: ask the driver to kick when it adds buffers, and look once
                     // more in case it did meanwhile.
+                    self.counters.rx_kicks.consume(&self.rx_notify);
                     if self.rxq.enable_notification(&mem).map_err(q)? {
                         continue;
                     }
