@@ -89,6 +89,48 @@ impl Drop for Work {
     }
 }
 
+/// A vmbench command for the emulated host (its arguments, paths as seen from inside:
+/// `/work/...`) and how long it may take there before the host counts as hung.
+#[derive(Clone, Debug)]
+pub struct HostCommand {
+    pub args: Vec<String>,
+    pub budget: Duration,
+}
+
+impl HostCommand {
+    /// A `boot` command: it gets as long as its guest's limits allow (its `--timeout` and
+    /// `--run-timeout`, which the vmbench inside enforces) plus [`COMMAND_MARGIN`].
+    pub fn boot(args: Vec<String>) -> anyhow::Result<HostCommand> {
+        check_passable(&args)?;
+        let parsed = crate::cli::boot::parse(&args)
+            .map_err(|e| anyhow::anyhow!("the emulated host's boot command {args:?}: {e}"))?;
+        let limits = crate::cli::boot::limits(&parsed);
+        Ok(HostCommand {
+            args,
+            budget: limits.ready + limits.run + COMMAND_MARGIN,
+        })
+    }
+
+    /// Any command, with the budget its caller worked out (plus [`COMMAND_MARGIN`]).
+    pub fn with_budget(args: Vec<String>, budget: Duration) -> anyhow::Result<HostCommand> {
+        check_passable(&args)?;
+        Ok(HostCommand {
+            args,
+            budget: budget + COMMAND_MARGIN,
+        })
+    }
+}
+
+/// The init reads one argument a line, commands separated by an empty line.
+fn check_passable(args: &[String]) -> anyhow::Result<()> {
+    if args.iter().any(|a| a.is_empty() || a.contains('\n')) {
+        bail!(
+            "an argument of {args:?} is empty or has a line break; the emulated host cannot pass it"
+        );
+    }
+    Ok(())
+}
+
 /// The `boot` command the emulated host runs: the same flags, files replaced by their
 /// places in the share.
 fn inner_args(args: &Args, work: &mut Work) -> anyhow::Result<Vec<String>> {
@@ -144,7 +186,7 @@ fn inner_args(args: &Args, work: &mut Work) -> anyhow::Result<Vec<String>> {
 /// output and ends as it ended.
 pub fn boot(args: &Args) -> anyhow::Result<()> {
     let mut work = Work::new()?;
-    let inner = inner_args(args, &mut work)?;
+    let inner = HostCommand::boot(inner_args(args, &mut work)?)?;
     let codes = run(&work, &[inner], &mut |_, line| println!("{line}"))?;
     work.finish()?;
     match codes.first().copied().flatten() {
@@ -169,7 +211,24 @@ const HOST_CPUS: u32 = 2;
 /// The emulated host's kernel command line. `nohz=off highres=off`: a periodic tick, which
 /// QEMU's local APIC raises again every period whether or not the last one was taken, instead
 /// of one-shot timers that are gone if one interrupt is (docs/linux-boot.md, "Hangs").
-const HOST_CMDLINE: &str = "console=ttyS0 panic=-1 quiet nohz=off highres=off";
+const HOST_CMDLINE: &str =
+    "console=ttyS0 panic=-1 quiet nohz=off highres=off vmbench.host=emulated";
+
+/// The kernel parameter that marks the emulated host (its command line carries it).
+const HOST_MARK: &str = "vmbench.host=emulated";
+
+/// Whether this vmbench runs inside the emulated host: its kernel was started with
+/// [`HOST_MARK`], or its CPU is QEMU's TCG model (`-cpu max` under TCG calls itself "QEMU
+/// TCG CPU"), where nothing runs at the speed it would on hardware.
+pub fn inside() -> bool {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    cmdline.split_whitespace().any(|w| w == HOST_MARK)
+        || cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("model name"))
+            .any(|l| l.contains("QEMU TCG CPU"))
+}
 
 /// How long the emulated host may take from QEMU's start to its first command: about half a
 /// minute here (QEMU-TCG boots the kernel, loads KVM, mounts the share); ten times that on a
@@ -188,13 +247,12 @@ const HOST_POWEROFF: Duration = Duration::from_secs(60);
 const TAIL: usize = 30;
 
 /// Boots the emulated host once (building the test-host image first if needed) with `work`
-/// shared, and runs each of `commands` (vmbench's arguments, paths as seen from inside:
-/// `/work/...`) in turn. `output` sees each output line with the index of its command; the
+/// shared, and runs each of `commands` in turn. `output` sees each output line with the index of its command; the
 /// host's own boot goes to stderr as progress. Returns each command's exit code (`None`: the
 /// host ended before it did).
 pub fn run(
     work: &Work,
-    commands: &[Vec<String>],
+    commands: &[HostCommand],
     output: &mut dyn FnMut(usize, &str),
 ) -> anyhow::Result<Vec<Option<i32>>> {
     let vmbench = std::env::current_exe().context("cannot find the running vmbench binary")?;
@@ -203,22 +261,17 @@ pub fn run(
 
 /// [`run`] with the vmbench binary to put in the host (tests pass the built `vmbench`).
 ///
-/// Commands must be `boot` commands: each gets as long as its guest's limits allow (its
-/// `--timeout` and `--run-timeout`, which the vmbench inside enforces) plus
-/// [`COMMAND_MARGIN`]; a host that does not boot within [`HOST_BOOT`] or a command that
-/// overruns is stopped, and the error says which and how the console ended.
+/// A host that does not boot within [`HOST_BOOT`] or a command that overruns its budget is
+/// stopped, and the error says which and how the console ended.
 pub fn run_with(
     vmbench: &Path,
     work: &Work,
-    commands: &[Vec<String>],
+    commands: &[HostCommand],
     output: &mut dyn FnMut(usize, &str),
 ) -> anyhow::Result<Vec<Option<i32>>> {
     let budgets = Budgets {
         boot: HOST_BOOT,
-        commands: commands
-            .iter()
-            .map(|c| budget(c))
-            .collect::<anyhow::Result<_>>()?,
+        commands: commands.iter().map(|c| c.budget).collect(),
         poweroff: HOST_POWEROFF,
     };
     let host = images::test_host::build(
@@ -229,24 +282,13 @@ pub fn run_with(
         &mut |p| eprintln!("{p}"),
     )
     .context("cannot build the test-host image")?;
-    let args: String = commands.iter().map(|c| c.join("\n") + "\n\n").collect();
+    let args: String = commands
+        .iter()
+        .map(|c| c.args.join("\n") + "\n\n")
+        .collect();
     std::fs::write(work.path().join("args"), args)
         .context("cannot write the emulated host's arguments")?;
     run_host(&host, work.path(), commands, &budgets, output)
-}
-
-/// How long a `boot` command may take in the emulated host: its guest's limits, which the
-/// vmbench inside enforces, and [`COMMAND_MARGIN`].
-fn budget(c: &[String]) -> anyhow::Result<Duration> {
-    if c.iter().any(|a| a.is_empty() || a.contains('\n')) {
-        bail!(
-            "an argument of {c:?} is empty or has a line break; the emulated host cannot pass it"
-        );
-    }
-    let args = crate::cli::boot::parse(c)
-        .map_err(|e| anyhow::anyhow!("the emulated host runs `boot` commands; {c:?}: {e}"))?;
-    let limits = crate::cli::boot::limits(&args);
-    Ok(limits.ready + limits.run + COMMAND_MARGIN)
 }
 
 /// The emulated host stopped making progress and was stopped: the phase it was in overran
@@ -301,7 +343,7 @@ impl Tail {
 fn run_host(
     host: &images::test_host::TestHost,
     work: &Path,
-    commands: &[Vec<String>],
+    commands: &[HostCommand],
     budgets: &Budgets,
     output: &mut dyn FnMut(usize, &str),
 ) -> anyhow::Result<Vec<Option<i32>>> {
@@ -346,7 +388,7 @@ fn run_host(
 /// phase it is in (boot, command N, power-off) overruns its budget.
 fn supervise(
     mut child: std::process::Child,
-    commands: &[Vec<String>],
+    commands: &[HostCommand],
     budgets: &Budgets,
     output: &mut dyn FnMut(usize, &str),
 ) -> anyhow::Result<Vec<Option<i32>>> {
@@ -404,7 +446,7 @@ fn supervise(
                 "running command {n} of {} ({} s allowed: `{}`)",
                 commands.len(),
                 budget.as_secs(),
-                current.map_or(String::new(), |i| commands[i].join(" "))
+                current.map_or(String::new(), |i| commands[i].args.join(" "))
             );
             deadline = Instant::now() + budget;
             eprintln!(
@@ -469,12 +511,15 @@ mod tests {
 
     #[test]
     fn a_command_gets_its_guests_limits_and_a_margin() {
-        let linux = budget(&words("boot --guest linux --timeout 240 --run-timeout 60")).unwrap();
+        let budget = |s: &str| HostCommand::boot(words(s)).map(|c| c.budget);
+        let linux = budget("boot --guest linux --timeout 240 --run-timeout 60").unwrap();
         assert_eq!(linux, Duration::from_secs(240 + 60) + COMMAND_MARGIN);
-        let defaults = budget(&words("boot --guest linux")).unwrap();
+        let defaults = budget("boot --guest linux").unwrap();
         assert_eq!(defaults, Duration::from_secs(180 + 120) + COMMAND_MARGIN);
-        let e = budget(&words("bench scenarios/net.toml")).unwrap_err();
-        assert!(e.to_string().contains("`boot` commands"), "{e}");
+        let e = budget("bench scenarios/net.toml").unwrap_err();
+        assert!(e.to_string().contains("boot command"), "{e}");
+        let e = HostCommand::with_budget(vec!["a\nb".into()], Duration::ZERO).unwrap_err();
+        assert!(e.to_string().contains("line break"), "{e}");
     }
 
     /// A stand-in host (a shell printing the init's marks) under small budgets.
@@ -491,7 +536,7 @@ mod tests {
             commands: vec![each; commands],
             poweroff: Duration::from_secs(2),
         };
-        let cmds = vec![words("boot"); commands];
+        let cmds = vec![HostCommand::with_budget(words("boot"), each).unwrap(); commands];
         supervise(child, &cmds, &budgets, &mut |_, _| {})
     }
 

@@ -312,3 +312,24 @@ fn the_perf_workflow_script_runs_as_ci_runs_it() {
     let doc = results::load(&t.path("run").join(RESULTS_FILE)).unwrap();
     assert!(doc.ab.and_then(|a| a.other_revision).is_some());
 }
+
+#[test]
+fn a_run_from_the_emulated_host_is_not_gated() {
+    let t = TempDir::new("gate-emulated");
+    let real = root().join("reports/tests/data/smoke.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&real).unwrap()).unwrap();
+    doc["environment"]["kvm"]["emulated_host"] = serde_json::Value::Bool(true);
+    std::fs::write(t.path("emulated.json"), serde_json::to_vec(&doc).unwrap()).unwrap();
+    let real = real.to_str().unwrap();
+    let (code, _, out) = gate(&t.0, &["--baseline", real, "--current", "emulated.json"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("emulated.json: measured inside the emulated AMD-V host")
+            && out.contains("timings are not real"),
+        "{out}"
+    );
+    // The same file as it was measured passes against itself.
+    let (code, _, out) = gate(&t.0, &["--baseline", real, "--current", real]);
+    assert_eq!(code, Some(0), "{out}");
+}

@@ -8,7 +8,10 @@
 //! - virtio-net (MSI-X through irqfd routes): the same with virtio_net;
 //! - PIIX IDE (IRQ 14): ata_piix and sd write a pattern the host then reads back byte for byte,
 //!   on a raw image and on a qcow2 image (read back through `qemu-img convert`);
-//! - virtio-blk: virtio_blk does the same on a raw image.
+//! - virtio-blk: virtio_blk does the same on a raw image;
+//! - and `bench scenarios/linux-vmm.toml --host emulated`'s inner run (its virtio-net case):
+//!   the scenario path to a Linux guest on vmbench's VMM, results.json brought back, marked as
+//!   measured in the emulated host, with the images that ran.
 //!
 //! How each driver's interrupts arrived is checked on the agent's `irq` records (its
 //! `/proc/interrupts` lines for the device): MSI-X for virtio, the IO-APIC for e1000's INTx and
@@ -28,6 +31,8 @@ use vmbench::emulated::{self, Work};
 use vmbench::record::Record;
 
 const SECTORS: u64 = 1024;
+/// The bench command's place among the emulated host's commands (after five boots).
+const BENCH: usize = 5;
 const SEED: u64 = 0x5eed;
 
 /// A record `boot` printed (as `kind k=v ...`, or inside `[...]` for a windowed result).
@@ -103,9 +108,24 @@ fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
         // The emulated host allows each command these plus a margin, then stops.
         a.extend(args(&["--timeout", "240", "--run-timeout", "60"]));
         a.extend(args(rest));
-        a
+        emulated::HostCommand::boot(a).expect("a boot command")
     };
     let pattern = format!("blk-pattern sectors={SECTORS} seed={SEED}");
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/linux-vmm.toml");
+    let bench_args = vmbench::cli::bench::parse(&[
+        "bench",
+        scenario.to_str().unwrap(),
+        "--host",
+        "emulated",
+        "--filter",
+        "nic=virtio",
+        "--duration",
+        "1",
+    ])
+    .unwrap();
+    let (bench_scenario, bench) =
+        vmbench::cli::bench::host::prepare(&bench_args, &mut work).expect("the inner bench");
+    assert_eq!(bench_scenario.cases.len(), 1);
     let commands = vec![
         boot(&[
             "--nic",
@@ -143,6 +163,7 @@ fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
             "--probe-exec",
             &pattern,
         ]),
+        bench,
     ];
 
     // One more try when the emulated host itself stops making progress (`emulated::Hung`):
@@ -179,8 +200,10 @@ fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
 
     let show = |i: usize| out[i].join("\n");
     for (i, code) in codes.iter().enumerate() {
-        assert_eq!(*code, Some(0), "guest {i} failed:\n{}", show(i));
-        assert!(out[i].iter().any(|l| l == "vCPU 0 ready"), "{}", show(i));
+        assert_eq!(*code, Some(0), "command {i} failed:\n{}", show(i));
+    }
+    for (i, lines) in out.iter().enumerate().take(BENCH) {
+        assert!(lines.iter().any(|l| l == "vCPU 0 ready"), "{}", show(i));
     }
 
     // e1000 and virtio-net: Linux's driver, round trips through the peer, every request echoed.
@@ -219,6 +242,37 @@ fn linux_drives_vmbench_devices_with_its_own_drivers_in_the_emulated_host() {
         assert_eq!(r.get_u64("mismatches"), Some(0), "{r}");
         assert_eq!(r.get_u64("write_errors"), Some(0), "{r}");
     }
+    // The bench: results.json back, what ran and where, the case's round trips all answered.
+    let run = work.path().join("bench-out");
+    std::fs::create_dir(&run).unwrap();
+    let doc = vmbench::cli::bench::host::take_results(&work, &run).expect("the inner results");
+    let case = &bench_scenario.cases[0];
+    assert!(doc.finished, "{}", show(BENCH));
+    assert!(
+        doc.environment.kvm.emulated_host,
+        "{:?}",
+        doc.environment.kvm
+    );
+    assert_eq!(doc.environment.kvm.flavour, "kvm-amd");
+    let c = doc.case(&case.id).expect("the case");
+    assert_eq!(
+        c.status,
+        vmbench::results::CaseStatus::Ok,
+        "{}",
+        show(BENCH)
+    );
+    let m = &c.repetitions[0].metrics;
+    assert!(m.get("ops").copied().unwrap_or(0.0) > 0.0, "{m:?}");
+    assert_eq!(m.get("lost").copied(), Some(0.0), "{m:?}");
+    let images: Vec<&str> = doc
+        .images
+        .iter()
+        .filter_map(|i| i.get("input_hash")?.as_str())
+        .collect();
+    assert!(
+        images.contains(&support::linux_image().input_hash.as_str()),
+        "{images:?}"
+    );
     pattern_on_host(&ide);
     pattern_on_host(&vblk);
     let back = qcow2_contents(&ide_qcow2, &work.path().join("ide-qcow2-back.raw"));

@@ -96,6 +96,12 @@ pub fn render(runs: &[Run], baseline: Option<&Run>, png_dir: &str) -> Page {
                 escape(&run.updated_at)
             );
         }
+        if run.environment.kvm.emulated_host {
+            let _ = write!(
+                body,
+                "<div class=\"banner\"><strong>Not real timings.</strong> Measured inside the emulated AMD-V host (QEMU-TCG with KVM in it, <code>bench --host emulated</code>): every instruction of host and guest was translated by TCG. These results check that the devices work under real drivers; their figures say nothing about speed.</div>"
+            );
+        }
         if !run.environment.kvm.cpl0_native {
             let _ = write!(
                 body,

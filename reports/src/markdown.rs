@@ -52,6 +52,9 @@ pub fn render(
             run.cases.len(),
             run.scenario.run.repetitions
         );
+        if run.environment.kvm.emulated_host {
+            md.push_str("  - **Not real timings**: measured inside the emulated AMD-V host (QEMU-TCG, `bench --host emulated`); these results check function, not speed.\n");
+        }
     }
     md.push_str("\n## Headline\n\n");
     if headline.is_empty() {

@@ -87,6 +87,9 @@ pub struct Kvm {
     pub flavour: String,
     pub cpl0_native: bool,
     pub nested: bool,
+    /// Measured inside the emulated AMD-V host: functional figures, not real timings.
+    #[serde(default)]
+    pub emulated_host: bool,
     #[serde(default)]
     pub error: Option<String>,
 }

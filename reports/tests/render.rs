@@ -324,3 +324,24 @@ fn bad_inputs_are_refused_with_one_line() {
         assert!(!msg.contains('\n'));
     }
 }
+
+#[test]
+fn results_from_the_emulated_host_are_not_presented_as_timings() {
+    let mut r = run("smoke.json");
+    let plain = {
+        let dir = tempfile::tempdir().unwrap();
+        let w = reports::render(std::slice::from_ref(&r), None, dir.path(), &mut |_| {}).unwrap();
+        std::fs::read_to_string(&w.html).unwrap()
+    };
+    assert!(!plain.contains("Not real timings"));
+    r.environment.kvm.emulated_host = true;
+    let dir = tempfile::tempdir().unwrap();
+    let w = reports::render(std::slice::from_ref(&r), None, dir.path(), &mut |_| {}).unwrap();
+    let html = std::fs::read_to_string(&w.html).unwrap();
+    let doc = Html::parse_document(&html);
+    let banners = texts(&doc, "div.banner").join("|");
+    assert!(banners.contains("Not real timings"), "{banners}");
+    assert!(banners.contains("emulated AMD-V host"), "{banners}");
+    let md = std::fs::read_to_string(&w.summary).unwrap();
+    assert!(md.contains("**Not real timings**"), "{md}");
+}

@@ -550,6 +550,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         _ => anyhow::bail!("give --baseline and --current, or --aa"),
     };
+    for (doc, name) in [(&baseline, &names.0), (&current, &names.1)] {
+        if doc.environment.kvm.emulated_host {
+            anyhow::bail!(
+                "{name}: measured inside the emulated AMD-V host (bench --host emulated), where timings are not real; the gate compares timings, so gate runs made on a host with hardware virtualization (or without --host emulated)"
+            );
+        }
+    }
     let opts = GateOptions {
         threshold_pct: args.threshold,
         alpha: args.alpha,

@@ -44,6 +44,7 @@ pub fn environment() -> Environment {
             flavour: "kvm-pvm".into(),
             cpl0_native: false,
             nested: true,
+            emulated_host: false,
             api_version: Some(12),
             max_vcpus: Some(288),
             capabilities: BTreeMap::new(),

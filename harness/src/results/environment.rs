@@ -42,6 +42,11 @@ pub struct KvmInfo {
     pub cpl0_native: bool,
     /// This host is itself a guest.
     pub nested: bool,
+    /// This host is the emulated AMD-V host (`--host emulated`: QEMU-TCG `-cpu max` with KVM
+    /// in it): everything ran, translated by TCG, so the figures check function and are not
+    /// real timings. Added within version 1 (absent: false).
+    #[serde(default)]
+    pub emulated_host: bool,
     pub api_version: Option<i32>,
     pub max_vcpus: Option<usize>,
     /// Capabilities vmbench uses or that explain its figures, by kvm-ioctls name.
@@ -121,6 +126,7 @@ fn kvm_info() -> KvmInfo {
         flavour: h.flavour,
         cpl0_native: h.cpl0_native,
         nested: h.nested,
+        emulated_host: crate::emulated::inside(),
         api_version: None,
         max_vcpus: None,
         capabilities: BTreeMap::new(),

@@ -747,14 +747,6 @@ pub(crate) fn impossible(c: &CaseParams) -> Vec<Impossible> {
             }),
         }
     }
-    match (c.guest, c.engine) {
-        (Guest::Probe, _) | (Guest::Linux, EngineKind::Qemu) => {}
-        (Guest::Linux, EngineKind::Vmbench) => out.push(Impossible {
-            blame: P::Guest,
-            message: "guest \"linux\" runs on engine = \"qemu\" only: vmbench's VMM boots Linux only from `boot --guest linux` so far".to_string(),
-            hint: format!("set engine = \"qemu\", {exclude}"),
-        }),
-    }
     if c.guest == Guest::Linux && c.mem_mib < LINUX_MIN_MEM_MIB {
         out.push(Impossible {
             blame: P::MemMib,

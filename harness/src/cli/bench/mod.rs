@@ -5,6 +5,7 @@
 //! summary.
 
 mod ab;
+pub mod host;
 mod metrics;
 pub mod rundir;
 mod summary;
@@ -82,6 +83,18 @@ pub struct Args {
     /// the cases the gate (at its default 5% threshold and alpha 0.05) finds inconclusive.
     #[arg(long, value_name = "N", value_parser = num::int::<u32>(1, MAX_RETRIES))]
     pub retry_suspects: Option<u32>,
+    /// Where to run: here, or inside an emulated AMD-V host (QEMU-TCG `-cpu max` with KVM in
+    /// it, `images build test-host`), for Linux guests on vmbench's VMM where this host cannot
+    /// run guest kernel code (docs/linux-boot.md). Timings there are not real: the results
+    /// say so (`environment.kvm.emulated_host`), and the report and the gate treat them as a
+    /// check of function.
+    #[arg(long, value_enum, default_value_t = crate::emulated::Host::Native)]
+    pub host: crate::emulated::Host,
+    /// The guest images, already built: a JSON list of their manifests, each artifact at its
+    /// recorded path and hash (what `--host emulated` hands the vmbench inside, which has no
+    /// toolchain or package mirror to build them).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub prebuilt_images: Option<PathBuf>,
 }
 
 /// `--duration`: the probe counts whole milliseconds.
@@ -106,6 +119,18 @@ pub struct RunOneArgs {
     pub index: u32,
     #[arg(long, value_parser = num::float(DURATION))]
     pub duration: Option<f64>,
+}
+
+/// `args` as `vmbench bench` would parse them (`args[0]` is `bench`).
+pub fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+    #[derive(clap::Parser)]
+    #[command(name = "vmbench bench")]
+    struct Bench {
+        #[command(flatten)]
+        args: Args,
+    }
+    use clap::Parser;
+    Ok(Bench::try_parse_from(args)?.args)
 }
 
 /// `vmbench protocol`: the interfaces this build speaks, as JSON.
@@ -194,6 +219,9 @@ pub fn interrupted() -> bool {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.host == crate::emulated::Host::Emulated {
+        return host::run(&args);
+    }
     let mut scenario = Scenario::load(&args.scenario)?;
     let two_sided = args.aa || args.ab.is_some() || args.ab_rev.is_some();
     if args.retry_suspects.is_some() && !two_sided {
@@ -217,18 +245,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         false => args.repetitions,
     };
-    scenario.apply(&Overrides {
-        repetitions,
-        duration_secs: args.duration,
-        filter: args.filter.clone(),
-        shard: args.shard,
-    })?;
-    if scenario.cases.is_empty() {
-        bail!(
-            "{}: no case to run (check --filter)",
-            args.scenario.display()
-        );
-    }
+    apply_flags(&mut scenario, &args, repetitions)?;
     check_requirements(&scenario)?;
     for w in &scenario.warnings {
         eprintln!("warning: {w}");
@@ -240,21 +257,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(rev)) => Some(ab::Other::build_rev(rev, &args.scenario, args.duration)?),
         (None, None) => None,
     };
-    let manifest =
-        images::probe::build(&mut |m| eprintln!("{m}")).context("cannot build the probe guest")?;
+    let (manifest, linux_manifest) = match &args.prebuilt_images {
+        Some(file) => prebuilt_images(file, &scenario)?,
+        None => (
+            images::probe::build(&mut |m| eprintln!("{m}"))
+                .context("cannot build the probe guest")?,
+            linux_image(&scenario)?.1,
+        ),
+    };
     let probe = manifest.artifacts[0].path.clone();
-    let (linux, linux_manifest) = linux_image(&scenario)?;
+    let linux = match &linux_manifest {
+        Some(m) => Some(
+            LinuxImage::from_manifest(m)
+                .context("the linux image's manifest has no vmlinux or initramfs.cpio.gz")?,
+        ),
+        None => None,
+    };
     let env = collect_environment(Some(manifest.artifacts[0].sha256.clone()));
-    let (dir, id) = match &args.out {
-        Some(d) => (d.clone(), run_id(std::time::SystemTime::now())),
-        None => create_run_dir(Path::new("results"), &run_id(std::time::SystemTime::now()))?,
-    };
-    let replace = match args.replace {
-        true => rundir::Replace::Yes,
-        false => rundir::Replace::No,
-    };
     // Held until the run returns: no second run writes here meanwhile.
-    let _run_dir = rundir::RunDir::lock(&dir, replace)?;
+    let (dir, id, _run_dir) = run_dir(&args)?;
     let mut doc = RunResults::new(id.clone(), env, scenario.clone());
     doc.command_line = Some(std::env::args().collect());
     let mut writer = ResultsWriter::create(&dir, doc)?;
@@ -302,7 +323,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             summary::print(
                 &doc,
                 &mut std::io::stdout(),
-                runner.measured,
+                Some(runner.measured),
                 started.elapsed(),
             )?;
             vmm::backend::net::netns::remove_all_owned();
@@ -319,17 +340,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let path = crate::gate::noise::store(&doc, floors, None)?;
         eprintln!("noise floors stored in {}", path.display());
     }
-    report(&dir);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-    } else {
-        summary::print(
-            &doc,
-            &mut std::io::stdout(),
-            runner.measured,
-            started.elapsed(),
-        )?;
-    }
+    present(
+        &dir,
+        &doc,
+        args.json,
+        Some(runner.measured),
+        started.elapsed(),
+    )?;
     let failed: Vec<&str> = doc
         .cases
         .iter()
@@ -343,6 +360,56 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             failed.join("; ")
         ))
         .into());
+    }
+    Ok(())
+}
+
+/// The flags that select and size the cases (`repetitions` as the run counts them); a run
+/// left with no case is refused.
+fn apply_flags(s: &mut Scenario, args: &Args, repetitions: Option<u32>) -> anyhow::Result<()> {
+    s.apply(&Overrides {
+        repetitions,
+        duration_secs: args.duration,
+        filter: args.filter.clone(),
+        shard: args.shard,
+    })?;
+    if s.cases.is_empty() {
+        bail!(
+            "{}: no case to run (check --filter)",
+            args.scenario.display()
+        );
+    }
+    Ok(())
+}
+
+/// The run's directory (`--out`, or a new one under results/), its run id, and its lock.
+fn run_dir(args: &Args) -> anyhow::Result<(PathBuf, String, rundir::RunDir)> {
+    let (dir, id) = match &args.out {
+        Some(d) => (d.clone(), run_id(std::time::SystemTime::now())),
+        None => create_run_dir(Path::new("results"), &run_id(std::time::SystemTime::now()))?,
+    };
+    let replace = match args.replace {
+        true => rundir::Replace::Yes,
+        false => rundir::Replace::No,
+    };
+    let lock = rundir::RunDir::lock(&dir, replace)?;
+    Ok((dir, id, lock))
+}
+
+/// The end of a run: the report rendered into `dir`, then the results as JSON (`--json`) or
+/// the summary on stdout.
+fn present(
+    dir: &Path,
+    doc: &RunResults,
+    json: bool,
+    measured: Option<Duration>,
+    wall: Duration,
+) -> anyhow::Result<()> {
+    report(dir);
+    if json {
+        println!("{}", serde_json::to_string_pretty(doc)?);
+    } else {
+        summary::print(doc, &mut std::io::stdout(), measured, wall)?;
     }
     Ok(())
 }
@@ -370,6 +437,49 @@ fn print_floors(f: &crate::gate::noise::ScenarioFloors, scenario: &Scenario) {
     }
 }
 
+/// `--prebuilt-images FILE`: the probe's manifest and the linux image's (when a case boots
+/// Linux), each artifact checked against its recorded hash, so that the results name exactly
+/// what ran.
+fn prebuilt_images(
+    file: &Path,
+    s: &Scenario,
+) -> anyhow::Result<(
+    images::manifest::Manifest,
+    Option<images::manifest::Manifest>,
+)> {
+    let text = crate::input::read_regular(file, crate::input::MAX_SCENARIO_BYTES)
+        .with_context(|| format!("--prebuilt-images {}", file.display()))?;
+    let all: Vec<images::manifest::Manifest> =
+        serde_json::from_slice(&text).with_context(|| {
+            format!(
+                "--prebuilt-images {}: not a list of image manifests",
+                file.display()
+            )
+        })?;
+    let take = |image: &str| -> anyhow::Result<Option<images::manifest::Manifest>> {
+        let Some(m) = all.iter().find(|m| m.image == image) else {
+            return Ok(None);
+        };
+        if !m.verify() {
+            bail!(
+                "--prebuilt-images {}: an artifact of the {image} image is missing or does not match its recorded SHA-256",
+                file.display()
+            );
+        }
+        Ok(Some(m.clone()))
+    };
+    let probe = take("probe")?
+        .with_context(|| format!("--prebuilt-images {}: no probe image", file.display()))?;
+    let linux = take("linux")?;
+    if linux.is_none() && s.cases.iter().any(|c| c.params.guest == Guest::Linux) {
+        bail!(
+            "--prebuilt-images {}: a case boots Linux and there is no linux image",
+            file.display()
+        );
+    }
+    Ok((probe, linux))
+}
+
 /// The linux image (built, or reused from the cache) when a case boots Linux.
 fn linux_image(
     s: &Scenario,
@@ -389,6 +499,28 @@ fn linux_image(
 /// Refuses, before anything runs, what cannot run on this host.
 fn check_requirements(s: &Scenario) -> anyhow::Result<()> {
     vmm::kvm::open()?;
+    let linux_here: Vec<&str> = s
+        .cases
+        .iter()
+        .filter(|c| c.params.guest == Guest::Linux && c.params.engine == EngineKind::Vmbench)
+        .map(|c| c.id.as_str())
+        .collect();
+    if let (Some(first), Some(refusal)) = (
+        linux_here.first(),
+        engine::vmbench::linux_refusal(&vmm::kvm::host_kvm()),
+    ) {
+        bail!(
+            "{}: case {first}{}: {refusal}",
+            s.source.path,
+            match linux_here.len() {
+                1 => String::new(),
+                n => format!(
+                    " (and {} more with guest \"linux\" on engine \"vmbench\")",
+                    n - 1
+                ),
+            }
+        );
+    }
     if s.cases.iter().any(|c| c.params.engine == EngineKind::Qemu) {
         crate::engine::qemu::find_qemu().context("this scenario runs cases on QEMU")?;
     }

@@ -27,7 +27,7 @@ fn fmt_value(metric: &str, v: f64) -> String {
 pub fn print(
     doc: &RunResults,
     out: &mut dyn Write,
-    measured: Duration,
+    measured: Option<Duration>,
     wall: Duration,
 ) -> std::io::Result<()> {
     writeln!(
@@ -35,6 +35,12 @@ pub fn print(
         "\n{} — {}",
         doc.scenario.name, doc.scenario.description
     )?;
+    if doc.environment.kvm.emulated_host {
+        writeln!(
+            out,
+            "measured inside the emulated AMD-V host (QEMU-TCG, bench --host emulated): these figures check function and are not real timings"
+        )?;
+    }
     if let Some(c) = &doc.calibration {
         let f = |k: &str| {
             c.figures
@@ -165,12 +171,15 @@ pub fn print(
     for warn in &doc.scenario.warnings {
         writeln!(out, "note: {warn}")?;
     }
-    writeln!(
-        out,
-        "\nwall time {:.1} s, of which {:.1} s inside measurement windows",
-        wall.as_secs_f64(),
-        measured.as_secs_f64()
-    )?;
+    match measured {
+        Some(m) => writeln!(
+            out,
+            "\nwall time {:.1} s, of which {:.1} s inside measurement windows",
+            wall.as_secs_f64(),
+            m.as_secs_f64()
+        )?,
+        None => writeln!(out, "\nwall time {:.1} s", wall.as_secs_f64())?,
+    }
     Ok(())
 }
 
