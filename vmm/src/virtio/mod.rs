@@ -104,6 +104,25 @@ pub fn should_interrupt(
     Ok(u16::from_le(flags) & 1 == 0)
 }
 
+/// Re-enables the driver's notifications after a drain and says whether chains are waiting
+/// still. An available index more than the queue's size ahead of the device is a broken ring
+/// (a driver never has more than `size` buffers outstanding), not more work:
+/// `pop_descriptor_chain` yields nothing for it while `enable_notification` keeps reporting
+/// it, so a worker looping on the two would spin forever on a hostile driver's ring (found by
+/// the virtio_blk and virtio_net fuzz targets). Such a ring is an error; the worker stops.
+pub fn rearm(
+    q: &mut virtio_queue::Queue,
+    mem: &GuestMemoryMmap,
+) -> Result<bool, virtio_queue::Error> {
+    use virtio_queue::{QueueOwnedT, QueueT};
+    if !q.enable_notification(mem)? {
+        return Ok(false);
+    }
+    // Err(InvalidAvailRingIndex) for a broken ring; consumes nothing otherwise.
+    q.iter(mem)?;
+    Ok(true)
+}
+
 /// Reads `data.len()` bytes at `offset` of a device's configuration structure `bytes`, zero
 /// past its end. The device-configuration capability advertises a whole window, longer than
 /// any structure; virtio 1.2 (4.1.4.6) leaves the bytes past the structure undefined, and we

@@ -227,7 +227,7 @@ impl BlkWorker {
                 self.queue.add_used(&mem, head, written).map_err(q)?;
             }
             self.counters.kicks.consume(&self.notify);
-            if !self.queue.enable_notification(&mem).map_err(q)? {
+            if !super::rearm(&mut self.queue, &mem).map_err(q)? {
                 break;
             }
         }

@@ -111,6 +111,21 @@ fn header(mem: &GuestMemoryMmap, kind: u32, sector: u64) {
     mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
 }
 
+/// A worker serving `queue` on the fixture's memory and disk.
+fn worker(f: &Fixture, queue: Queue, read_only: bool) -> BlkWorker {
+    BlkWorker {
+        mem: f.mem.clone(),
+        queue,
+        notify: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        interrupt: f.irqs.clone(),
+        backend: f.disk.clone(),
+        id: *b"vmbench-test-disk\0\0\0",
+        counters: Arc::new(BlkCounters::default()),
+        read_only,
+        buf: Vec::new(),
+    }
+}
+
 /// Puts the chains on a fresh queue, runs the worker once, returns (used lengths, queue).
 fn run(f: &Fixture, chains: &[Vec<RawDescriptor>], read_only: bool) -> Vec<u32> {
     let mock = MockSplitQueue::create(&f.mem, GuestAddress(0), 16);
@@ -135,18 +150,7 @@ fn run(f: &Fixture, chains: &[Vec<RawDescriptor>], read_only: bool) -> Vec<u32> 
         mock.add_desc_chains(&linked, offset).unwrap();
         offset += c.len() as u16;
     }
-    let queue: Queue = mock.create_queue().unwrap();
-    let mut w = BlkWorker {
-        mem: f.mem.clone(),
-        queue,
-        notify: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
-        interrupt: f.irqs.clone(),
-        backend: f.disk.clone(),
-        id: *b"vmbench-test-disk\0\0\0",
-        counters: Arc::new(BlkCounters::default()),
-        read_only,
-        buf: Vec::new(),
-    };
+    let mut w = worker(f, mock.create_queue().unwrap(), read_only);
     w.process().unwrap();
     let used = mock.used();
     let n = used.idx().load();
@@ -364,19 +368,22 @@ fn a_descriptor_loop_terminates() {
     mock.desc_table().store(1, l[1]).unwrap();
     mock.avail().ring().ref_at(0).unwrap().store(0);
     mock.avail().idx().store(1);
-    let mut w = BlkWorker {
-        mem: f.mem.clone(),
-        queue: mock.create_queue().unwrap(),
-        notify: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
-        interrupt: f.irqs.clone(),
-        backend: f.disk.clone(),
-        id: [0; 20],
-        counters: Arc::new(BlkCounters::default()),
-        read_only: false,
-        buf: Vec::new(),
-    };
+    let mut w = worker(&f, mock.create_queue().unwrap(), false);
     w.process().unwrap();
     assert_eq!(mock.used().idx().load(), 1);
+}
+
+#[test]
+fn an_available_index_past_the_queue_size_stops_the_worker_instead_of_spinning_it() {
+    // Before the check, process() looped forever here: nothing to pop, yet
+    // enable_notification reported work (found by the virtio_blk fuzz target).
+    let f = fixture(false);
+    let mock = MockSplitQueue::create(&f.mem, GuestAddress(0), 16);
+    mock.avail().idx().store(16 + 5);
+    let mut w = worker(&f, mock.create_queue().unwrap(), false);
+    let e = w.process().unwrap_err();
+    assert!(e.to_string().contains("broken"), "{e}");
+    assert_eq!(mock.used().idx().load(), 0);
 }
 
 #[test]

@@ -282,7 +282,7 @@ impl NetWorker {
                 sent_any = true;
             }
             self.counters.tx_kicks.consume(&self.tx_notify);
-            if !self.txq.enable_notification(&mem).map_err(q)? {
+            if !super::rearm(&mut self.txq, &mem).map_err(q)? {
                 break;
             }
         }
@@ -370,7 +370,7 @@ impl NetWorker {
                 break;
             };
             match self.deliver(&mem, len, hdr).map_err(q)? {
-                true => {
+                Delivery::Delivered => {
                     self.pending = None;
                     delivered = true;
                     self.counters.rx_frames.fetch_add(1, Ordering::Relaxed);
@@ -378,11 +378,24 @@ impl NetWorker {
                         .rx_bytes
                         .fetch_add(len as u64, Ordering::Relaxed);
                 }
-                false => {
-                    // No room: ask the driver to kick when it adds buffers, and look once
-                    // more in case it did meanwhile.
+                Delivery::Dropped => {
+                    // Buffers went back to the driver (empty); it is told like for a frame.
+                    self.pending = None;
+                    delivered = true;
+                    self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Delivery::NoRoom { seen } => {
+                    // Ask the driver to kick when it adds a buffer past the `seen` ones, and
+                    // look once more in case it did meanwhile. With EVENT_IDX the avail_event
+                    // must be past them: left at the first unused entry (what virtio-queue's
+                    // enable_notification writes), a driver adding the missing buffer of a
+                    // mergeable frame would not kick, and the worker would wait forever.
                     self.counters.rx_kicks.consume(&self.rx_notify);
-                    if self.rxq.enable_notification(&mem).map_err(q)? {
+                    let start = self.rxq.next_avail();
+                    self.rxq.set_next_avail(seen);
+                    let more = super::rearm(&mut self.rxq, &mem);
+                    self.rxq.set_next_avail(start);
+                    if more.map_err(q)? {
                         continue;
                     }
                     break;
@@ -396,14 +409,15 @@ impl NetWorker {
         Ok(())
     }
 
-    /// Writes header + frame into one buffer, or several with mergeable RX buffers. Returns
-    /// false (consuming nothing) if the driver has not posted enough room.
+    /// Writes header + frame into one buffer, or several with mergeable RX buffers; a frame
+    /// no buffer can take is dropped, its buffers returned empty. Consumes nothing if the
+    /// driver has not posted enough room yet.
     fn deliver(
         &mut self,
         mem: &GuestMemoryMmap,
         len: usize,
         mut hdr: Header,
-    ) -> Result<bool, virtio_queue::Error> {
+    ) -> Result<Delivery, virtio_queue::Error> {
         let mergeable = self.features & F_MRG_RXBUF != 0;
         let need = HEADER_LEN + len;
         let start = self.rxq.next_avail();
@@ -412,16 +426,23 @@ impl NetWorker {
         let mut written = 0usize;
         while written < need {
             let Some(chain) = self.rxq.pop_descriptor_chain(mem) else {
+                let seen = self.rxq.next_avail();
+                if used.len() >= usize::from(self.rxq.size()) {
+                    // The whole ring cannot hold it: waiting would wait forever.
+                    for (head, _) in used {
+                        self.rxq.add_used(mem, head, 0)?;
+                    }
+                    return Ok(Delivery::Dropped);
+                }
                 self.rxq.set_next_avail(start);
-                return Ok(false);
+                return Ok(Delivery::NoRoom { seen });
             };
             let head = chain.head_index();
             let first_desc = chain.clone().writable().next();
             let Ok(mut w) = Writer::new(mem, chain) else {
                 // A broken buffer (outside memory): return it empty and drop the frame.
                 self.rxq.add_used(mem, head, 0)?;
-                self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
-                return Ok(true);
+                return Ok(Delivery::Dropped);
             };
             let room = w.available_bytes();
             if used.is_empty() {
@@ -432,15 +453,13 @@ impl NetWorker {
                     }
                     _ => {
                         self.rxq.add_used(mem, head, 0)?;
-                        self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
-                        return Ok(true);
+                        return Ok(Delivery::Dropped);
                     }
                 }
                 if !mergeable && room < need {
                     // The frame does not fit the one buffer allowed: drop it.
                     self.rxq.add_used(mem, head, 0)?;
-                    self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
-                    return Ok(true);
+                    return Ok(Delivery::Dropped);
                 }
             }
             let mut n = 0usize;
@@ -450,8 +469,7 @@ impl NetWorker {
                 let k = (HEADER_LEN - written).min(room);
                 if w.write_all(&h[written..written + k]).is_err() {
                     self.rxq.add_used(mem, head, 0)?;
-                    self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
-                    return Ok(true);
+                    return Ok(Delivery::Dropped);
                 }
                 written += k;
                 n += k;
@@ -460,8 +478,7 @@ impl NetWorker {
             let k = (need - written).min(room - n);
             if k > 0 && w.write_all(&self.frame[off..off + k]).is_err() {
                 self.rxq.add_used(mem, head, 0)?;
-                self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
-                return Ok(true);
+                return Ok(Delivery::Dropped);
             }
             written += k;
             n += k;
@@ -479,6 +496,18 @@ impl NetWorker {
         for (head, n) in used {
             self.rxq.add_used(mem, head, n)?;
         }
-        Ok(true)
+        Ok(Delivery::Delivered)
     }
+}
+
+/// What became of a received frame.
+enum Delivery {
+    Delivered,
+    /// No buffer could take it (too small, outside guest memory): the buffers went back empty.
+    Dropped,
+    /// Not enough buffers posted yet; nothing consumed. `seen` is the available index the
+    /// device read up to.
+    NoRoom {
+        seen: u16,
+    },
 }
