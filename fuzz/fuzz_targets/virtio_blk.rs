@@ -1,13 +1,13 @@
 //! virtio-blk: descriptor chains and requests as a hostile driver lays them out. The input
-//! picks the queue size and read-only flag, then becomes guest memory (descriptor table at
-//! 0, available ring at 0x400, used ring at 0x800, buffers anywhere); the worker serves
-//! whatever the rings hold, twice (the second pass sees the used ring the first wrote).
+//! picks the queue size and read-only flag, then becomes guest memory: the rings packed from
+//! address 0 ([`packed_queue`]), buffers anywhere. The worker serves whatever the rings hold,
+//! twice (the second pass sees the used ring the first wrote). Seeds: fuzz/make-seeds.
 #![no_main]
 
 use std::sync::{Arc, Mutex};
 
 use libfuzzer_sys::fuzz_target;
-use vmbench_fuzz::{guest_memory, ready_queue, Input, MemDisk, NoQueueInterrupt};
+use vmbench_fuzz::{guest_memory, packed_queue, Input, MemDisk, NoQueueInterrupt};
 use vmm::backend::block::BlockBackend;
 use vmm::virtio::blk::BlkWorker;
 use vmm_sys_util::eventfd::EventFd;
@@ -20,9 +20,10 @@ fuzz_target!(|data: &[u8]| {
     let read_only = input.u8() & 1 == 1;
     let mem = guest_memory(MEM, input.bytes(MEM));
     let disk: Box<dyn BlockBackend> = Box::new(MemDisk::new(16 << 10, read_only));
+    let (queue, _) = packed_queue(size, 0);
     let mut worker = BlkWorker {
         mem,
-        queue: ready_queue(size, 0, 0x400, 0x800),
+        queue,
         notify: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
         interrupt: Arc::new(NoQueueInterrupt),
         backend: Arc::new(Mutex::new(disk)),

@@ -1,13 +1,13 @@
 //! virtio-net: transmit and receive chains, and the virtio-net header, as a hostile driver
 //! writes them. The input picks queue sizes, negotiated features and frames the peer
-//! delivers, then becomes guest memory (RX rings at 0/0x1000/0x1400, TX rings at
-//! 0x2000/0x3000/0x3400, buffers anywhere).
+//! delivers, then becomes guest memory: the RX queue's rings packed from address 0, the TX
+//! queue's right after them ([`packed_queue`]), buffers anywhere. Seeds: fuzz/make-seeds.
 #![no_main]
 
 use std::sync::{Arc, Mutex};
 
 use libfuzzer_sys::fuzz_target;
-use vmbench_fuzz::{guest_memory, ready_queue, Input, LoopNet, NoQueueInterrupt};
+use vmbench_fuzz::{guest_memory, packed_queue, Input, LoopNet, NoQueueInterrupt};
 use vmm::backend::net::{NetBackend, Offloads};
 use vmm::virtio::net::{NetWorker, MAX_FRAME};
 use vmm_sys_util::eventfd::EventFd;
@@ -32,10 +32,12 @@ fuzz_target!(|data: &[u8]| {
     }
     let mem = guest_memory(MEM, input.bytes(MEM));
     let backend: Box<dyn NetBackend> = Box::new(net);
+    let (rxq, tx_base) = packed_queue(rx_size, 0);
+    let (txq, _) = packed_queue(tx_size, tx_base);
     let mut worker = NetWorker {
         mem,
-        rxq: ready_queue(rx_size, 0, 0x1000, 0x1400),
-        txq: ready_queue(tx_size, 0x2000, 0x3000, 0x3400),
+        rxq,
+        txq,
         rx_notify: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
         tx_notify: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
         backend_fd: -1,

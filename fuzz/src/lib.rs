@@ -94,6 +94,30 @@ pub fn ready_queue(size: u16, desc: u64, avail: u64, used: u64) -> Queue {
     q
 }
 
+/// A ready split virtqueue of `size` entries laid out densely from `base` (16-aligned): the
+/// descriptor table, the available ring right after it, the used ring at the next 4-byte
+/// boundary. Returns the queue and the first 16-aligned address after it.
+///
+/// Dense rings at the start of guest memory put the fields that steer the device (the
+/// available index, the first descriptors) within the first few dozen bytes of an input, so
+/// the fuzzer reaches the chain parsers from short inputs instead of needing kilobytes of
+/// padding before the first byte that matters (fuzz/make-seeds writes seeds in this layout).
+pub fn packed_queue(size: u16, base: u64) -> (Queue, u64) {
+    let (avail, used, end) = packed_layout(size, base);
+    (ready_queue(size, base, avail, used), end)
+}
+
+/// The available ring, used ring and end addresses of [`packed_queue`]'s layout.
+pub fn packed_layout(size: u16, base: u64) -> (u64, u64, u64) {
+    let n = u64::from(size);
+    let avail = base + 16 * n;
+    // flags, idx, ring[size], used_event
+    let used = (avail + 6 + 2 * n).next_multiple_of(4);
+    // flags, idx, ring[size] of (id, len), avail_event
+    let end = (used + 6 + 8 * n).next_multiple_of(16);
+    (avail, used, end)
+}
+
 /// An in-memory disk with discard and write-zeroes.
 pub struct MemDisk {
     bytes: Vec<u8>,
@@ -102,10 +126,14 @@ pub struct MemDisk {
 
 impl MemDisk {
     pub fn new(size: usize, read_only: bool) -> Self {
-        MemDisk {
-            bytes: (0..size).map(|i| (i % 251) as u8).collect(),
-            read_only,
+        // A period-251 pattern (so a misplaced sector reads differently), copied a period at a
+        // time: a byte-wise loop with the fuzzer's instrumentation took 95% of a run.
+        let period: Vec<u8> = (0..=250).collect();
+        let mut bytes = vec![0u8; size];
+        for chunk in bytes.chunks_mut(period.len()) {
+            chunk.copy_from_slice(&period[..chunk.len()]);
         }
+        MemDisk { bytes, read_only }
     }
 }
 
