@@ -211,23 +211,23 @@ const HOST_CPUS: u32 = 2;
 /// The emulated host's kernel command line. `nohz=off highres=off`: a periodic tick, which
 /// QEMU's local APIC raises again every period whether or not the last one was taken, instead
 /// of one-shot timers that are gone if one interrupt is (docs/linux-boot.md, "Hangs").
-const HOST_CMDLINE: &str =
-    "console=ttyS0 panic=-1 quiet nohz=off highres=off vmbench.host=emulated";
+const HOST_CMDLINE: &str = "console=ttyS0 panic=-1 quiet nohz=off highres=off";
 
-/// The kernel parameter that marks the emulated host (its command line carries it).
+/// The kernel parameter that marks the emulated host (appended to [`HOST_CMDLINE`]).
 const HOST_MARK: &str = "vmbench.host=emulated";
 
 /// Whether this vmbench runs inside the emulated host: its kernel was started with
-/// [`HOST_MARK`], or its CPU is QEMU's TCG model (`-cpu max` under TCG calls itself "QEMU
-/// TCG CPU"), where nothing runs at the speed it would on hardware.
-pub fn inside() -> bool {
+/// [`HOST_MARK`], or its CPU (`cpu_model`, from /proc/cpuinfo) is QEMU's TCG
+/// model (`-cpu max` under TCG calls itself "QEMU TCG CPU"), where nothing runs at the speed
+/// it would on hardware.
+pub fn inside(cpu_model: &str) -> bool {
+    marked() || cpu_model.contains("QEMU TCG CPU")
+}
+
+/// Whether this kernel was started as the emulated host (its command line has [`HOST_MARK`]).
+pub fn marked() -> bool {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     cmdline.split_whitespace().any(|w| w == HOST_MARK)
-        || cpuinfo
-            .lines()
-            .filter(|l| l.starts_with("model name"))
-            .any(|l| l.contains("QEMU TCG CPU"))
 }
 
 /// How long the emulated host may take from QEMU's start to its first command: about half a
@@ -371,7 +371,8 @@ fn run_host(
         .arg(&host.kernel)
         .arg("-initrd")
         .arg(&host.initramfs)
-        .args(["-append", HOST_CMDLINE])
+        .arg("-append")
+        .arg(format!("{HOST_CMDLINE} {HOST_MARK}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

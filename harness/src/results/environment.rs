@@ -113,20 +113,20 @@ pub fn collect(probe_sha256: Option<String>) -> Environment {
         memory_mib: parse_meminfo_mib(&read("/proc/meminfo")).unwrap_or(0),
     };
     Environment {
+        kvm: kvm_info(&host.cpu_model),
         host,
-        kvm: kvm_info(),
         vmbench: revision(Path::new(env!("CARGO_MANIFEST_DIR"))),
         probe_sha256,
     }
 }
 
-fn kvm_info() -> KvmInfo {
+fn kvm_info(cpu_model: &str) -> KvmInfo {
     let h = vmm::kvm::host_kvm();
     let mut info = KvmInfo {
         flavour: h.flavour,
         cpl0_native: h.cpl0_native,
         nested: h.nested,
-        emulated_host: crate::emulated::inside(),
+        emulated_host: crate::emulated::inside(cpu_model),
         api_version: None,
         max_vcpus: None,
         capabilities: BTreeMap::new(),

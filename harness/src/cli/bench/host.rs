@@ -78,7 +78,7 @@ pub fn prepare(args: &Args, work: &mut Work) -> anyhow::Result<(Scenario, HostCo
     check(args, &scenario)?;
     let probe =
         images::probe::build(&mut |m| eprintln!("{m}")).context("cannot build the probe guest")?;
-    let (_, linux) = linux_image(&scenario)?;
+    let linux = linux_image(&scenario)?;
     let command = HostCommand::with_budget(
         inner_args(args, &scenario, work, [Some(probe), linux])?,
         budget(&scenario),
@@ -104,7 +104,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     });
     // Whatever the vmbench inside wrote is kept, also when the emulated host failed.
     let taken = take_results(&work, &dir);
-    let codes = ran?;
+    let codes = match ran {
+        Ok(codes) => codes,
+        Err(e) => {
+            let kept = match &taken {
+                Ok(doc) => format!(
+                    "the {} repetition(s) it finished are kept in {}",
+                    doc.cases.iter().map(|c| c.repetitions.len()).sum::<usize>(),
+                    dir.join(results::RESULTS_FILE).display()
+                ),
+                Err(_) => "it had written no results".into(),
+            };
+            return Err(e.context(format!("the emulated host failed; {kept}")));
+        }
+    };
     let doc = taken?;
     // The windows' time passed inside; the wall time here includes the host's boot.
     super::present(&dir, &doc, args.json, None, started.elapsed())?;

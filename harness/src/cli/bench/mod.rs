@@ -157,7 +157,7 @@ pub fn run_one(args: RunOneArgs) -> anyhow::Result<()> {
     let manifest =
         images::probe::build(&mut |m| eprintln!("{m}")).context("cannot build the probe guest")?;
     remove_stale_run_one_dirs();
-    let (linux, _) = linux_image(&scenario)?;
+    let linux = linux_guest(linux_image(&scenario)?.as_ref())?;
     let dir = std::env::temp_dir().join(format!("{RUN_ONE_DIR}{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut runner = Runner {
@@ -262,17 +262,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => (
             images::probe::build(&mut |m| eprintln!("{m}"))
                 .context("cannot build the probe guest")?,
-            linux_image(&scenario)?.1,
+            linux_image(&scenario)?,
         ),
     };
     let probe = manifest.artifacts[0].path.clone();
-    let linux = match &linux_manifest {
-        Some(m) => Some(
-            LinuxImage::from_manifest(m)
-                .context("the linux image's manifest has no vmlinux or initramfs.cpio.gz")?,
-        ),
-        None => None,
-    };
+    let linux = linux_guest(linux_manifest.as_ref())?;
     let env = collect_environment(Some(manifest.artifacts[0].sha256.clone()));
     // Held until the run returns: no second run writes here meanwhile.
     let (dir, id, _run_dir) = run_dir(&args)?;
@@ -460,11 +454,21 @@ fn prebuilt_images(
         let Some(m) = all.iter().find(|m| m.image == image) else {
             return Ok(None);
         };
-        if !m.verify() {
-            bail!(
-                "--prebuilt-images {}: an artifact of the {image} image is missing or does not match its recorded SHA-256",
-                file.display()
-            );
+        for a in &m.artifacts {
+            match images::manifest::sha256_file(&a.path) {
+                Ok(h) if h == a.sha256 => {}
+                Ok(h) => bail!(
+                    "--prebuilt-images {}: {} of the {image} image has SHA-256 {h}, not the recorded {} (rebuild the images, or run without --prebuilt-images)",
+                    file.display(),
+                    a.path.display(),
+                    a.sha256
+                ),
+                Err(e) => bail!(
+                    "--prebuilt-images {}: {} of the {image} image cannot be read: {e}",
+                    file.display(),
+                    a.path.display()
+                ),
+            }
         }
         Ok(Some(m.clone()))
     };
@@ -480,20 +484,25 @@ fn prebuilt_images(
     Ok((probe, linux))
 }
 
-/// The linux image (built, or reused from the cache) when a case boots Linux.
-fn linux_image(
-    s: &Scenario,
-) -> anyhow::Result<(Option<LinuxImage>, Option<images::manifest::Manifest>)> {
+/// The linux image's manifest (built, or reused from the cache) when a case boots Linux.
+pub(crate) fn linux_image(s: &Scenario) -> anyhow::Result<Option<images::manifest::Manifest>> {
     if !s.cases.iter().any(|c| c.params.guest == Guest::Linux) {
-        return Ok((None, None));
+        return Ok(None);
     }
     let m = images::linux::build(&images::linux::Options::default(), &mut |m| {
         eprintln!("linux image: {m}")
     })
     .context("cannot build the linux image (guest = \"linux\")")?;
-    let img = LinuxImage::from_manifest(&m)
-        .context("the linux image's manifest has no vmlinux or initramfs.cpio.gz")?;
-    Ok((Some(img), Some(m)))
+    Ok(Some(m))
+}
+
+/// The kernel and initramfs a Linux guest boots, from the linux image's manifest.
+fn linux_guest(m: Option<&images::manifest::Manifest>) -> anyhow::Result<Option<LinuxImage>> {
+    m.map(|m| {
+        LinuxImage::from_manifest(m)
+            .context("the linux image's manifest has no vmlinux or initramfs.cpio.gz")
+    })
+    .transpose()
 }
 
 /// Refuses, before anything runs, what cannot run on this host.
@@ -689,7 +698,15 @@ impl Runner<'_> {
             .results()
             .case(&case.id)
             .is_none_or(|c| c.is_failed());
-        bar.set_message(format!("{} (repetition {})", case.id, slot.repetition + 1));
+        let msg = format!("{} (repetition {})", case.id, slot.repetition + 1);
+        if bar.is_hidden() {
+            eprintln!(
+                "[{}/{}] {msg}",
+                bar.position() + 1,
+                bar.length().unwrap_or(0)
+            );
+        }
+        bar.set_message(msg);
         if !failed {
             let result = match &self.other {
                 Some(o) if !crate::gate::noise::is_side_a(slot.repetition) => {
@@ -875,12 +892,111 @@ fn converged(doc: &RunResults, case: &Case, pct: f64) -> bool {
         .is_some_and(|s| s.n >= 3 && crate::stats::ci_width_ratio(s) * 100.0 <= pct)
 }
 
+/// The run's progress bar. Where it cannot be drawn (standard error is not a terminal: CI
+/// logs, pipes) or should not be (inside the emulated host, whose console the vmbench outside
+/// reads line by line: a redrawn bar would arrive there as escape codes), each repetition
+/// prints a line instead (see `Runner::one`).
 fn progress(len: u64) -> ProgressBar {
     let bar = ProgressBar::new(len);
+    if crate::emulated::marked() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} ETA {eta} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use images::manifest::{sha256_hex, Artifact, Manifest};
+
+    fn scenario(guest: &str) -> Scenario {
+        let text = format!(
+            r#"
+name = "s"
+description = "one case"
+guest = "{guest}"
+[workload]
+name = "net-rr"
+[matrix]
+device = [{{ nic = "e1000" }}]
+"#
+        );
+        Scenario::parse("s.toml", &text).unwrap()
+    }
+
+    fn manifest(dir: &Path, image: &str, content: &[u8]) -> Manifest {
+        let path = dir.join(format!("{image}.bin"));
+        std::fs::write(&path, content).unwrap();
+        Manifest {
+            image: image.into(),
+            input_hash: format!("{image}-inputs"),
+            tools: Vec::new(),
+            artifacts: vec![Artifact {
+                name: format!("{image}.bin"),
+                path,
+                sha256: sha256_hex(content),
+                bytes: content.len() as u64,
+            }],
+            inputs: Vec::new(),
+        }
+    }
+
+    fn list(dir: &Path, manifests: &[&Manifest]) -> PathBuf {
+        let file = dir.join("images.json");
+        std::fs::write(&file, serde_json::to_vec(manifests).unwrap()).unwrap();
+        file
+    }
+
+    #[test]
+    fn prebuilt_images_are_checked_against_their_hashes_and_the_scenarios_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = manifest(dir.path(), "probe", b"probe bytes");
+        let linux = manifest(dir.path(), "linux", b"kernel bytes");
+        let both = list(dir.path(), &[&probe, &linux]);
+
+        let (p, l) = prebuilt_images(&both, &scenario("linux")).unwrap();
+        assert_eq!((p, l), (probe.clone(), Some(linux.clone())));
+
+        // A changed artifact: named, with both hashes.
+        std::fs::write(&linux.artifacts[0].path, b"other kernel").unwrap();
+        let e = prebuilt_images(&both, &scenario("linux")).unwrap_err();
+        let text = format!("{e:#}");
+        assert!(text.contains("linux.bin of the linux image"), "{text}");
+        assert!(text.contains(&linux.artifacts[0].sha256), "{text}");
+        assert!(text.contains(&sha256_hex(b"other kernel")), "{text}");
+
+        // A missing one: named.
+        std::fs::remove_file(&probe.artifacts[0].path).unwrap();
+        let e = prebuilt_images(&both, &scenario("probe")).unwrap_err();
+        let text = format!("{e:#}");
+        assert!(
+            text.contains("probe.bin of the probe image cannot be read"),
+            "{text}"
+        );
+
+        // No probe; no linux image for a Linux case (a probe case does not need one).
+        let probe = manifest(dir.path(), "probe", b"probe bytes");
+        let linux = manifest(dir.path(), "linux", b"kernel bytes");
+        let only_linux = list(dir.path(), &[&linux]);
+        let e = prebuilt_images(&only_linux, &scenario("probe")).unwrap_err();
+        assert!(e.to_string().contains("no probe image"), "{e}");
+        let only_probe = list(dir.path(), &[&probe]);
+        let (_, l) = prebuilt_images(&only_probe, &scenario("probe")).unwrap();
+        assert_eq!(l, None);
+        let e = prebuilt_images(&only_probe, &scenario("linux")).unwrap_err();
+        assert!(e.to_string().contains("a case boots Linux"), "{e}");
+
+        // Not a list of manifests.
+        std::fs::write(&only_probe, b"{\"image\": 1}").unwrap();
+        let e = prebuilt_images(&only_probe, &scenario("probe")).unwrap_err();
+        assert!(
+            e.to_string().contains("not a list of image manifests"),
+            "{e}"
+        );
+    }
 }
