@@ -375,16 +375,17 @@ pub fn run(
             Err(_) => continue,
         };
         match ev {
-            Event::Console { line, at } => {
+            Event::Console { line, at, counters } => {
                 if let Some(record) = Record::parse(&line) {
+                    let c = counters.map(|c| *c);
                     let t = Timed {
                         record,
                         vcpu: None,
                         at,
-                        exits: None,
-                        cpu: None,
-                        kvm: None,
-                        devices: None,
+                        exits: c.as_ref().map(|c| c.exits.clone()),
+                        cpu: c.as_ref().map(|c| c.cpu),
+                        kvm: c.as_ref().map(|c| c.kvm.clone()).filter(|k| !k.is_empty()),
+                        devices: c.map(|c| c.devices),
                     };
                     note_ready(&mut timeline, &t);
                     on_record(&t);
@@ -496,33 +497,20 @@ pub struct Window {
     pub devices: vmm::counters::DeviceCounters,
 }
 
-/// The cost of the measured window, from the exit snapshots the mailbox records carry;
-/// `None` where the engine does not count exits (QEMU).
+/// The cost of the measured window, from the counters the records carry (a probe's mailbox
+/// records, a Linux agent's console records on vmbench's VMM); `None` where the engine does
+/// not count exits (QEMU).
 ///
-/// The doorbell exit that delivered `window-start` is counted after its snapshot, so it falls
-/// inside the window; it belongs to vmbench's side channel, not to the device under test, and
-/// is taken out.
+/// vmbench's side channels are taken out, here and from KVM's own counts: the doorbell exit
+/// that delivered the probe's `window-start` (counted after its snapshot, so inside the
+/// window), and the serial console's exits, one per register access (a Linux guest's
+/// `window-end` line is counted into the window up to its newline, and the guest's kernel may
+/// print meanwhile). Neither is the device under test.
 pub fn window(out: &Outcome) -> Option<Window> {
     let start = out.records_of("window-start").next()?;
     let end = out.records_of("window-end").next()?;
     let mut exits = end.exits.as_ref()?.since(start.exits.as_ref()?).total();
-    if let Some(n) = exits.by_device.remove("mailbox") {
-        if let Some(out) = exits.by_reason.get_mut("pio_out") {
-            *out = out.saturating_sub(n);
-        }
-        exits.by_reason.retain(|_, v| *v > 0);
-    }
-    let kvm = match (&start.kvm, &end.kvm) {
-        (Some(a), Some(b)) => b
-            .iter()
-            .filter_map(|(k, v)| {
-                let d = v.saturating_sub(a.get(k).copied().unwrap_or(0));
-                (d > 0).then(|| (k.clone(), d))
-            })
-            .collect(),
-        _ => Default::default(),
-    };
-    let devices = match (&start.devices, &end.devices) {
+    let devices: vmm::counters::DeviceCounters = match (&start.devices, &end.devices) {
         (Some(a), Some(b)) => b
             .iter()
             .map(|(dev, counts)| {
@@ -539,6 +527,44 @@ pub fn window(out: &Outcome) -> Option<Window> {
             .collect(),
         _ => Default::default(),
     };
+    // (exits to take out, from which reason)
+    let mut side: Vec<(u64, &str)> = Vec::new();
+    if let Some(n) = exits.by_device.remove("mailbox") {
+        side.push((n, "pio_out"));
+    }
+    if exits.by_device.remove("serial").is_some() {
+        let c = |k: &str| {
+            devices
+                .get("serial")
+                .and_then(|c| c.get(k))
+                .copied()
+                .unwrap_or(0)
+        };
+        side.push((c("reads"), "pio_in"));
+        side.push((c("writes"), "pio_out"));
+    }
+    let mut kvm: std::collections::BTreeMap<String, u64> = match (&start.kvm, &end.kvm) {
+        (Some(a), Some(b)) => b
+            .iter()
+            .filter_map(|(k, v)| {
+                let d = v.saturating_sub(a.get(k).copied().unwrap_or(0));
+                (d > 0).then(|| (k.clone(), d))
+            })
+            .collect(),
+        _ => Default::default(),
+    };
+    let take = |map: &mut std::collections::BTreeMap<String, u64>, key: &str, n: u64| {
+        if let Some(v) = map.get_mut(key) {
+            *v = v.saturating_sub(n);
+        }
+    };
+    for (n, reason) in side {
+        take(&mut exits.by_reason, reason, n);
+        take(&mut kvm, "exits", n);
+        take(&mut kvm, "io_exits", n);
+    }
+    exits.by_reason.retain(|_, v| *v > 0);
+    kvm.retain(|_, v| *v > 0);
     Some(Window {
         ops: end.record.get_u64("ops").unwrap_or(0),
         exits,
@@ -551,6 +577,53 @@ pub fn window(out: &Outcome) -> Option<Window> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_windows_console_exits_are_taken_out_by_reason_and_from_kvms_count() {
+        use std::collections::BTreeMap;
+        let map = |kv: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            kv.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        // (pio_in, pio_out, mmio_write) by reason; serial's and e1000's share by device.
+        let at = |t: &mut Timed, pio: [u64; 3], serial: [u64; 2], kvm: [u64; 2]| {
+            t.exits = Some(ExitSnapshot {
+                vcpus: vec![VcpuExits {
+                    by_reason: map(&[
+                        ("pio_in", pio[0]),
+                        ("pio_out", pio[1]),
+                        ("mmio_write", pio[2]),
+                    ]),
+                    by_device: map(&[("serial", serial[0] + serial[1]), ("e1000", pio[2])]),
+                }],
+            });
+            t.devices = Some(
+                [
+                    (
+                        "serial".to_string(),
+                        map(&[("reads", serial[0]), ("writes", serial[1])]),
+                    ),
+                    ("e1000".to_string(), map(&[("interrupts", pio[2] / 10)])),
+                ]
+                .into_iter()
+                .collect(),
+            );
+            t.kvm = Some(map(&[("exits", kvm[0]), ("io_exits", kvm[1])]));
+            t.cpu = Some(vmm::event::CpuTime::default());
+        };
+        let mut out = Outcome::exited_with(&["window-start", "window-end ops=10"]);
+        // Before: 15 console accesses; in the window: 20 reads and 30 writes of the console
+        // (the window-end line), 70 e1000 register writes, 30 exits KVM handled itself.
+        at(&mut out.records[0], [5, 10, 100], [5, 10], [200, 15]);
+        at(&mut out.records[1], [25, 40, 170], [25, 40], [350, 65]);
+
+        let w = window(&out).unwrap();
+        assert_eq!(w.exits.by_reason, map(&[("mmio_write", 70)]));
+        assert_eq!(w.exits.by_device, map(&[("e1000", 70)]));
+        assert_eq!(w.exits.total(), 70);
+        assert_eq!(w.kvm, map(&[("exits", 100)]));
+        assert_eq!(w.devices["e1000"]["interrupts"], 7);
+        assert_eq!(w.ops, 10);
+    }
 
     fn outcome(lines: &[&str], failed_workers: Option<Vec<String>>) -> Outcome {
         Outcome {

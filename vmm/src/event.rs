@@ -7,8 +7,13 @@ use crate::exits::ExitSnapshot;
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A line the guest wrote to its serial console (records included, when the guest uses
-    /// the serial path).
-    Console { line: String, at: Instant },
+    /// the serial path: a Linux guest's agent). A record line (it starts with
+    /// `probe_abi::RECORD_PREFIX`) carries the VMM's counters as they were at its newline.
+    Console {
+        line: String,
+        at: Instant,
+        counters: Option<Box<Counters>>,
+    },
     /// A record delivered through vCPU `vcpu`'s mailbox, with all exit counters as they were
     /// at the doorbell (exact for that vCPU).
     Record {
@@ -40,6 +45,20 @@ pub enum Event {
         registers: String,
         at: Instant,
     },
+}
+
+/// The VMM's counters at one instant, taken with a record, so that the window between two
+/// records is measured exactly.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    pub exits: ExitSnapshot,
+    /// CPU time of the whole VMM process (every thread).
+    pub cpu: CpuTime,
+    /// KVM's own cumulative counters, all vCPUs summed (empty where the host's KVM has no
+    /// binary stats).
+    pub kvm: std::collections::BTreeMap<String, u64>,
+    /// The devices' operation counters, by device then counter name.
+    pub devices: crate::counters::DeviceCounters,
 }
 
 /// CPU time of this process: user and system from getrusage(RUSAGE_SELF) (microsecond

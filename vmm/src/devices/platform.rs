@@ -11,7 +11,7 @@ use probe_abi::layout::{MAILBOX, MAILBOX_SIZE};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::bus::{Access, BusDevice};
-use crate::event::Event;
+use crate::event::{Counters, Event};
 use crate::exits::ExitStats;
 
 pub struct EntryMark {
@@ -33,13 +33,37 @@ impl BusDevice for EntryMark {
     }
 }
 
+/// Where the counters a record carries are read: the exit counts, KVM's statistics and the
+/// devices' counters (the last two set once the vCPUs and devices exist).
+#[derive(Clone)]
+pub struct Meters {
+    pub exits: Arc<ExitStats>,
+    pub kvm_stats: Arc<std::sync::OnceLock<Vec<crate::kvm::stats::VcpuStats>>>,
+    pub device_counters: crate::counters::LateCounters,
+}
+
+impl Meters {
+    pub fn read(&self) -> Counters {
+        Counters {
+            exits: self.exits.snapshot(),
+            cpu: crate::event::CpuTime::now(),
+            kvm: self
+                .kvm_stats
+                .get()
+                .map(|s| crate::kvm::stats::sum(s))
+                .unwrap_or_default(),
+            devices: self
+                .device_counters
+                .get()
+                .map(|c| crate::counters::snapshot_all(c))
+                .unwrap_or_default(),
+        }
+    }
+}
+
 pub struct Mailbox {
     pub mem: GuestMemoryMmap,
-    pub exits: Arc<ExitStats>,
-    /// KVM's per-vCPU statistics, set once the vCPUs exist.
-    pub kvm_stats: Arc<std::sync::OnceLock<Vec<crate::kvm::stats::VcpuStats>>>,
-    /// The devices' operation counters, set once the devices exist.
-    pub device_counters: crate::counters::LateCounters,
+    pub meters: Meters,
     pub events: Sender<Event>,
     pub vcpus: usize,
 }
@@ -72,22 +96,15 @@ impl BusDevice for Mailbox {
         v[..n].copy_from_slice(&data[..n]);
         let at = Instant::now();
         if let Some(text) = self.take(a.vcpu, u64::from_le_bytes(v)) {
+            let c = self.meters.read();
             let _ = self.events.send(Event::Record {
                 vcpu: a.vcpu,
                 text,
                 at,
-                exits: self.exits.snapshot(),
-                cpu: crate::event::CpuTime::now(),
-                kvm: self
-                    .kvm_stats
-                    .get()
-                    .map(|s| crate::kvm::stats::sum(s))
-                    .unwrap_or_default(),
-                devices: self
-                    .device_counters
-                    .get()
-                    .map(|c| crate::counters::snapshot_all(c))
-                    .unwrap_or_default(),
+                exits: c.exits,
+                cpu: c.cpu,
+                kvm: c.kvm,
+                devices: c.devices,
             });
         }
     }
@@ -119,9 +136,11 @@ mod tests {
         let (tx, rx) = channel();
         let mut mb = Mailbox {
             mem,
-            exits: Arc::new(ExitStats::new(2)),
-            kvm_stats: Arc::default(),
-            device_counters: Arc::default(),
+            meters: Meters {
+                exits: Arc::new(ExitStats::new(2)),
+                kvm_stats: Arc::default(),
+                device_counters: Arc::default(),
+            },
             events: tx,
             vcpus: 2,
         };

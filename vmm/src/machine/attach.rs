@@ -29,7 +29,7 @@ use crate::devices::debug_exit::DebugExit;
 use crate::devices::e1000::{self, E1000};
 use crate::devices::i8042::{self, I8042};
 use crate::devices::ide::{self, Piix};
-use crate::devices::platform::{EntryMark, Mailbox, Null};
+use crate::devices::platform::{EntryMark, Mailbox, Meters, Null};
 use crate::devices::serial::SerialPort;
 use crate::event::Event;
 use crate::exits::ExitStats;
@@ -142,7 +142,13 @@ impl DeviceManager {
             .register_irqfd(&serial_irq, COM1_IRQ)
             .map_err(Error::Irqfd)?;
         let pio = self.pio.clone();
-        let serial = SerialPort::new(serial_irq, p.events.clone());
+        let meters = Meters {
+            exits: self.exits.clone(),
+            kvm_stats: p.kvm_stats,
+            device_counters: p.device_counters,
+        };
+        let serial = SerialPort::with_meters(serial_irq, p.events.clone(), meters.clone());
+        self.counters.push(("serial".into(), serial.counters()));
         self.insert(
             &pio,
             u64::from(ports::COM1),
@@ -161,9 +167,7 @@ impl DeviceManager {
         self.insert(&pio, port, 1, Arc::new(Mutex::new(mark)))?;
         let mailbox = Mailbox {
             mem: self.mem.clone(),
-            exits: self.exits.clone(),
-            kvm_stats: p.kvm_stats,
-            device_counters: p.device_counters,
+            meters,
             events: p.events,
             vcpus: p.vcpus,
         };
