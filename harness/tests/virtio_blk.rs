@@ -73,9 +73,13 @@ fn the_probe_writes_a_pattern_and_the_host_finds_it_in_the_file() {
         file[3000 * 512..].iter().all(|&b| b == 0),
         "nothing written past the pattern"
     );
-    // Every request arrived through the ioeventfd: one kick each, no MMIO exit for them.
+    // Every notification arrived through the ioeventfd, each one the driver wrote counted by
+    // the device. With EVENT_IDX a request submitted while the device is still draining needs
+    // none (the device finds it before re-enabling notifications), so kicks <= requests: an
+    // exact "one kick each" failed CI once (48 kicks, 49 requests).
     let c = &out.device_counters["virtio-blk"];
-    assert!(c["requests"] > 0 && c["kicks"] == c["requests"], "{c:?}");
+    assert_eq!(Some(c["kicks"]), r.get_u64("kicks"), "{c:?} vs {r}");
+    assert!(c["kicks"] > 0 && c["kicks"] <= c["requests"], "{c:?}");
     assert_eq!(c["errors"], 0);
 }
 

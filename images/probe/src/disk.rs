@@ -243,13 +243,16 @@ impl Disk {
         }
     }
 
-    /// Adds `disk=`, `mode=` and `profile=` to a result record.
+    /// Adds `disk=`, `mode=` and `profile=` to a result record, and for virtio-blk `kicks=`:
+    /// the notifications the driver wrote (with EVENT_IDX, fewer than its requests when it
+    /// submits while the device is still draining).
     pub fn describe(&self, r: Record) -> Record {
         match self {
-            Disk::Virtio(_, profile) => r
+            Disk::Virtio(b, profile) => r
                 .kv("disk", "virtio")
                 .kv("mode", "virtqueue")
-                .kv("profile", profile),
+                .kv("profile", profile)
+                .kv("kicks", b.q.kicks),
             Disk::Ide(i) => describe_ide(i, r),
         }
     }
