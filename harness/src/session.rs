@@ -28,12 +28,42 @@ pub struct Timed {
     pub vcpu: Option<usize>,
     pub at: Instant,
     pub exits: Option<ExitSnapshot>,
-    /// CPU time of the VMM process when the record arrived (mailbox records only).
+    /// CPU time of the VMM process when the record arrived (records with counters: the
+    /// probe's mailbox records, console records on vmbench's VMM).
     pub cpu: Option<vmm::event::CpuTime>,
-    /// KVM's own cumulative counters then (mailbox records on hosts that offer them).
+    /// KVM's own cumulative counters then (on hosts that offer them).
     pub kvm: Option<std::collections::BTreeMap<String, u64>>,
-    /// The devices' operation counters then (mailbox records only).
+    /// The devices' operation counters then.
     pub devices: Option<vmm::counters::DeviceCounters>,
+}
+
+impl Timed {
+    /// A record as it arrived, with the VMM's counters if it came with them.
+    pub fn new(
+        record: Record,
+        vcpu: Option<usize>,
+        at: Instant,
+        counters: Option<vmm::event::Counters>,
+    ) -> Timed {
+        let (exits, cpu, kvm, devices) = match counters {
+            Some(c) => (
+                Some(c.exits),
+                Some(c.cpu),
+                (!c.kvm.is_empty()).then_some(c.kvm),
+                Some(c.devices),
+            ),
+            None => (None, None, None, None),
+        };
+        Timed {
+            record,
+            vcpu,
+            at,
+            exits,
+            cpu,
+            kvm,
+            devices,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -177,14 +207,9 @@ impl Outcome {
     pub(crate) fn exited_with(lines: &[&str]) -> Outcome {
         let records = lines
             .iter()
-            .map(|l| Timed {
-                record: Record::parse(&format!("{}{l}", probe_abi::RECORD_PREFIX)).unwrap(),
-                vcpu: Some(0),
-                at: Instant::now(),
-                exits: None,
-                cpu: None,
-                kvm: None,
-                devices: None,
+            .map(|l| {
+                let record = Record::parse(&format!("{}{l}", probe_abi::RECORD_PREFIX)).unwrap();
+                Timed::new(record, Some(0), Instant::now(), None)
             })
             .collect();
         Outcome {
@@ -375,47 +400,28 @@ pub fn run(
             Err(_) => continue,
         };
         match ev {
-            Event::Console { line, at, counters } => {
-                if let Some(record) = Record::parse(&line) {
-                    let c = counters.map(|c| *c);
-                    let t = Timed {
-                        record,
-                        vcpu: None,
-                        at,
-                        exits: c.as_ref().map(|c| c.exits.clone()),
-                        cpu: c.as_ref().map(|c| c.cpu),
-                        kvm: c.as_ref().map(|c| c.kvm.clone()).filter(|k| !k.is_empty()),
-                        devices: c.map(|c| c.devices),
-                    };
+            Event::Console { line, at, counters } => match Record::parse(&line) {
+                Some(record) => {
+                    let t = Timed::new(record, None, at, counters.map(|c| *c));
                     note_ready(&mut timeline, &t);
                     on_record(&t);
                     records.push(t);
-                } else {
+                }
+                None => {
                     if console.len() == CONSOLE_TAIL {
                         console.pop_front();
                     }
                     console.push_back(line);
                 }
-            }
+            },
             Event::Record {
                 vcpu,
                 text,
                 at,
-                exits,
-                cpu,
-                kvm,
-                devices,
+                counters,
             } => {
                 if let Some(record) = Record::parse(&text) {
-                    let t = Timed {
-                        record,
-                        vcpu: Some(vcpu),
-                        at,
-                        exits: Some(exits),
-                        cpu: Some(cpu),
-                        kvm: (!kvm.is_empty()).then_some(kvm),
-                        devices: Some(devices),
-                    };
+                    let t = Timed::new(record, Some(vcpu), at, Some(*counters));
                     note_ready(&mut timeline, &t);
                     on_record(&t);
                     records.push(t);

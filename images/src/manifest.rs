@@ -45,9 +45,33 @@ impl Manifest {
 
     /// True if every artifact is still there with the recorded hash.
     pub fn verify(&self) -> bool {
-        self.artifacts
-            .iter()
-            .all(|a| sha256_file(&a.path).ok().as_deref() == Some(a.sha256.as_str()))
+        self.check().is_ok()
+    }
+
+    /// The first artifact that is gone or no longer has the recorded hash, and what is wrong
+    /// with it, in words that name its path and both hashes.
+    pub fn check(&self) -> Result<(), String> {
+        for a in &self.artifacts {
+            match sha256_file(&a.path) {
+                Ok(h) if h == a.sha256 => {}
+                Ok(h) => {
+                    return Err(format!(
+                        "{} of the {} image has SHA-256 {h}, not the recorded {}",
+                        a.path.display(),
+                        self.image,
+                        a.sha256
+                    ))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "{} of the {} image cannot be read: {e}",
+                        a.path.display(),
+                        self.image
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -20,15 +20,8 @@ pub enum Event {
         vcpu: usize,
         text: String,
         at: Instant,
-        exits: ExitSnapshot,
-        /// CPU time of the whole VMM process (every thread) at the doorbell.
-        cpu: CpuTime,
-        /// KVM's own cumulative counters, all vCPUs summed (empty where the host's KVM has
-        /// no binary stats).
-        kvm: std::collections::BTreeMap<String, u64>,
-        /// The devices' operation counters (kicks, interrupts, requests...) at the doorbell,
-        /// by device then counter name, so a measured window's notifications are exact.
-        devices: crate::counters::DeviceCounters,
+        /// The VMM's counters at the doorbell, so a measured window's figures are exact.
+        counters: Box<Counters>,
     },
     /// vCPU `vcpu` executed its first instruction (its write to the entry-mark port).
     Entry { vcpu: usize, at: Instant },

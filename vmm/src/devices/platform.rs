@@ -96,15 +96,11 @@ impl BusDevice for Mailbox {
         v[..n].copy_from_slice(&data[..n]);
         let at = Instant::now();
         if let Some(text) = self.take(a.vcpu, u64::from_le_bytes(v)) {
-            let c = self.meters.read();
             let _ = self.events.send(Event::Record {
                 vcpu: a.vcpu,
                 text,
                 at,
-                exits: c.exits,
-                cpu: c.cpu,
-                kvm: c.kvm,
-                devices: c.devices,
+                counters: Box::new(self.meters.read()),
             });
         }
     }

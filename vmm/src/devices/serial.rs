@@ -104,16 +104,9 @@ impl Counters for SerialCounters {
 }
 
 impl SerialPort {
-    pub fn new(irq: EventFd, events: Sender<Event>) -> Self {
-        Self::build(irq, events, None)
-    }
-
-    /// A port whose record lines carry the counters `meters` reads.
-    pub fn with_meters(irq: EventFd, events: Sender<Event>, meters: Meters) -> Self {
-        Self::build(irq, events, Some(meters))
-    }
-
-    fn build(irq: EventFd, events: Sender<Event>, meters: Option<Meters>) -> Self {
+    /// A COM1 whose lines go to `events`; with `meters`, its record lines carry the counters
+    /// they read.
+    pub fn new(irq: EventFd, events: Sender<Event>, meters: Option<Meters>) -> Self {
         SerialPort {
             uart: Serial::new(IrqTrigger(irq), LineSink::new(events, meters)),
             counters: Arc::default(),
@@ -153,7 +146,7 @@ mod tests {
     #[test]
     fn bytes_written_to_thr_come_out_as_lines() {
         let (tx, rx) = channel();
-        let mut port = SerialPort::new(EventFd::new(0).unwrap(), tx);
+        let mut port = SerialPort::new(EventFd::new(0).unwrap(), tx, None);
         let a = |offset| Access {
             offset,
             addr: 0x3f8 + offset,
@@ -191,7 +184,7 @@ mod tests {
             kvm_stats: Arc::default(),
             device_counters: Arc::default(),
         };
-        let mut port = SerialPort::with_meters(EventFd::new(0).unwrap(), tx, meters.clone());
+        let mut port = SerialPort::new(EventFd::new(0).unwrap(), tx, Some(meters.clone()));
         let list: crate::counters::CounterList = vec![("serial".into(), port.counters())];
         meters.device_counters.set(list).ok().unwrap();
         let a = |offset| Access {

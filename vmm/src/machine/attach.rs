@@ -147,7 +147,7 @@ impl DeviceManager {
             kvm_stats: p.kvm_stats,
             device_counters: p.device_counters,
         };
-        let serial = SerialPort::with_meters(serial_irq, p.events.clone(), meters.clone());
+        let serial = SerialPort::new(serial_irq, p.events.clone(), Some(meters.clone()));
         self.counters.push(("serial".into(), serial.counters()));
         self.insert(
             &pio,

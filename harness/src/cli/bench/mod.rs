@@ -454,21 +454,11 @@ fn prebuilt_images(
         let Some(m) = all.iter().find(|m| m.image == image) else {
             return Ok(None);
         };
-        for a in &m.artifacts {
-            match images::manifest::sha256_file(&a.path) {
-                Ok(h) if h == a.sha256 => {}
-                Ok(h) => bail!(
-                    "--prebuilt-images {}: {} of the {image} image has SHA-256 {h}, not the recorded {} (rebuild the images, or run without --prebuilt-images)",
-                    file.display(),
-                    a.path.display(),
-                    a.sha256
-                ),
-                Err(e) => bail!(
-                    "--prebuilt-images {}: {} of the {image} image cannot be read: {e}",
-                    file.display(),
-                    a.path.display()
-                ),
-            }
+        if let Err(why) = m.check() {
+            bail!(
+                "--prebuilt-images {}: {why} (rebuild the images, or run without --prebuilt-images)",
+                file.display()
+            );
         }
         Ok(Some(m.clone()))
     };
