@@ -301,6 +301,9 @@ pub struct Why {
     pub by_reason: Vec<(String, f64)>,
     /// Exits to vmbench per op, by device.
     pub by_device: Vec<(String, f64)>,
+    /// Exits per op by register (`"DEVICE read:REG"`), for the devices that count them,
+    /// most frequent first.
+    pub by_register: Vec<(String, f64)>,
     pub vmbench_exits: f64,
     /// All KVM exits per op (KVM's own counter), where the host offers it.
     pub kvm_exits: Option<f64>,
@@ -356,11 +359,15 @@ pub fn why(run: &Run, c: &Case) -> Option<Why> {
         ..Default::default()
     };
     for k in keys.iter().filter(|k| k.as_str() != "total") {
-        match k.strip_prefix("device:") {
-            Some(d) => w.by_device.push((d.to_string(), med_key(k))),
-            None => w.by_reason.push((k.clone(), med_key(k))),
+        if let Some(d) = k.strip_prefix("device:") {
+            w.by_device.push((d.to_string(), med_key(k)));
+        } else if let Some(r) = k.strip_prefix("register:") {
+            w.by_register.push((r.to_string(), med_key(k)));
+        } else {
+            w.by_reason.push((k.clone(), med_key(k)));
         }
     }
+    w.by_register.sort_by(|a, b| b.1.total_cmp(&a.1));
     let kvm = c.values("kvm_exits_per_op");
     if !kvm.is_empty() {
         w.kvm_exits = Some(median(&kvm));

@@ -467,7 +467,7 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        text.push_str("<table><thead><tr><th>case</th><th class=\"n\">measured time/op</th><th>exits to vmbench /op, by reason</th><th>by device</th><th class=\"n\">all KVM exits /op</th><th class=\"n\">in-kernel exits /op</th><th class=\"n\">explained by exits</th><th class=\"n\">VMM CPU /op</th></tr></thead><tbody>");
+        text.push_str("<table><thead><tr><th>case</th><th class=\"n\">measured time/op</th><th>exits to vmbench /op, by reason</th><th>by device (busiest registers)</th><th class=\"n\">all KVM exits /op</th><th class=\"n\">in-kernel exits /op</th><th class=\"n\">explained by exits</th><th class=\"n\">VMM CPU /op</th></tr></thead><tbody>");
         for w in &self.workloads {
             let mut bars = Vec::new();
             for e in self.of_workload(w) {
@@ -492,7 +492,10 @@ impl<'a> Builder<'a> {
                     }),
                     fmt("time_ns", why.time_ns),
                     escape(&format!("{:.2} total{}{}", why.vmbench_exits, if why.by_reason.is_empty() { "" } else { ": " }, pairs(&why.by_reason))),
-                    escape(&pairs(&why.by_device)),
+                    escape(&match pairs(&why.by_register[..why.by_register.len().min(6)]) {
+                        r if r.is_empty() => pairs(&why.by_device),
+                        r => format!("{} ({r})", pairs(&why.by_device)),
+                    }),
                     why.kvm_exits.map_or("–".into(), |k| format!("{k:.2}")),
                     why.in_kernel_exits().map_or("–".into(), |k| format!("{k:.2}")),
                     fmt("time_ns", explained),

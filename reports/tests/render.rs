@@ -345,3 +345,39 @@ fn results_from_the_emulated_host_are_not_presented_as_timings() {
     let md = std::fs::read_to_string(&w.summary).unwrap();
     assert!(md.contains("**Not real timings**"), "{md}");
 }
+
+#[test]
+fn exits_by_register_are_listed_with_their_device_not_as_reasons() {
+    let mut r = run("smoke.json");
+    let case = r
+        .cases
+        .iter_mut()
+        .find(|c| c.repetitions.iter().any(|p| !p.exits.per_op.is_empty()))
+        .expect("a case with exit counts");
+    let id = case.id.clone();
+    for p in &mut case.repetitions {
+        p.exits.per_op.insert("register:e1000 read:ICR".into(), 1.5);
+        p.exits
+            .per_op
+            .insert("register:e1000 write:TDT".into(), 2.0);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = reports::render(std::slice::from_ref(&r), None, dir.path(), &mut |_| {}).unwrap();
+    let doc = Html::parse_document(&std::fs::read_to_string(&w.html).unwrap());
+    let row: Vec<String> = doc
+        .select(&sel("tr"))
+        .find(|tr| {
+            let cells: Vec<String> = tr.select(&sel("td")).map(|t| t.text().collect()).collect();
+            cells.first() == Some(&id) && cells.len() == 8
+        })
+        .expect("the case's row in the why table")
+        .select(&sel("td"))
+        .map(|t| t.text().collect())
+        .collect();
+    assert!(!row[2].contains("register"), "{row:?}");
+    // Busiest first.
+    assert!(
+        row[3].ends_with("(e1000 write:TDT 2.00, e1000 read:ICR 1.50)"),
+        "{row:?}"
+    );
+}

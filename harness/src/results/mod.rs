@@ -182,7 +182,12 @@ pub struct Repetition {
 pub struct Exits {
     pub by_reason: BTreeMap<String, u64>,
     pub by_device: BTreeMap<String, u64>,
-    /// `total`, each reason and each device (prefixed `device:`) divided by the operations.
+    /// The exits the devices that count them by register saw (e1000, PIIX IDE), as
+    /// `"DEVICE read:REG"` / `"DEVICE write:REG"`; registers not accessed are left out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_register: BTreeMap<String, u64>,
+    /// `total`, each reason, each device (prefixed `device:`) and each register (prefixed
+    /// `register:`) divided by the operations.
     pub per_op: BTreeMap<String, f64>,
     /// KVM's own counters where the host kernel offers them (binary stats), by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -206,9 +211,29 @@ impl Exits {
         Exits {
             by_reason: exits.by_reason.clone(),
             by_device: exits.by_device.clone(),
+            by_register: BTreeMap::new(),
             per_op,
             kvm: BTreeMap::new(),
         }
+    }
+
+    /// Adds the register counts among the devices' counters over the same window (the
+    /// counters named `read:REG` and `write:REG`, each one exit), with their per-operation
+    /// ratios.
+    pub fn with_registers(mut self, devices: &vmm::counters::DeviceCounters, ops: u64) -> Exits {
+        for (device, counters) in devices {
+            for (name, &n) in counters {
+                if n > 0 && (name.starts_with("read:") || name.starts_with("write:")) {
+                    let key = format!("{device} {name}");
+                    if ops > 0 {
+                        self.per_op
+                            .insert(format!("register:{key}"), n as f64 / ops as f64);
+                    }
+                    self.by_register.insert(key, n);
+                }
+            }
+        }
+        self
     }
 }
 

@@ -387,3 +387,35 @@ fn this_hosts_environment_is_collected() {
     let back: Environment = serde_json::from_str(&serde_json::to_string(&env).unwrap()).unwrap();
     assert_eq!(back, env);
 }
+
+#[test]
+fn register_counts_come_from_the_devices_read_and_write_counters() {
+    let devices = vmm::counters::DeviceCounters::from([
+        (
+            "e1000".to_string(),
+            BTreeMap::from([
+                ("read:ICR".to_string(), 100),
+                ("write:TDT".to_string(), 200),
+                ("write:RDT".to_string(), 0),
+                ("tx_frames".to_string(), 200),
+            ]),
+        ),
+        (
+            "ide".to_string(),
+            BTreeMap::from([("read:status".to_string(), 50)]),
+        ),
+    ]);
+    let exits =
+        Exits::from_counts(&vmm::exits::VcpuExits::default(), 100).with_registers(&devices, 100);
+    assert_eq!(
+        exits.by_register,
+        BTreeMap::from([
+            ("e1000 read:ICR".to_string(), 100),
+            ("e1000 write:TDT".to_string(), 200),
+            ("ide read:status".to_string(), 50),
+        ])
+    );
+    assert_eq!(exits.per_op["register:e1000 write:TDT"], 2.0);
+    assert_eq!(exits.per_op["register:ide read:status"], 0.5);
+    assert!(!exits.per_op.contains_key("register:e1000 write:RDT"));
+}

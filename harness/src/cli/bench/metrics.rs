@@ -134,7 +134,8 @@ pub fn repetition(
                 samples.insert("latency_ns".to_string(), lat);
             }
             if let Some(w) = crate::session::window(out) {
-                exits = Exits::from_counts(&w.exits, w.ops.max(ops));
+                exits = Exits::from_counts(&w.exits, w.ops.max(ops))
+                    .with_registers(&w.devices, w.ops.max(ops));
                 if let Some(n) = w.kvm.get("exits") {
                     metrics.insert("kvm_exits_per_op".into(), *n as f64 / ops as f64);
                 }

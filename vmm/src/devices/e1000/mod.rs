@@ -69,6 +69,10 @@ pub struct E1000Counters {
     /// Ring registers the device refused (head or tail past the ring).
     pub bad_ring: u64,
     pub backend_errors: u64,
+    /// Accesses (exits) by register: reads and writes in the slots of
+    /// [`regs::counter_slot`], named by [`regs::slot_names`].
+    pub reg_reads: [u64; REG_SLOTS],
+    pub reg_writes: [u64; REG_SLOTS],
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -515,6 +519,21 @@ impl E1000 {
     }
 
     /// The I/O window: IOADDR (offset 0) selects a register, IODATA (offset 4) reaches it.
+    /// Which register an access (one exit) is counted under: through the I/O window, the
+    /// address register or the register IOADDR selects.
+    fn counter_slot(&self, a: Access) -> usize {
+        let reg = if self.is_io(a.addr) {
+            match a.offset {
+                0..4 => return REG_IOADDR,
+                4..8 => self.ioaddr & !3,
+                _ => return REG_OTHER,
+            }
+        } else {
+            (a.offset & !3) as u32
+        };
+        counter_slot(reg)
+    }
+
     fn io_read(&mut self, offset: u64, data: &mut [u8]) {
         for (i, b) in data.iter_mut().enumerate() {
             *b = 0;
@@ -552,6 +571,8 @@ impl BusDevice for E1000 {
         "e1000"
     }
     fn read(&mut self, a: Access, data: &mut [u8]) {
+        let slot = self.counter_slot(a);
+        self.counters.reg_reads[slot] += 1;
         if self.is_io(a.addr) {
             self.counters.io_reads += 1;
             self.io_read(a.offset, data);
@@ -563,6 +584,8 @@ impl BusDevice for E1000 {
 
     fn write(&mut self, a: Access, data: &[u8]) {
         let before = self.next_deadline();
+        let slot = self.counter_slot(a);
+        self.counters.reg_writes[slot] += 1;
         if self.is_io(a.addr) {
             self.counters.io_writes += 1;
             self.io_write(a.offset, data);

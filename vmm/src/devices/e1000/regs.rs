@@ -96,6 +96,53 @@ pub const TSCTFC: u32 = 0x40fc;
 
 /// Size of the memory BAR (and of the register space the I/O window reaches).
 pub const MMIO_SIZE: u64 = 0x2_0000;
+
+/// Builds [`COUNTED`]: each register with the names its reads and writes are counted under.
+macro_rules! counted {
+    ($($reg:ident),* $(,)?) => {
+        [$(($reg, concat!("read:", stringify!($reg)), concat!("write:", stringify!($reg)))),*]
+    };
+}
+
+/// The registers whose accesses the device counts one by one, each with the counter names of
+/// its reads and writes: what a driver touches per packet (interrupt causes and masks, ring
+/// tails and heads, moderation timers) and the set-up registers a driver may poll. Every other
+/// access falls in [`REG_STATS`] (the statistics block a driver's watchdog reads), in
+/// [`REG_IOADDR`] (the I/O window's address register) or in [`REG_OTHER`].
+pub const COUNTED: [(u32, &str, &str); 21] = counted!(
+    CTRL, STATUS, EECD, EERD, CTRL_EXT, MDIC, ICR, ITR, ICS, IMS, IMC, RCTL, TCTL, RDH, RDT, RDTR,
+    RADV, TDH, TDT, TIDV, TADV,
+);
+/// Counter slots after [`COUNTED`]'s.
+pub const REG_STATS: usize = COUNTED.len();
+pub const REG_IOADDR: usize = COUNTED.len() + 1;
+pub const REG_OTHER: usize = COUNTED.len() + 2;
+/// All register counter slots, and their names (reads, then writes).
+pub const REG_SLOTS: usize = COUNTED.len() + 3;
+pub const REG_EXTRA_NAMES: [(&str, &str); 3] = [
+    ("read:stats", "write:stats"),
+    ("read:IOADDR", "write:IOADDR"),
+    ("read:other", "write:other"),
+];
+
+/// The counter slot of an access to register `off` (a dword offset in the BAR).
+pub fn counter_slot(off: u32) -> usize {
+    if let Some(i) = COUNTED.iter().position(|&(r, ..)| r == off) {
+        i
+    } else if (STATS_START..=STATS_END).contains(&off) {
+        REG_STATS
+    } else {
+        REG_OTHER
+    }
+}
+
+/// The counter names of slot `i`: (reads, writes).
+pub fn slot_names(i: usize) -> (&'static str, &'static str) {
+    match COUNTED.get(i) {
+        Some(&(_, r, w)) => (r, w),
+        None => REG_EXTRA_NAMES[(i - COUNTED.len()).min(REG_EXTRA_NAMES.len() - 1)],
+    }
+}
 /// Size of the I/O BAR: IOADDR at 0, IODATA at 4, the rest reserved.
 pub const IO_SIZE: u64 = 0x40;
 

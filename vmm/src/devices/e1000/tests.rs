@@ -549,3 +549,33 @@ fn itr_spaces_interrupt_assertions() {
     assert_eq!(rig.dev.poll(now), None);
     assert!(rig.level());
 }
+
+#[test]
+fn every_access_is_counted_under_its_register() {
+    let mut rig = Rig::new();
+    rig.w(TDT, 0);
+    rig.r(ICR);
+    rig.r(ICR);
+    rig.w(IMC, u32::MAX);
+    rig.r(GPRC); // the statistics block
+    rig.r(RAL0); // set-up registers not counted one by one
+                 // Through the I/O window: the address write, then the register it selects.
+    rig.io_w(0, STATUS);
+    rig.io_r(4);
+    let c = rig.dev.counters();
+    let reads = |reg: u32| c.reg_reads[counter_slot(reg)];
+    let writes = |reg: u32| c.reg_writes[counter_slot(reg)];
+    assert_eq!((writes(TDT), reads(TDT)), (1, 0));
+    assert_eq!(reads(ICR), 2);
+    assert_eq!(writes(IMC), 1);
+    assert_eq!(reads(STATUS), 1);
+    assert_eq!(c.reg_reads[REG_STATS], 1);
+    assert_eq!(c.reg_reads[REG_OTHER], 1);
+    assert_eq!(c.reg_writes[REG_IOADDR], 1);
+    let all_reads: u64 = c.reg_reads.iter().sum();
+    let all_writes: u64 = c.reg_writes.iter().sum();
+    assert_eq!(all_reads, c.mmio_reads + c.io_reads);
+    assert_eq!(all_writes, c.mmio_writes + c.io_writes);
+    assert_eq!(slot_names(counter_slot(TDT)), ("read:TDT", "write:TDT"));
+    assert_eq!(slot_names(REG_STATS), ("read:stats", "write:stats"));
+}

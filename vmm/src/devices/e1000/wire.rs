@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::EventFd;
 
+use super::regs::{slot_names, REG_SLOTS};
 use super::E1000;
 use crate::counters::Counters;
 use crate::worker::{Handler, Sources, WorkerThread};
@@ -102,7 +103,7 @@ pub struct DeviceView(pub Arc<Mutex<E1000>>);
 impl Counters for DeviceView {
     fn snapshot(&self) -> Vec<(&'static str, u64)> {
         let c = self.0.lock().unwrap_or_else(|e| e.into_inner()).counters();
-        vec![
+        let mut all = vec![
             ("mmio_reads", c.mmio_reads),
             ("mmio_writes", c.mmio_writes),
             ("io_reads", c.io_reads),
@@ -121,7 +122,13 @@ impl Counters for DeviceView {
             ("dma_errors", c.dma_errors),
             ("bad_ring", c.bad_ring),
             ("backend_errors", c.backend_errors),
-        ]
+        ];
+        for i in 0..REG_SLOTS {
+            let (r, w) = slot_names(i);
+            all.push((r, c.reg_reads[i]));
+            all.push((w, c.reg_writes[i]));
+        }
+        all
     }
 }
 

@@ -1,6 +1,7 @@
 //! The PIIX3 IDE PCI function: its configuration space (command/status, BMIBA, the IDE
 //! timing registers) and the dispatch of port accesses, legacy and BAR4, to the channels.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use vm_memory::GuestMemoryMmap;
@@ -139,6 +140,21 @@ impl Piix {
         }
     }
 
+    /// The [`super::REG_NAMES`] slot an access at `addr` (one exit) is counted under.
+    fn counter_slot(&self, addr: u64) -> usize {
+        match self.target(addr) {
+            Target::Command(_, reg) => reg as usize,
+            Target::Control(_) => 8,
+            Target::BusMaster(off) => match off % 8 {
+                0 => 9,
+                2 => 10,
+                4..8 => 11,
+                _ => 12,
+            },
+            Target::None => 12,
+        }
+    }
+
     /// Runs channel `ch`'s pending DMA if the bus master may master, and records a master
     /// abort in PCISTS.
     fn pump(&mut self, ch: usize) {
@@ -211,6 +227,8 @@ impl BusDevice for Piix {
         "ide"
     }
     fn read(&mut self, a: Access, data: &mut [u8]) {
+        let slot = self.counter_slot(a.addr);
+        self.counters.reg_reads[slot].fetch_add(1, Ordering::Relaxed);
         if let Target::Command(ch, REG_DATA) = self.target(a.addr) {
             // The data port: a word access is one 16-bit IDE cycle, a dword two (PIIX 32-bit
             // PIO). Byte accesses run no cycle and read all ones, as in QEMU.
@@ -232,6 +250,8 @@ impl BusDevice for Piix {
     }
 
     fn write(&mut self, a: Access, data: &[u8]) {
+        let slot = self.counter_slot(a.addr);
+        self.counters.reg_writes[slot].fetch_add(1, Ordering::Relaxed);
         if let Target::Command(ch, REG_DATA) = self.target(a.addr) {
             let c = &mut self.channels[ch];
             match *data {

@@ -83,12 +83,37 @@ pub struct IdeCounters {
     pub resets: AtomicU64,
     /// Rising edges on IRQ 14/15.
     pub interrupts: AtomicU64,
+    /// Port accesses (exits) by register, both channels together: reads and writes in the
+    /// slots of [`REG_NAMES`].
+    pub reg_reads: [AtomicU64; REG_NAMES.len()],
+    pub reg_writes: [AtomicU64; REG_NAMES.len()],
 }
+
+/// The registers whose accesses [`IdeCounters`] counts, with the counter names of their reads
+/// and writes: the command block's eight (ATA8-ACS names: a read of offset 1 is Error, a write
+/// Features; offset 7 Status and Command), the control block's one, the bus master's command,
+/// status and PRD table pointer, then everything else (unclaimed ports, the bus master's
+/// reserved bytes).
+pub const REG_NAMES: [(&str, &str); 13] = [
+    ("read:data", "write:data"),
+    ("read:error", "write:features"),
+    ("read:count", "write:count"),
+    ("read:lba_low", "write:lba_low"),
+    ("read:lba_mid", "write:lba_mid"),
+    ("read:lba_high", "write:lba_high"),
+    ("read:device", "write:device"),
+    ("read:status", "write:command"),
+    ("read:alt_status", "write:device_control"),
+    ("read:bm_command", "write:bm_command"),
+    ("read:bm_status", "write:bm_status"),
+    ("read:bm_prd", "write:bm_prd"),
+    ("read:other", "write:other"),
+];
 
 impl crate::counters::Counters for IdeCounters {
     fn snapshot(&self) -> Vec<(&'static str, u64)> {
         let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        vec![
+        let mut all = vec![
             ("cmd_pio_read", v(&self.cmd_pio_read)),
             ("cmd_pio_write", v(&self.cmd_pio_write)),
             ("cmd_dma_read", v(&self.cmd_dma_read)),
@@ -104,6 +129,11 @@ impl crate::counters::Counters for IdeCounters {
             ("bm_errors", v(&self.bm_errors)),
             ("resets", v(&self.resets)),
             ("interrupts", v(&self.interrupts)),
-        ]
+        ];
+        for (i, (r, w)) in REG_NAMES.iter().enumerate() {
+            all.push((r, v(&self.reg_reads[i])));
+            all.push((w, v(&self.reg_writes[i])));
+        }
+        all
     }
 }

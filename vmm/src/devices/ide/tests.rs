@@ -689,3 +689,40 @@ fn counters_name_every_figure() {
         assert!(names.contains(&n), "{n}");
     }
 }
+
+#[test]
+fn every_port_access_is_counted_under_its_register() {
+    let mut f = Fx::new();
+    let before = f.piix.counters().snapshot();
+    f.lba28(0, 1);
+    f.cmd(op::READ_SECTORS);
+    f.status();
+    f.alt();
+    f.read_words(256);
+    // A dword PRD pointer write is one exit, counted once.
+    f.outl(BM + 4, 0x1000);
+    f.inb(BM + 2);
+    f.outb(BM, 0);
+    f.inb(0x1e8); // nothing decodes it: `other`
+    let delta =
+        |f: &Fx, name: &str| f.counter(name) - before.iter().find(|(n, _)| *n == name).unwrap().1;
+    for (name, n) in [
+        ("write:count", 1),
+        ("write:lba_low", 1),
+        ("write:lba_mid", 1),
+        ("write:lba_high", 1),
+        ("write:device", 1),
+        ("write:command", 1),
+        ("read:status", 1),
+        ("read:alt_status", 1),
+        ("read:data", 256),
+        ("write:bm_prd", 1),
+        ("read:bm_status", 1),
+        ("write:bm_command", 1),
+        ("read:other", 1),
+        ("write:features", 0),
+        ("read:error", 0),
+    ] {
+        assert_eq!(delta(&f, name), n, "{name}");
+    }
+}
