@@ -3,8 +3,8 @@
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::args::Args;
@@ -189,6 +189,76 @@ fn next(x: &mut u64) -> u64 {
     *x
 }
 
+/// Starts and stops the I/O threads of a stream around the measured window: [`Gate::pause`]
+/// waits until no request is in flight, so what the device counts between two pauses is
+/// exactly the requests counted between them.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    paused: bool,
+    measuring: bool,
+    stopped: bool,
+    in_flight: usize,
+    /// Requests completed while measuring.
+    counted: u64,
+}
+
+impl Gate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits while paused; `None` once stopped, else whether the request about to start is
+    /// counted.
+    fn begin(&self) -> Option<bool> {
+        let mut s = self.lock();
+        while s.paused && !s.stopped {
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        if s.stopped {
+            return None;
+        }
+        s.in_flight += 1;
+        Some(s.measuring)
+    }
+
+    fn end(&self, counted: bool) {
+        let mut s = self.lock();
+        s.in_flight -= 1;
+        s.counted += u64::from(counted);
+        self.changed.notify_all();
+    }
+
+    /// Holds new requests back and waits for those in flight; returns the requests counted.
+    fn pause(&self) -> u64 {
+        let mut s = self.lock();
+        s.paused = true;
+        while s.in_flight > 0 {
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.measuring = false;
+        s.counted
+    }
+
+    /// Lets requests go again, counted or not.
+    fn open(&self, measuring: bool) {
+        let mut s = self.lock();
+        s.paused = false;
+        s.measuring = measuring;
+        self.changed.notify_all();
+    }
+
+    fn stop(&self) {
+        self.lock().stopped = true;
+        self.changed.notify_all();
+    }
+}
+
 /// `blk-read|blk-write pattern=seq|rand bs=BYTES qd=N seed=S warmup_ms= duration_ms=
 /// [disk=]`: timed O_DIRECT requests from `qd` threads (Linux keeps `qd` requests in flight),
 /// each with its own latency; a `latency` record and a `result` with ops, bytes, errors,
@@ -231,21 +301,13 @@ pub fn stream(words: &[&str], write: bool) -> Outcome {
             d.name
         ));
     }
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let ops = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(Gate::default());
     let errors = Arc::new(AtomicU64::new(0));
     let cursor = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
     for t in 0..qd {
         let f = d.open()?;
-        let (measuring, stop, ops, errors, cursor) = (
-            measuring.clone(),
-            stop.clone(),
-            ops.clone(),
-            errors.clone(),
-            cursor.clone(),
-        );
+        let (gate, errors, cursor) = (gate.clone(), errors.clone(), cursor.clone());
         threads.push(std::thread::spawn(move || {
             let mut buf = Aligned::new(bs as usize);
             let b = buf.get(bs as usize);
@@ -254,13 +316,12 @@ pub fn stream(words: &[&str], write: bool) -> Outcome {
             }
             let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (t as u64 + 1);
             let mut lat = Samples::default();
-            while !stop.load(Ordering::Relaxed) {
+            while let Some(counted) = gate.begin() {
                 let block = if random {
                     next(&mut rng) % blocks
                 } else {
                     cursor.fetch_add(1, Ordering::Relaxed) % blocks
                 };
-                let counted = measuring.load(Ordering::Relaxed);
                 let t0 = Instant::now();
                 let r = if write {
                     f.write_all_at(b, block * bs)
@@ -268,27 +329,30 @@ pub fn stream(words: &[&str], write: bool) -> Outcome {
                     f.read_exact_at(b, block * bs)
                 };
                 let ns = t0.elapsed().as_nanos() as u64;
-                if counted && measuring.load(Ordering::Relaxed) {
-                    ops.fetch_add(1, Ordering::Relaxed);
+                if counted {
                     if r.is_err() {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
                     lat.push(ns);
                 }
+                gate.end(counted);
             }
             lat
         }));
     }
     std::thread::sleep(Duration::from_millis(warmup_ms));
+    // The window's records carry the VMM's counters as they are at their newline: no request
+    // may be in flight while each is printed, so that the device's counts between the two are
+    // exactly those of the requests counted.
+    gate.pause();
     Record::new("window-start").send();
     let opened = Instant::now();
-    measuring.store(true, Ordering::Relaxed);
+    gate.open(true);
     std::thread::sleep(Duration::from_millis(duration_ms));
-    measuring.store(false, Ordering::Relaxed);
+    let n = gate.pause();
     let window_ns = opened.elapsed().as_nanos() as u64;
-    let n = ops.load(Ordering::Relaxed);
     Record::new("window-end").kv("ops", n).send();
-    stop.store(true, Ordering::Relaxed);
+    gate.stop();
     let mut lat = Samples::default();
     for t in threads {
         lat.extend(t.join().map_err(|_| "an I/O thread panicked".to_string())?);
