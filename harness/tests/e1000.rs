@@ -114,10 +114,11 @@ fn udp_round_trips_come_back_with_matching_payloads_in_both_profiles() {
         per_op.push(e1000_exits_per_op(&out));
     }
     let (linux, batched) = (per_op[0], per_op[1]);
-    // linux: TDT, then the handler's five accesses for the TX completion and five for the
-    // reply, then RDT; batched: TDT and RDT.
+    // linux: TDT, then one interrupt's five accesses (ICR, IMC, flush, then NAPI's IMS and
+    // flush) for the reply, whose poll also reclaims the sent frame as e1000_clean does, then
+    // RDT: Linux's own per-register figures (tests/fidelity.rs); batched: TDT and RDT.
     assert!(
-        (11.9..12.1).contains(&linux),
+        (6.9..7.1).contains(&linux),
         "linux: {linux} exits/round trip"
     );
     assert!(

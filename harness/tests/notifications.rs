@@ -5,9 +5,6 @@
 mod support;
 use support::*;
 
-use std::path::Path;
-use std::process::Command;
-
 use vmbench::results::{self, CaseStatus};
 
 const SCENARIO: &str = r#"
@@ -54,21 +51,8 @@ fn kicks_and_interrupts_per_operation_are_the_devices_counts_over_the_window() {
     let dir = TempDir::new("notifications");
     let scenario = dir.path("notifications.toml");
     std::fs::write(&scenario, SCENARIO).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vmbench"))
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .arg("bench")
-        .arg(&scenario)
-        .arg("--out")
-        .arg(dir.path("run"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let run = dir.path("run");
+    let stdout = bench_ok(&[scenario.as_os_str(), "--out".as_ref(), run.as_os_str()]);
     assert!(stdout.contains("kicks      irqs"), "{stdout}");
 
     let doc = results::load(&dir.path("run").join(results::RESULTS_FILE)).unwrap();

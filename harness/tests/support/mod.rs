@@ -202,3 +202,22 @@ pub fn assert_delivery<'a>(
     let total: u64 = lines.iter().map(count).sum();
     assert!(total > 0, "{how:?}: no interrupt taken:\n{shown}");
 }
+
+/// Runs `vmbench bench ARGS` from the project root (where scenarios name the images they need
+/// relative to); returns its standard output, having checked that it exited 0.
+pub fn bench_ok<S: AsRef<OsStr>>(args: &[S]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmbench"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("run vmbench bench");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

@@ -6,8 +6,8 @@
 //!
 //! The register traffic per operation is the run's [`Profile`]: `linux` makes the accesses
 //! Linux's e1000 driver makes (a TDT write per packet; per completion batch the interrupt
-//! handler's ICR read, IMC write and flush, then NAPI's IMS write and flush; RDT written every
-//! 16 returned buffers), `batched` only the ones a polling driver needs (a TDT write per batch,
+//! handler's ICR read, IMC write and flush, then NAPI's IMS write and flush, the poll cleaning
+//! the TX ring before RX as e1000_clean does; RDT written every 16 returned buffers), `batched` only the ones a polling driver needs (a TDT write per batch,
 //! an RDT write per poll). The probe never takes the interrupt: its CPU runs with interrupts
 //! off, and the handler's accesses are made where the handler would have run.
 
@@ -160,6 +160,9 @@ pub struct E1000 {
     in_napi: bool,
     /// The last RX poll used its whole budget: Linux stays in polling mode.
     rx_more: bool,
+    /// TX descriptors an RX poll reclaimed (Linux's NAPI poll cleans the TX ring first),
+    /// reported by the next `reclaim_tx`.
+    tx_cleaned: usize,
 }
 
 fn deadline_us(us: u64) -> u64 {
@@ -208,6 +211,7 @@ impl E1000 {
             rx_clean: 0,
             in_napi: false,
             rx_more: false,
+            tx_cleaned: 0,
         };
         d.reset()?;
         (d.mac, d.mac_source) = d.read_mac();
@@ -409,6 +413,20 @@ impl E1000 {
         self.in_napi = false;
     }
 
+    /// Reclaims every TX descriptor the device completed (DD): memory only, no register.
+    fn clean_tx(&mut self) -> usize {
+        let mut n = 0;
+        while self.tx_clean != self.tx_use && self.tx_status(self.tx_clean) & TXD_STAT_DD != 0 {
+            let d = self.tx_ring + u64::from(self.tx_clean) * DESC;
+            // SAFETY: the device is done with this descriptor (DD); clearing its status makes
+            // the next completion check of this slot wait for the device again.
+            unsafe { core::ptr::write_volatile((d + 12) as *mut u32, 0) };
+            self.tx_clean = (self.tx_clean + 1) % RING;
+            n += 1;
+        }
+        n
+    }
+
     fn write_tdt(&mut self) {
         // Descriptors and buffers must be in memory before the device is told about them.
         fence(Ordering::Release);
@@ -480,22 +498,15 @@ impl Nic for E1000 {
     }
 
     fn reclaim_tx(&mut self) -> usize {
+        let polled = core::mem::take(&mut self.tx_cleaned);
         if self.tx_clean == self.tx_use || self.tx_status(self.tx_clean) & TXD_STAT_DD == 0 {
-            // Nothing completed: no interrupt would have fired.
-            return 0;
+            // Nothing (more) completed: no interrupt would have fired.
+            return polled;
         }
         self.irq_enter();
-        let mut n = 0;
-        while self.tx_clean != self.tx_use && self.tx_status(self.tx_clean) & TXD_STAT_DD != 0 {
-            let d = self.tx_ring + u64::from(self.tx_clean) * DESC;
-            // SAFETY: the device is done with this descriptor (DD); clearing its status makes
-            // the next completion check of this slot wait for the device again.
-            unsafe { core::ptr::write_volatile((d + 12) as *mut u32, 0) };
-            self.tx_clean = (self.tx_clean + 1) % RING;
-            n += 1;
-        }
+        let n = self.clean_tx();
         self.irq_exit();
-        n
+        polled + n
     }
 
     fn poll_rx(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
@@ -512,6 +523,11 @@ impl Nic for E1000 {
             Profile::Batched => max,
         };
         self.irq_enter();
+        if self.profile == Profile::Linux {
+            // e1000_clean: the TX ring first, then RX, in the same poll (one interrupt for a
+            // round trip's send and receive).
+            self.tx_cleaned += self.clean_tx();
+        }
         let (mut n, mut unreturned) = (0, 0);
         while n < budget {
             let i = self.rx_clean;
