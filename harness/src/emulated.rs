@@ -95,6 +95,8 @@ impl Drop for Work {
 pub struct HostCommand {
     pub args: Vec<String>,
     pub budget: Duration,
+    /// It runs guests on QEMU: the emulated host must carry QEMU.
+    pub qemu: bool,
 }
 
 impl HostCommand {
@@ -108,6 +110,7 @@ impl HostCommand {
         Ok(HostCommand {
             args,
             budget: limits.ready + limits.run + COMMAND_MARGIN,
+            qemu: false,
         })
     }
 
@@ -117,6 +120,7 @@ impl HostCommand {
         Ok(HostCommand {
             args,
             budget: budget + COMMAND_MARGIN,
+            qemu: false,
         })
     }
 }
@@ -278,6 +282,7 @@ pub fn run_with(
         &images::test_host::Options {
             linux: images::linux::Options::default(),
             vmbench: vmbench.to_path_buf(),
+            qemu: commands.iter().any(|c| c.qemu),
         },
         &mut |p| eprintln!("{p}"),
     )

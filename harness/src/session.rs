@@ -80,6 +80,9 @@ pub struct Timeline {
     pub init: Option<Instant>,
 }
 
+/// The kernel's console line as it starts `/init` (the agent), on either engine.
+pub const LINUX_INIT_LINE: &str = "Run /init as init process";
+
 impl Timeline {
     fn ms(a: Option<Instant>, b: Option<Instant>) -> Option<f64> {
         Some(b?.saturating_duration_since(a?).as_secs_f64() * 1e3)
@@ -372,6 +375,7 @@ pub fn run(
         ready: vec![None; vcpus],
         ..Default::default()
     };
+    let linux = m.boots_linux();
     m.start()?;
     timeline.started = m.times().started;
     let start = Instant::now();
@@ -408,6 +412,13 @@ pub fn run(
                     records.push(t);
                 }
                 None => {
+                    if linux {
+                        // The kernel's log: its first line, and the start of the agent.
+                        timeline.kernel.get_or_insert(at);
+                        if timeline.init.is_none() && line.contains(LINUX_INIT_LINE) {
+                            timeline.init = Some(at);
+                        }
+                    }
                     if console.len() == CONSOLE_TAIL {
                         console.pop_front();
                     }

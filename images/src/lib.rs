@@ -43,9 +43,11 @@ pub fn build(name: &str, progress: &mut dyn FnMut(&str)) -> Result<Manifest, Err
                 path: "the running vmbench binary".into(),
                 source: e,
             })?;
+            // QEMU goes in when a command needs it (`bench --host emulated` with QEMU cases).
             let opts = test_host::Options {
                 linux: linux::Options::default(),
                 vmbench,
+                qemu: false,
             };
             Ok(test_host::build(&opts, progress)?.manifest)
         }

@@ -2,7 +2,8 @@
 //! with nested paging) into a KVM host for vmbench, where this machine's own KVM cannot run
 //! guest kernel code. It holds busybox, the Debian kernel's KVM modules (`irqbypass`, `kvm`,
 //! `ccp`, `kvm-amd`) and its 9p modules, vmbench's own binary with its shared-library closure
-//! (found with `ldd`), and an `/init` that loads them, mounts the host's work directory (9p,
+//! (found with `ldd`), `ip` and `iperf3` for the TAP back-end the same way, and an `/init`
+//! that loads them, mounts the host's work directory (9p,
 //! tag `work`), runs vmbench once per command in `/work/args` (one argument a line, commands
 //! separated by an empty line) and prints each one's exit status. The kernel is the linux image's; guest images reach it through the share.
 
@@ -22,10 +23,34 @@ pub const HOST_MODULES: &[(&str, &[&str])] = &[
         "the 9p share with the host",
         &["virtio_pci", "9pnet_virtio", "9p"],
     ),
+    ("the TAP back-end", &["tun"]),
 ];
 
+/// Programs vmbench runs on the host side of a TAP back-end (`ip` for the network namespace,
+/// the TAP and its addresses; `iperf3` for the iperf3 workload's server), taken from this
+/// machine's PATH with their shared libraries, as vmbench itself is.
+pub const HOST_PROGRAMS: &[&str] = &["ip", "iperf3"];
+
+/// QEMU, for scenarios that run guests on `engine = "qemu"` in the emulated host (QEMU-KVM on
+/// the emulated host's kvm-amd), with the firmware it loads for x86 guests from its data
+/// directory: qboot (vmbench's QEMU engine boots with it), the option ROMs of direct Linux,
+/// PVH and multiboot boot, the TPR-patching ROM, and SeaBIOS for QEMU without qboot.
+pub const QEMU_PROGRAM: &str = "qemu-system-x86_64";
+pub const QEMU_FIRMWARE: &[&str] = &[
+    "qboot.rom",
+    "bios-256k.bin",
+    "linuxboot.bin",
+    "linuxboot_dma.bin",
+    "pvh.bin",
+    "multiboot.bin",
+    "multiboot_dma.bin",
+    "kvmvapic.bin",
+];
+/// Where the firmware goes: QEMU's built-in data directory on Debian.
+const QEMU_DATA: &str = "usr/share/qemu";
+
 /// Bumped when what the builder does changes (part of the cache key).
-const BUILDER: &str = "test-host-1";
+const BUILDER: &str = "test-host-3";
 
 /// The line `/init` prints before each vmbench command (`... running N vmbench ARGS`), and the
 /// one with its exit status (`... exit N STATUS`).
@@ -37,6 +62,9 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+mount -t tmpfs run /run
+# Loopback: QEMU's NIC reaches vmbench's in-process peer over a UDP link on it.
+ip link set lo up
 echo "vmbench-host: loading modules"
 while read -r m; do
     insmod "/lib/modules/host/$m" || echo "vmbench-host: insmod $m failed"
@@ -76,6 +104,9 @@ pub struct Options {
     pub linux: linux::Options,
     /// The vmbench binary to put in (normally the running one).
     pub vmbench: PathBuf,
+    /// Also QEMU ([`QEMU_PROGRAM`], its libraries and [`QEMU_FIRMWARE`]): ~60 MB more, so
+    /// only when a command will run a guest on QEMU.
+    pub qemu: bool,
 }
 
 /// The test host's boot files.
@@ -88,9 +119,9 @@ pub struct TestHost {
 
 /// The shared libraries `ldd` says `bin` needs, with their paths on this machine.
 fn libraries(bin: &Path) -> Result<Vec<PathBuf>, Error> {
-    let fail = |why: String| Error::Library {
-        file: bin.display().to_string(),
-        lib: why,
+    let fail = |why: String| Error::FromHost {
+        what: format!("the shared libraries of {}", bin.display()),
+        why,
     };
     let out = Command::new("ldd")
         .arg(bin)
@@ -119,6 +150,54 @@ fn libraries(bin: &Path) -> Result<Vec<PathBuf>, Error> {
     Ok(libs)
 }
 
+/// Where `name` is on this machine: the first executable of that name on PATH, or in the
+/// sbin directories PATH may leave out for a non-root user.
+fn find_program(name: &str) -> Result<PathBuf, Error> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::FromHost {
+            what: format!("`{name}`"),
+            why: format!(
+                "it is not installed (Debian: apt-get install {})",
+                if name == "ip" { "iproute2" } else { name }
+            ),
+        })
+}
+
+/// The [`QEMU_FIRMWARE`] files this machine's QEMU has, from its data directory (beside its
+/// binary, `../share/qemu`, else Debian's `/usr/share/qemu`; links followed): name, path,
+/// SHA-256. qboot is required (vmbench's QEMU engine boots with it); the rest are taken where
+/// present.
+fn qemu_firmware(qemu: &Path) -> Result<Vec<(&'static str, PathBuf, String)>, Error> {
+    let dirs: Vec<PathBuf> = qemu
+        .parent()
+        .and_then(Path::parent)
+        .map(|prefix| prefix.join("share/qemu"))
+        .into_iter()
+        .chain([PathBuf::from("/usr/share/qemu")])
+        .collect();
+    let mut found = Vec::new();
+    for name in QEMU_FIRMWARE {
+        let Some(at) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()) else {
+            if *name == "qboot.rom" {
+                return Err(Error::FromHost {
+                    what: "QEMU's qboot.rom".into(),
+                    why: format!(
+                        "it is in none of {dirs:?} (Debian: apt-get install qemu-system-x86)"
+                    ),
+                });
+            }
+            continue;
+        };
+        let sha = sha256_file(&at).map_err(io_err(&at))?;
+        found.push((*name, at, sha));
+    }
+    Ok(found)
+}
+
 /// Builds the test host (or reuses it from the cache).
 pub fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<TestHost, Error> {
     let image = linux::build(&opts.linux, progress)?;
@@ -133,11 +212,27 @@ pub fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<TestHost,
         })?;
     let lock = Lock::load(&opts.linux.lock)?;
     let vmbench_sha = sha256_file(&opts.vmbench).map_err(io_err(&opts.vmbench))?;
-    let libs = libraries(&opts.vmbench)?;
+    let mut programs = Vec::new();
+    let qemu: &[&str] = if opts.qemu { &[QEMU_PROGRAM] } else { &[] };
+    for name in HOST_PROGRAMS.iter().chain(qemu) {
+        let at = find_program(name)?;
+        let sha = sha256_file(&at).map_err(io_err(&at))?;
+        programs.push((*name, at, sha));
+    }
+    let mut libs = libraries(&opts.vmbench)?;
+    for (_, at, _) in &programs {
+        libs.extend(libraries(at)?);
+    }
+    libs.sort();
+    libs.dedup();
     let mut lib_shas = Vec::new();
     for l in &libs {
         lib_shas.push(sha256_file(l).map_err(io_err(l))?);
     }
+    let firmware = match programs.iter().find(|(n, ..)| *n == QEMU_PROGRAM) {
+        Some((_, at, _)) => qemu_firmware(at)?,
+        None => Vec::new(),
+    };
     let mut h = Sha256::new();
     let mut part = |b: &[u8]| {
         h.update((b.len() as u64).to_le_bytes());
@@ -148,9 +243,15 @@ pub fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<TestHost,
     part(format!("{HOST_MODULES:?}").as_bytes());
     part(INIT.as_bytes());
     part(vmbench_sha.as_bytes());
+    for (name, at, sha) in &programs {
+        part(format!("{name} {} {sha}", at.display()).as_bytes());
+    }
     for (l, s) in libs.iter().zip(&lib_shas) {
         part(l.display().to_string().as_bytes());
         part(s.as_bytes());
+    }
+    for (name, _, sha) in &firmware {
+        part(format!("{name} {sha}").as_bytes());
     }
     let hash = hex(&h.finalize());
     let cache = &opts.linux.cache;
@@ -225,7 +326,11 @@ pub fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<TestHost,
     for applet in ["sh", "mount", "insmod", "mkdir", "cat", "sync", "poweroff"] {
         tree.insert(&format!("bin/{applet}"), Node::Symlink("busybox".into()));
     }
-    progress("adding vmbench and its shared libraries");
+    progress(if opts.qemu {
+        "adding vmbench, ip, iperf3, QEMU and their shared libraries"
+    } else {
+        "adding vmbench, ip, iperf3 and their shared libraries"
+    });
     let vmbench = std::fs::read(&opts.vmbench).map_err(io_err(&opts.vmbench))?;
     tree.insert(
         "bin/vmbench",
@@ -234,6 +339,28 @@ pub fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<TestHost,
             executable: true,
         },
     );
+    for (name, at, sha) in &programs {
+        let data = std::fs::read(at).map_err(io_err(at))?;
+        inputs.push(("program".into(), format!("{name} {} {sha}", at.display())));
+        tree.insert(
+            &format!("bin/{name}"),
+            Node::File {
+                data,
+                executable: true,
+            },
+        );
+    }
+    for (name, at, sha) in &firmware {
+        let data = std::fs::read(at).map_err(io_err(at))?;
+        inputs.push(("firmware".into(), format!("{name} {} {sha}", at.display())));
+        tree.insert(
+            &format!("{QEMU_DATA}/{name}"),
+            Node::File {
+                data,
+                executable: false,
+            },
+        );
+    }
     for (l, sha) in libs.iter().zip(lib_shas) {
         let data = std::fs::read(l).map_err(io_err(l))?;
         let at = l.display().to_string();
@@ -253,7 +380,7 @@ pub fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<TestHost,
             executable: true,
         },
     );
-    for d in ["dev", "proc", "sys", "tmp", "work"] {
+    for d in ["dev", "proc", "sys", "tmp", "work", "run"] {
         tree.insert(d, Node::Dir);
     }
     tree.insert("dev/console", Node::CharDev { major: 5, minor: 1 });
@@ -301,5 +428,17 @@ mod tests {
             "{libs:?}"
         );
         assert!(libs.iter().all(|l| l.is_absolute()));
+    }
+
+    #[test]
+    fn host_programs_are_found_or_named_with_the_package_to_install() {
+        assert!(find_program("sh").unwrap().is_absolute());
+        let e = find_program("vmbench-no-such-program")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`vmbench-no-such-program`") && e.contains("apt-get install"),
+            "{e}"
+        );
     }
 }

@@ -63,6 +63,9 @@ pub enum Error {
     NotInPackage { what: String, package: String },
     #[error("{file} needs {lib}, which none of the locked packages provides")]
     Library { file: String, lib: String },
+    /// A program the test host takes from this machine, or its libraries, cannot be had.
+    #[error("the emulated host needs {what} from this machine: {why}")]
+    FromHost { what: String, why: String },
     #[error("{path} is not a usable ELF file")]
     Elf {
         path: String,

@@ -41,6 +41,9 @@ const EFER_LMA: u64 = 1 << 10;
 /// Reserved bit 1 plus IOPL=3, so the probe may use port I/O at CPL3.
 const RFLAGS_IOPL3: u64 = 0x2 | (3 << 12);
 
+/// CPUID.1:ECX bit 31: the CPU is a hypervisor's guest.
+const CPUID_1_ECX_HYPERVISOR: u32 = 1 << 31;
+
 /// The CPUID KVM supports, as the guest will see it on vCPU `id`.
 pub fn cpuid(kvm: &Kvm, id: u64) -> Result<CpuId, super::Error> {
     let mut c = kvm
@@ -124,13 +127,19 @@ pub fn create_linux(
     entry: Option<&crate::boot::linux::LinuxEntry>,
 ) -> Result<VcpuFd, Error> {
     let vcpu = vm.create_vcpu(id).map_err(|e| Error::Create(id, e))?;
-    // KVM's supported set as it is. It leaves out CPUID.1:ECX.hypervisor, so Linux does not
-    // look at the paravirtual leaves (kvm-clock...) and clocks itself by jiffies; setting the
-    // bit made the boot in the emulated host about 4x slower in one try (docs/linux-boot.md).
-    let cpuid = cpuid(kvm, id).map_err(|e| match e {
+    // KVM's supported set, plus CPUID.1:ECX.hypervisor, which KVM leaves to the VMM: with it
+    // Linux reads KVM's paravirtual leaves (0x40000000...) and clocks itself with kvm-clock;
+    // without it, where the TSC does not calibrate (the emulated host), it falls back to
+    // jiffies and every time a workload measures is a multiple of 4 ms.
+    let mut cpuid = cpuid(kvm, id).map_err(|e| match e {
         super::Error::Cpuid(e) => Error::Setup(id, "cpuid", e),
         _ => Error::Setup(id, "cpuid", kvm_ioctls::Error::new(libc::EINVAL)),
     })?;
+    for e in cpuid.as_mut_slice() {
+        if e.function == 1 {
+            e.ecx |= CPUID_1_ECX_HYPERVISOR;
+        }
+    }
     vcpu.set_cpuid2(&cpuid)
         .map_err(|e| Error::Setup(id, "cpuid", e))?;
     let Some(entry) = entry else {
@@ -354,4 +363,40 @@ fn set_initial_fpu(vcpu: &VcpuFd, id: u64) -> Result<(), Error> {
     };
     vcpu.set_fpu(&fpu)
         .map_err(|e| Error::Setup(id, "set fpu", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(c: &CpuId, function: u32) -> Option<kvm_bindings::kvm_cpuid_entry2> {
+        c.as_slice()
+            .iter()
+            .find(|e| e.function == function)
+            .copied()
+    }
+
+    #[test]
+    fn a_linux_vcpu_is_told_it_runs_under_kvm_and_a_probe_vcpu_keeps_kvms_set() {
+        let kvm = super::super::open().expect("/dev/kvm");
+        let vm = kvm.create_vm().unwrap();
+        vm.create_irq_chip().unwrap();
+        let linux = create_linux(&vm, &kvm, 0, None).unwrap();
+        let c = linux.get_cpuid2(KVM_MAX_CPUID_ENTRIES).unwrap();
+        assert_ne!(leaf(&c, 1).unwrap().ecx & CPUID_1_ECX_HYPERVISOR, 0);
+        // KVM's signature leaf, which the bit sends Linux to (kvm-clock is announced there).
+        let sig = leaf(&c, 0x4000_0000).expect("KVM's signature leaf");
+        let name: Vec<u8> = [sig.ebx, sig.ecx, sig.edx]
+            .iter()
+            .flat_map(|r| r.to_le_bytes())
+            .collect();
+        assert_eq!(&name, b"KVMKVMKVM\0\0\0");
+        // The probe's CPUID is KVM's as it is.
+        let probe = cpuid(&kvm, 1).unwrap();
+        let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).unwrap();
+        assert_eq!(
+            leaf(&probe, 1).unwrap().ecx,
+            leaf(&supported, 1).unwrap().ecx
+        );
+    }
 }

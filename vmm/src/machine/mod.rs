@@ -94,6 +94,8 @@ pub struct Machine {
     events: Receiver<Event>,
     ioeventfd: EventFd,
     tsc_khz: u32,
+    /// It boots a Linux kernel (not the probe).
+    linux: bool,
     times: SetupTimes,
     counters: Vec<(String, Arc<dyn Counters>)>,
     /// Threads that bring the outside world to emulated devices (a NIC's wire).
@@ -190,6 +192,7 @@ impl Machine {
             vcpus,
             threads: Vec::new(),
             vcpu_count: cfg.vcpus,
+            linux: cfg.linux.is_some(),
             pio,
             mmio,
             exits,
@@ -294,6 +297,11 @@ impl Machine {
 
     pub fn times(&self) -> SetupTimes {
         self.times
+    }
+
+    /// Whether the guest is a Linux kernel (its console carries the kernel's log).
+    pub fn boots_linux(&self) -> bool {
+        self.linux
     }
 
     pub fn vcpu_count(&self) -> usize {

@@ -660,7 +660,7 @@ fn run_once(
                 None => {
                     if linux {
                         kernel.get_or_insert(at - start);
-                        if init.is_none() && text.contains("Run /init as init process") {
+                        if init.is_none() && text.contains(crate::session::LINUX_INIT_LINE) {
                             init = Some(at - start);
                         }
                     }
