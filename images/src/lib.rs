@@ -14,6 +14,16 @@ use std::path::{Path, PathBuf};
 
 pub use manifest::Manifest;
 
+/// Where the program `name` is on this machine: the first file of that name in PATH, then in
+/// /usr/sbin and /sbin (where e2fsprogs and iproute2 live, and which a non-root PATH may lack).
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
 /// The image cache: `target/images` of the workspace, or `$VMBENCH_CACHE`.
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("VMBENCH_CACHE")

@@ -29,13 +29,14 @@ pub const HOST_MODULES: &[(&str, &[&str])] = &[
 /// Programs vmbench runs on the host side of a TAP back-end (`ip` for the network namespace,
 /// the TAP and its addresses; `iperf3` for the iperf3 workload's server), taken from this
 /// machine's PATH with their shared libraries, as vmbench itself is.
-pub const HOST_PROGRAMS: &[&str] = &["ip", "iperf3"];
+/// Each with the Debian package that has it.
+pub const HOST_PROGRAMS: &[(&str, &str)] = &[("ip", "iproute2"), ("iperf3", "iperf3")];
 
 /// QEMU, for scenarios that run guests on `engine = "qemu"` in the emulated host (QEMU-KVM on
 /// the emulated host's kvm-amd), with the firmware it loads for x86 guests from its data
 /// directory: qboot (vmbench's QEMU engine boots with it), the option ROMs of direct Linux,
 /// PVH and multiboot boot, the TPR-patching ROM, and SeaBIOS for QEMU without qboot.
-pub const QEMU_PROGRAM: &str = "qemu-system-x86_64";
+pub const QEMU_PROGRAM: (&str, &str) = ("qemu-system-x86_64", "qemu-system-x86");
 pub const QEMU_FIRMWARE: &[&str] = &[
     "qboot.rom",
     "bios-256k.bin",
@@ -150,21 +151,36 @@ fn libraries(bin: &Path) -> Result<Vec<PathBuf>, Error> {
     Ok(libs)
 }
 
-/// Where `name` is on this machine: the first executable of that name on PATH, or in the
-/// sbin directories PATH may leave out for a non-root user.
-fn find_program(name: &str) -> Result<PathBuf, Error> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| Error::FromHost {
-            what: format!("`{name}`"),
-            why: format!(
-                "it is not installed (Debian: apt-get install {})",
-                if name == "ip" { "iproute2" } else { name }
-            ),
-        })
+/// Where the program `name` (from Debian's `package`) is on this machine.
+fn find_program(name: &str, package: &str) -> Result<PathBuf, Error> {
+    crate::find_program(name).ok_or_else(|| Error::FromHost {
+        what: format!("`{name}`"),
+        why: format!("it is not installed (Debian: apt-get install {package})"),
+    })
+}
+
+/// Puts this machine's file `from` into `tree` at `to`, and records it among the inputs as
+/// `kind`: `label` (if any), where it came from, its SHA-256.
+fn add_host_file(
+    tree: &mut Tree,
+    inputs: &mut Vec<(String, String)>,
+    (kind, label): (&str, &str),
+    from: &Path,
+    sha: &str,
+    to: &str,
+    executable: bool,
+) -> Result<(), Error> {
+    let data = std::fs::read(from).map_err(io_err(from))?;
+    let source = format!("{} {sha}", from.display());
+    inputs.push((
+        kind.into(),
+        match label {
+            "" => source,
+            l => format!("{l} {source}"),
+        },
+    ));
+    tree.insert(to, Node::File { data, executable });
+    Ok(())
 }
 
 /// The [`QEMU_FIRMWARE`] files this machine's QEMU has, from its data directory (beside its
@@ -213,9 +229,9 @@ pub fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<TestHost,
     let lock = Lock::load(&opts.linux.lock)?;
     let vmbench_sha = sha256_file(&opts.vmbench).map_err(io_err(&opts.vmbench))?;
     let mut programs = Vec::new();
-    let qemu: &[&str] = if opts.qemu { &[QEMU_PROGRAM] } else { &[] };
-    for name in HOST_PROGRAMS.iter().chain(qemu) {
-        let at = find_program(name)?;
+    let qemu: &[(&str, &str)] = if opts.qemu { &[QEMU_PROGRAM] } else { &[] };
+    for (name, package) in HOST_PROGRAMS.iter().chain(qemu) {
+        let at = find_program(name, package)?;
         let sha = sha256_file(&at).map_err(io_err(&at))?;
         programs.push((*name, at, sha));
     }
@@ -229,7 +245,7 @@ pub fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<TestHost,
     for l in &libs {
         lib_shas.push(sha256_file(l).map_err(io_err(l))?);
     }
-    let firmware = match programs.iter().find(|(n, ..)| *n == QEMU_PROGRAM) {
+    let firmware = match programs.iter().find(|(n, ..)| *n == QEMU_PROGRAM.0) {
         Some((_, at, _)) => qemu_firmware(at)?,
         None => Vec::new(),
     };
@@ -340,38 +356,33 @@ pub fn build(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<TestHost,
         },
     );
     for (name, at, sha) in &programs {
-        let data = std::fs::read(at).map_err(io_err(at))?;
-        inputs.push(("program".into(), format!("{name} {} {sha}", at.display())));
-        tree.insert(
-            &format!("bin/{name}"),
-            Node::File {
-                data,
-                executable: true,
-            },
-        );
+        let to = format!("bin/{name}");
+        add_host_file(
+            &mut tree,
+            &mut inputs,
+            ("program", name),
+            at,
+            sha,
+            &to,
+            true,
+        )?;
     }
     for (name, at, sha) in &firmware {
-        let data = std::fs::read(at).map_err(io_err(at))?;
-        inputs.push(("firmware".into(), format!("{name} {} {sha}", at.display())));
-        tree.insert(
-            &format!("{QEMU_DATA}/{name}"),
-            Node::File {
-                data,
-                executable: false,
-            },
-        );
+        let to = format!("{QEMU_DATA}/{name}");
+        add_host_file(
+            &mut tree,
+            &mut inputs,
+            ("firmware", name),
+            at,
+            sha,
+            &to,
+            false,
+        )?;
     }
     for (l, sha) in libs.iter().zip(lib_shas) {
-        let data = std::fs::read(l).map_err(io_err(l))?;
-        let at = l.display().to_string();
-        inputs.push(("library".into(), format!("{at} {sha}")));
-        tree.insert(
-            at.trim_start_matches('/'),
-            Node::File {
-                data,
-                executable: true,
-            },
-        );
+        let to = l.display().to_string();
+        let to = to.trim_start_matches('/');
+        add_host_file(&mut tree, &mut inputs, ("library", ""), l, &sha, to, true)?;
     }
     tree.insert(
         "init",
@@ -432,12 +443,12 @@ mod tests {
 
     #[test]
     fn host_programs_are_found_or_named_with_the_package_to_install() {
-        assert!(find_program("sh").unwrap().is_absolute());
-        let e = find_program("vmbench-no-such-program")
+        assert!(find_program("sh", "dash").unwrap().is_absolute());
+        let e = find_program("vmbench-no-such-program", "vmbench-pkg")
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("`vmbench-no-such-program`") && e.contains("apt-get install"),
+            e.contains("`vmbench-no-such-program`") && e.contains("apt-get install vmbench-pkg"),
             "{e}"
         );
     }

@@ -13,17 +13,9 @@ pub(super) struct Tool {
 }
 
 impl Tool {
-    /// Finds `name` in PATH, then in /usr/sbin and /sbin (where e2fsprogs lives, and which
-    /// a non-root PATH may lack).
+    /// Finds `name` on this machine ([`crate::find_program`]).
     pub fn locate(name: &'static str, package: &'static str) -> Result<Tool, Error> {
-        let path_dirs = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .unwrap_or_default();
-        path_dirs
-            .into_iter()
-            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
+        crate::find_program(name)
             .map(|path| Tool {
                 name,
                 package,

@@ -559,7 +559,8 @@ fn every_access_is_counted_under_its_register() {
     rig.w(IMC, u32::MAX);
     rig.r(GPRC); // the statistics block
     rig.r(RAL0); // set-up registers not counted one by one
-                 // Through the I/O window: the address write, then the register it selects.
+
+    // Through the I/O window: the address write, then the register it selects.
     rig.io_w(0, STATUS);
     rig.io_r(4);
     let c = rig.dev.counters();

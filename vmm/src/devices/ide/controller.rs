@@ -140,9 +140,9 @@ impl Piix {
         }
     }
 
-    /// The [`super::REG_NAMES`] slot an access at `addr` (one exit) is counted under.
-    fn counter_slot(&self, addr: u64) -> usize {
-        match self.target(addr) {
+    /// The [`super::REG_NAMES`] slot an access to `target` (one exit) is counted under.
+    fn counter_slot(target: Target) -> usize {
+        match target {
             Target::Command(_, reg) => reg as usize,
             Target::Control(_) => 8,
             Target::BusMaster(off) => match off % 8 {
@@ -227,9 +227,9 @@ impl BusDevice for Piix {
         "ide"
     }
     fn read(&mut self, a: Access, data: &mut [u8]) {
-        let slot = self.counter_slot(a.addr);
-        self.counters.reg_reads[slot].fetch_add(1, Ordering::Relaxed);
-        if let Target::Command(ch, REG_DATA) = self.target(a.addr) {
+        let target = self.target(a.addr);
+        self.counters.reg_reads[Self::counter_slot(target)].fetch_add(1, Ordering::Relaxed);
+        if let Target::Command(ch, REG_DATA) = target {
             // The data port: a word access is one 16-bit IDE cycle, a dword two (PIIX 32-bit
             // PIO). Byte accesses run no cycle and read all ones, as in QEMU.
             let c = &mut self.channels[ch];
@@ -250,9 +250,9 @@ impl BusDevice for Piix {
     }
 
     fn write(&mut self, a: Access, data: &[u8]) {
-        let slot = self.counter_slot(a.addr);
-        self.counters.reg_writes[slot].fetch_add(1, Ordering::Relaxed);
-        if let Target::Command(ch, REG_DATA) = self.target(a.addr) {
+        let target = self.target(a.addr);
+        self.counters.reg_writes[Self::counter_slot(target)].fetch_add(1, Ordering::Relaxed);
+        if let Target::Command(ch, REG_DATA) = target {
             let c = &mut self.channels[ch];
             match *data {
                 [l, h] => c.write_data(u16::from_le_bytes([l, h])),
