@@ -137,8 +137,11 @@ pub enum Ending {
     /// The user interrupted the run (Ctrl-C or SIGTERM: [`cancel_reason`]); the VM was stopped.
     Cancelled,
     /// The guest reset the machine (on vmbench's VMM: a Linux guest's i8042 reset after its
-    /// power-off, reboot or panic). Its own status is its `done` record.
+    /// reboot or panic, with `reboot=k`). Its own status is its `done` record.
     Reset,
+    /// The guest powered off (on vmbench's VMM, which has no ACPI: every vCPU halted with
+    /// interrupts masked, `vmm::machine::halt`). Its own status is its `done` record.
+    PoweredOff,
     /// The engine (QEMU) ended without the guest's exit status; it says no more than this
     /// (no vCPU, no registers).
     EngineEnded { reason: String },
@@ -268,18 +271,24 @@ impl Outcome {
                 self.last_words()
             )),
             Ending::Cancelled => Some(format!("{}; the VM was stopped", cancel_reason())),
-            Ending::Reset => match self.records_of("done").last() {
-                Some(d) if d.record.get("status") == Some("ok") => None,
-                Some(d) => Some(format!(
-                    "the guest reported '{}' and reset the machine: {}",
-                    d.record,
-                    self.guest_error().unwrap_or_else(|| self.last_words())
-                )),
-                None => Some(format!(
-                    "the guest reset the machine without reporting done (a panic or a reboot); {}",
-                    self.last_words()
-                )),
-            },
+            Ending::Reset | Ending::PoweredOff => {
+                let (did, without) = match self.ending {
+                    Ending::Reset => ("reset the machine", "a panic or a reboot"),
+                    _ => ("powered off", "a power-off or halt"),
+                };
+                match self.records_of("done").last() {
+                    Some(d) if d.record.get("status") == Some("ok") => None,
+                    Some(d) => Some(format!(
+                        "the guest reported '{}' and {did}: {}",
+                        d.record,
+                        self.guest_error().unwrap_or_else(|| self.last_words())
+                    )),
+                    None => Some(format!(
+                        "the guest {did} without reporting done ({without}); {}",
+                        self.last_words()
+                    )),
+                }
+            }
             Ending::EngineEnded { reason } => Some(format!("{reason}; {}", self.last_words())),
             Ending::TimedOut { phase, after } => {
                 let what = if *phase == "ready" {
@@ -450,6 +459,10 @@ pub fn run(
             Event::Reset { at } => {
                 timeline.exit = Some(at);
                 break Ending::Reset;
+            }
+            Event::Halted { at } => {
+                timeline.exit = Some(at);
+                break Ending::PoweredOff;
             }
             Event::Crash {
                 vcpu,
@@ -683,5 +696,38 @@ mod tests {
             .failure()
             .unwrap()
             .contains("without ever reporting ready"));
+    }
+
+    #[test]
+    fn a_reset_or_power_off_is_good_only_after_done_status_ok() {
+        let ok = ["ready vcpu=0", "done status=ok"];
+        let failed = [
+            "ready vcpu=0",
+            "error workload net-rr: no link",
+            "done status=failed",
+        ];
+        let no_done = ["ready vcpu=0"];
+        for (ending, did, without) in [
+            (Ending::Reset, "reset the machine", "a panic or a reboot"),
+            (Ending::PoweredOff, "powered off", "a power-off or halt"),
+        ] {
+            let with = |lines: &[&str]| Outcome {
+                ending: ending.clone(),
+                ..Outcome::exited_with(lines)
+            };
+            assert_eq!(with(&ok).failure(), None);
+            let f = with(&failed).failure().unwrap();
+            assert!(
+                f.contains(&format!("and {did}: the guest reported: workload net-rr")),
+                "{f}"
+            );
+            let n = with(&no_done).failure().unwrap();
+            assert!(
+                n.contains(&format!(
+                    "the guest {did} without reporting done ({without})"
+                )),
+                "{n}"
+            );
+        }
     }
 }

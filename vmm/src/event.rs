@@ -27,9 +27,13 @@ pub enum Event {
     Entry { vcpu: usize, at: Instant },
     /// The guest asked to end through the debug-exit port.
     Exit { code: u32, at: Instant },
-    /// The guest reset the machine through the i8042 (a Linux guest after its power-off or
-    /// reboot, with `reboot=k`).
+    /// The guest reset the machine through the i8042 (a Linux guest's reboot or panic, with
+    /// `reboot=k` and `panic=-1`).
     Reset { at: Instant },
+    /// Every vCPU is halted with interrupts masked (or was never started): nothing can run
+    /// again. A Linux guest's power-off or halt on this machine, which has no ACPI to power
+    /// off with ([`crate::machine::halt`]).
+    Halted { at: Instant },
     /// A vCPU crashed or could not run.
     Crash {
         vcpu: usize,

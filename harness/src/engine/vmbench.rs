@@ -60,8 +60,8 @@ pub fn linux_refusal(host: &vmm::kvm::HostKvm) -> Option<Error> {
 }
 
 /// A Linux guest's kernel command line on vmbench's VMM (docs/linux-boot.md): the serial
-/// console; `reboot=k` and `panic=-1`, so a power-off, a reboot or a panic ends in the
-/// i8042 reset that ends the machine; the i8042 probed as the minimal controller it is; the
+/// console; `reboot=k` and `panic=-1`, so a reboot or a panic ends in the i8042 reset that
+/// ends the machine (a power-off ends it by halting every CPU: `vmm::machine::halt`); the i8042 probed as the minimal controller it is; the
 /// NIC's address on the peer's subnet; the user's parameters; the agent's words after ` -- `.
 pub fn linux_cmdline(spec: &GuestSpec) -> String {
     let mut s = String::from(

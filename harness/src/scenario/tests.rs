@@ -40,6 +40,7 @@ fn every_shipped_scenario_parses_and_expands() {
         ("calibrate.toml", 1),
         ("classic.toml", 24),
         ("engines.toml", 8),
+        ("goals.toml", 10),
         ("net-tap.toml", 12),
         ("net.toml", 12),
         ("smoke.toml", 18),

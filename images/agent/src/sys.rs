@@ -137,20 +137,15 @@ pub fn driver_of(sys_path: &str) -> String {
         .unwrap_or_else(|| "none".into())
 }
 
-/// Flushes and ends the machine; PID 1 must never return. With ACPI (QEMU) that is a power-off.
-/// Without it (vmbench's VMM) Linux has no way to power off and turns the request into a halt
-/// that never ends, so the agent reboots instead: the kernel's reset (`reboot=k`: the i8042)
-/// ends the machine there.
+/// Flushes and powers the machine off; PID 1 must never return. With ACPI (QEMU) Linux
+/// powers off; without it (vmbench's VMM) Linux halts every CPU with interrupts masked, which
+/// vmbench's VMM recognises as the end of the machine (docs/linux-boot.md, "Ending the
+/// machine").
 pub fn power_off() -> ! {
-    let how = if std::path::Path::new("/sys/firmware/acpi").exists() {
-        libc::RB_POWER_OFF
-    } else {
-        libc::RB_AUTOBOOT
-    };
-    // SAFETY: sync takes no arguments; reboot with RB_POWER_OFF or RB_AUTOBOOT ends the machine.
+    // SAFETY: sync takes no arguments; reboot with RB_POWER_OFF ends the machine.
     unsafe {
         libc::sync();
-        libc::reboot(how);
+        libc::reboot(libc::RB_POWER_OFF);
     }
     // Not PID 1 or not allowed: nothing left to do but stop.
     loop {

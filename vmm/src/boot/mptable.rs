@@ -6,8 +6,9 @@
 //! Why an MP table and not ACPI: it is a few hundred bytes of fixed-layout records that say
 //! exactly what Linux needs (CPUs, one IOAPIC, the ISA and PCI interrupt wiring) with no AML
 //! interpreter in the loop; ACPI would add a DSDT with `_PRT` only to say the same thing. What
-//! it cannot say (power buttons, sleep states) vmbench's guests do not use: a Linux guest ends
-//! through the i8042 reset (`reboot=k`, docs/linux-boot.md).
+//! it cannot say (power buttons, sleep states) vmbench's guests do not use: a Linux guest that
+//! powers off halts every CPU, which the VMM recognises (`machine::halt`), and one that
+//! reboots or panics resets through the i8042 (`reboot=k`, docs/linux-boot.md).
 
 use super::super::machine::layout::intx_gsi;
 

@@ -8,7 +8,10 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Once};
 use std::time::Instant;
 
-use kvm_bindings::{kvm_fpu, kvm_mp_state, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
+use kvm_bindings::{
+    kvm_fpu, kvm_mp_state, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_HALTED,
+    KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED,
+};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
@@ -40,6 +43,8 @@ const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 /// Reserved bit 1 plus IOPL=3, so the probe may use port I/O at CPL3.
 const RFLAGS_IOPL3: u64 = 0x2 | (3 << 12);
+/// RFLAGS.IF: maskable interrupts enabled.
+const RFLAGS_IF: u64 = 1 << 9;
 
 /// CPUID.1:ECX bit 31: the CPU is a hypervisor's guest.
 const CPUID_1_ECX_HYPERVISOR: u32 = 1 << 31;
@@ -207,6 +212,61 @@ pub struct Context {
     pub exits: Arc<ExitStats>,
     pub stop: Arc<AtomicBool>,
     pub events: Sender<Event>,
+    pub liveness: Arc<Liveness>,
+}
+
+/// Whether a vCPU can still run, asked by the machine's halt watch
+/// ([`crate::machine::halt`]) and answered by the vCPU's own thread: only that thread may read
+/// the vCPU's state, and only once a kick has brought it out of KVM_RUN.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    asked: AtomicBool,
+    stuck: AtomicBool,
+}
+
+impl Liveness {
+    /// Asks the question; the answer comes when the thread next returns from KVM_RUN on a
+    /// kick ([`kick_signal`]), which the asker sends.
+    pub fn ask(&self) {
+        self.asked.store(true, Ordering::SeqCst);
+    }
+
+    /// The vCPU's last answer: it is halted with interrupts off, or still waits for the INIT
+    /// and SIPI that start it, so only another vCPU could ever wake it.
+    pub fn stuck(&self) -> bool {
+        self.stuck.load(Ordering::SeqCst)
+    }
+
+    /// Answers if asked (on the vCPU's thread, out of KVM_RUN); true if it was asked.
+    fn answer(&self, vcpu: &VcpuFd) -> bool {
+        if !self.asked.swap(false, Ordering::SeqCst) {
+            return false;
+        }
+        self.stuck
+            .store(waits_for_another_vcpu(vcpu), Ordering::SeqCst);
+        true
+    }
+
+    /// The vCPU ran guest code: whatever it answered before no longer holds.
+    fn ran(&self) {
+        if self.stuck.load(Ordering::Relaxed) {
+            self.stuck.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Whether nothing but another vCPU (an IPI: INIT, SIPI, NMI) can make this vCPU run again:
+/// halted with interrupts masked (Linux's halt and, without ACPI, its power-off end every CPU
+/// this way) or never started. Interrupts from devices cannot wake it.
+fn waits_for_another_vcpu(vcpu: &VcpuFd) -> bool {
+    let Ok(mp) = vcpu.get_mp_state() else {
+        return false;
+    };
+    match mp.mp_state {
+        KVM_MP_STATE_UNINITIALIZED | KVM_MP_STATE_INIT_RECEIVED => true,
+        KVM_MP_STATE_HALTED => vcpu.get_regs().is_ok_and(|r| r.rflags & RFLAGS_IF == 0),
+        _ => false,
+    }
 }
 
 /// Why a vCPU thread ended.
@@ -260,6 +320,9 @@ pub fn run(mut vcpu: VcpuFd, ctx: Context) -> End {
             return End::Stopped;
         }
         let exit = vcpu.run();
+        if exit.is_ok() {
+            ctx.liveness.ran();
+        }
         // Port I/O is dispatched after the match, from kvm_run, which says the element size.
         let mut port_io = false;
         let (reason, addr, mut hit) = match exit {
@@ -309,6 +372,10 @@ pub fn run(mut vcpu: VcpuFd, ctx: Context) -> End {
             Ok(_) => (Reason::Other, 0, None),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 vcpu.set_kvm_immediate_exit(0);
+                if ctx.liveness.answer(&vcpu) {
+                    // The halt watch's kick, not an exit the guest caused: not counted.
+                    continue;
+                }
                 (Reason::Interrupted, 0, None)
             }
             Err(e) => {

@@ -26,6 +26,7 @@ use attach::{DeviceManager, Platform};
 
 mod attach;
 mod config;
+pub mod halt;
 pub mod layout;
 mod pci;
 
@@ -59,6 +60,8 @@ pub enum Error {
     TscKhz(#[source] kvm_ioctls::Error),
     #[error("cannot start the thread of vCPU {0}")]
     Thread(usize, #[source] std::io::Error),
+    #[error("cannot start the thread that watches for a powered-off guest")]
+    HaltWatch(#[source] std::io::Error),
     #[error(transparent)]
     Disk(#[from] crate::backend::block::DiskError),
     #[error("cannot set up interrupts")]
@@ -85,6 +88,9 @@ pub struct Machine {
     // Field order is drop order: vCPU fds before the VM, the VM before the memory it maps.
     vcpus: Vec<kvm_ioctls::VcpuFd>,
     threads: Vec<JoinHandle<vcpu::End>>,
+    /// Ends a Linux guest's machine once it powered off ([`halt`]); joined before `threads`.
+    halt_watch: Option<JoinHandle<()>>,
+    kvm_stats: Arc<std::sync::OnceLock<Vec<kvm::stats::VcpuStats>>>,
     vcpu_count: usize,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
@@ -191,6 +197,8 @@ impl Machine {
         Ok(Machine {
             vcpus,
             threads: Vec::new(),
+            halt_watch: None,
+            kvm_stats,
             vcpu_count: cfg.vcpus,
             linux: cfg.linux.is_some(),
             pio,
@@ -250,7 +258,9 @@ impl Machine {
     /// Starts one thread per vCPU.
     pub fn start(&mut self) -> Result<(), Error> {
         self.times.started = Some(Instant::now());
+        let mut watched = Vec::new();
         for (id, v) in self.vcpus.drain(..).enumerate() {
+            let liveness = Arc::new(vcpu::Liveness::default());
             let ctx = vcpu::Context {
                 id,
                 pio: self.pio.clone(),
@@ -258,12 +268,25 @@ impl Machine {
                 exits: self.exits.clone(),
                 stop: self.stop.clone(),
                 events: self.events_tx.clone(),
+                liveness: liveness.clone(),
             };
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
                 .spawn(move || vcpu::run(v, ctx))
                 .map_err(|e| Error::Thread(id, e))?;
+            watched.push(halt::Watched::new(&t, liveness));
             self.threads.push(t);
+        }
+        // The probe cannot halt (HLT at CPL3 is a fault); a Linux guest powers off by halting.
+        if self.linux {
+            let w = halt::spawn(
+                watched,
+                self.kvm_stats.clone(),
+                self.stop.clone(),
+                self.events_tx.clone(),
+            )
+            .map_err(Error::HaltWatch)?;
+            self.halt_watch = Some(w);
         }
         Ok(())
     }
@@ -319,6 +342,10 @@ impl Machine {
         self.stop.store(true, Ordering::SeqCst);
         for w in &mut self.workers {
             w.stop();
+        }
+        // The watch kicks vCPU threads by their pthread_t: it ends before they are joined.
+        if let Some(w) = self.halt_watch.take() {
+            let _ = w.join();
         }
         for t in self.threads.drain(..) {
             let deadline = Instant::now() + Duration::from_secs(5);
