@@ -192,6 +192,18 @@ pub fn median(v: &[f64]) -> f64 {
     quantile(&s, 0.5)
 }
 
+/// `", one in k"` when a repetition of the case kept only every k-th raw sample of `name`
+/// (the largest k), else nothing.
+pub fn subsampled(c: &Case, name: &str) -> String {
+    c.repetitions
+        .iter()
+        .filter_map(|r| r.sample_strides.get(name).copied())
+        .max()
+        .filter(|&k| k > 1)
+        .map(|k| format!(", one in {k}"))
+        .unwrap_or_default()
+}
+
 /// Every sample of `name` over the case's repetitions, sorted.
 pub fn pooled(c: &Case, name: &str) -> Vec<f64> {
     let mut all: Vec<f64> = c
@@ -391,4 +403,36 @@ pub fn why(run: &Run, c: &Case) -> Option<Why> {
     }
     w.in_kernel_ns = w.in_kernel_exits().unwrap_or(0.0) * cost("ioeventfd_write_ns");
     Some(w)
+}
+
+#[cfg(test)]
+mod subsample_tests {
+    use super::*;
+
+    #[test]
+    fn a_case_whose_raw_samples_were_subsampled_says_by_how_much() {
+        let case = |strides: serde_json::Value| -> Case {
+            serde_json::from_value(serde_json::json!({
+                "id": "engine=qemu,disk=virtio,workload=blk-read",
+                "params": {"engine": "qemu", "nic": "none", "disk": "virtio",
+                           "workload": {"name": "blk-read"}},
+                "probe_exec": "blk-read qd=32",
+                "status": {"state": "ok"},
+                "repetitions": [
+                    {"index": 0, "samples": {"latency_ns": [1.0, 2.0]}, "sample_strides": strides},
+                    {"index": 1, "samples": {"latency_ns": [3.0]}}
+                ]
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            subsampled(&case(serde_json::json!({"latency_ns": 15})), "latency_ns"),
+            ", one in 15"
+        );
+        assert_eq!(subsampled(&case(serde_json::json!({})), "latency_ns"), "");
+        assert_eq!(
+            subsampled(&case(serde_json::json!({"latency_ns": 1})), "latency_ns"),
+            ""
+        );
+    }
 }

@@ -172,6 +172,9 @@ pub struct Repetition {
     pub index: u32,
     #[serde(default)]
     pub samples: BTreeMap<String, Vec<f64>>,
+    /// Where `samples` keeps only every k-th sample (k by name).
+    #[serde(default)]
+    pub sample_strides: BTreeMap<String, u64>,
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
     #[serde(default)]

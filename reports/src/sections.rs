@@ -340,7 +340,12 @@ impl<'a> Builder<'a> {
                     .map(|&(q, name)| (us(model::quantile(&all, q)), q, name.to_string()))
                     .collect();
                 series.push(Series {
-                    name: format!("{} ({} samples)", self.label(e), all.len()),
+                    name: format!(
+                        "{} ({} samples{})",
+                        self.label(e),
+                        all.len(),
+                        model::subsampled(e.case, "latency_ns")
+                    ),
                     paint: self.shade(w, e),
                     points: model::cdf_points(&all)
                         .into_iter()

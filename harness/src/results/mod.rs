@@ -156,9 +156,15 @@ pub enum CaseStatus {
 pub struct Repetition {
     /// Repetition number (0-based, as in the schedule).
     pub index: u32,
-    /// Every raw sample, by name (e.g. `latency_ns`), in measurement order.
+    /// Every raw sample, by name (e.g. `latency_ns`), in measurement order; or every k-th of
+    /// them where `sample_strides` says k.
     #[serde(default)]
     pub samples: BTreeMap<String, Vec<f64>>,
+    /// Where `samples` keeps only every k-th sample, k by name (the probe under QEMU, whose
+    /// records cost an exit a byte, sends at most 8192). The percentiles in `metrics` are over
+    /// every sample all the same.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sample_strides: BTreeMap<String, u64>,
     /// Derived figures of this repetition (`ops_per_sec`, `gbit_per_sec`, `latency_ns_p50`,
     /// `exits_per_op`, `peer_frames_received`...): what statistics and comparisons use.
     #[serde(default)]

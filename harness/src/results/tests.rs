@@ -69,6 +69,7 @@ fn repetition(index: u32, k: f64) -> Repetition {
         },
         wall_secs: 2.5,
         accel: Some("kvm".into()),
+        ..Default::default()
     }
 }
 

@@ -62,9 +62,15 @@ impl fmt::Write for Record {
     }
 }
 
+/// Whether records go through the mailbox (one exit a record) rather than the serial port
+/// (one exit a byte).
+pub fn has_mailbox(boot: &BootInfo) -> bool {
+    boot.flags & flags::MAILBOX != 0 && boot.mailbox_port != 0
+}
+
 /// Sends one line through the mailbox if this VMM has one, else the serial port.
 pub fn send_bytes(boot: &BootInfo, vcpu: u32, bytes: &[u8]) {
-    if boot.flags & flags::MAILBOX != 0 && boot.mailbox_port != 0 {
+    if has_mailbox(boot) {
         let n = bytes.len().min(MAILBOX_SIZE as usize);
         let page = (MAILBOX + u64::from(vcpu) * MAILBOX_SIZE) as *mut u8;
         // SAFETY: the VMM reserved one mailbox page per vCPU at this identity-mapped address,

@@ -40,6 +40,7 @@ pub fn repetition(
     let kind = case.params.workload.kind();
     let mut metrics = BTreeMap::new();
     let mut samples = BTreeMap::new();
+    let mut sample_strides = BTreeMap::new();
     let t = &out.timeline;
     for (k, v) in [
         ("boot_setup_ms", t.setup_ms()),
@@ -132,6 +133,14 @@ pub fn repetition(
                 .collect();
             if !lat.is_empty() {
                 samples.insert("latency_ns".to_string(), lat);
+                let stride = out
+                    .records_of("latency")
+                    .next()
+                    .and_then(|t| t.record.get_u64("raw_stride"))
+                    .unwrap_or(1);
+                if stride > 1 {
+                    sample_strides.insert("latency_ns".to_string(), stride);
+                }
             }
             if let Some(w) = crate::session::window(out) {
                 exits = Exits::from_counts(&w.exits, w.ops.max(ops))
@@ -163,6 +172,7 @@ pub fn repetition(
     Ok(Repetition {
         index,
         samples,
+        sample_strides,
         metrics,
         exits,
         cpu,
@@ -387,5 +397,33 @@ mod tests {
             2.0,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn raw_samples_sent_one_in_k_are_kept_with_their_stride() {
+        let text = "engine = \"qemu\"\n[devices]\ndisk = \"virtio\"\n[workload]\nname = \"blk-read\"\npattern = \"rand\"\nblock_size = 4096\nqueue_depth = 32\n";
+        let case = Scenario::parse("x.toml", text).unwrap().cases.remove(0);
+        let run = |stride: &str| {
+            let latency = format!(
+                "latency workload=blk-read name=latency unit=ns n=30 dropped=0 p50=2000{stride}"
+            );
+            let out = Outcome {
+                accel: "kvm",
+                ..Outcome::exited_with(&[
+                    "ready",
+                    "samples name=latency 1000 2000 3000",
+                    &latency,
+                    "result name=blk-read ops=30 bytes=122880 errors=0 window_ns=2000000000 qd=32 bs=4096",
+                    "done status=ok",
+                ])
+            };
+            repetition(&case, 0, &out, 1.0, 2.0).unwrap()
+        };
+        let sub = run(" raw_stride=10");
+        assert_eq!(sub.samples["latency_ns"], vec![1000.0, 2000.0, 3000.0]);
+        assert_eq!(sub.sample_strides["latency_ns"], 10);
+        assert_eq!(sub.metrics["latency_p50_ns"], 2000.0);
+        assert!(run(" raw_stride=1").sample_strides.is_empty());
+        assert!(run("").sample_strides.is_empty());
     }
 }
