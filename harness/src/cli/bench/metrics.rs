@@ -108,7 +108,8 @@ pub fn repetition(
                     }
                 }
             }
-            if let Some(l) = out.records_of("latency").next().map(|t| &t.record) {
+            let latency = out.records_of("latency").next().map(|t| &t.record);
+            if let Some(l) = latency {
                 for (k, m) in [
                     ("p50", "latency_p50_ns"),
                     ("p90", "latency_p90_ns"),
@@ -133,11 +134,7 @@ pub fn repetition(
                 .collect();
             if !lat.is_empty() {
                 samples.insert("latency_ns".to_string(), lat);
-                let stride = out
-                    .records_of("latency")
-                    .next()
-                    .and_then(|t| t.record.get_u64("raw_stride"))
-                    .unwrap_or(1);
+                let stride = latency.and_then(|l| l.get_u64("raw_stride")).unwrap_or(1);
                 if stride > 1 {
                     sample_strides.insert("latency_ns".to_string(), stride);
                 }
