@@ -122,7 +122,8 @@ impl Machine {
         }
         let kvm_fd = kvm::open()?;
         let vm = Arc::new(kvm::create_vm(&kvm_fd)?);
-        let mem = kvm::memory::create(&vm, mem_size)?;
+        // Mapped now, made KVM's slots after the platform's ioeventfd (see below).
+        let mem = kvm::memory::map(mem_size)?;
         let probe_entry = match &cfg.linux {
             None => Some(boot::load_probe(&mem, &cfg.probe)?),
             Some(_) => None,
@@ -144,6 +145,12 @@ impl Machine {
             device_counters: device_counters.clone(),
             vcpus: cfg.vcpus,
         })?;
+        // KVM frees the I/O bus an ioeventfd registration replaced after the VM's next SRCU
+        // grace period, and destroying the VM waits for every such free (srcu_barrier): with
+        // no grace period in between, ~10 ms of a short run's exit on this host. Registering
+        // the memory slots waits for a grace period anyway: registered after the ioeventfd,
+        // they complete its free (docs/architecture.md, "Where `vmbench boot`'s time goes").
+        kvm::memory::register(&vm, &mem)?;
         if cfg.linux.is_some() {
             devices.add_linux_platform(events_tx.clone(), stop.clone())?;
         }
