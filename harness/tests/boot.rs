@@ -110,7 +110,7 @@ fn calibration_gives_positive_plausible_exit_costs() {
             .unwrap_or_else(|| panic!("no result {name}"))
             .clone()
     };
-    for name in ["pio_exit", "mmio_exit", "ioeventfd_write"] {
+    for name in ["pio_exit", "mmio_exit", "ioeventfd_write", "self_ipi"] {
         let r = result(name);
         let (min, median, max) = (
             r.get_u64("min").unwrap(),
@@ -130,9 +130,16 @@ fn calibration_gives_positive_plausible_exit_costs() {
         assert_eq!(r.get_u64("n"), Some(200));
     }
     // Each PIO and MMIO sample was a real exit to the VMM, and each ioeventfd write reached
-    // the eventfd without one.
+    // the eventfd without one; the interrupts (self-IPI, EOI) stayed in KVM's local APIC.
     let w = out.exits.as_ref().expect("vmbench counts exits").total();
     assert_eq!(w.by_device["calibration"], 2 * (200 + 50));
+    // Every self-IPI reached the probe's CPL3 handler: the first, the warm-up, the samples.
+    let interrupts = out
+        .records_of("count")
+        .map(|t| &t.record)
+        .find(|r| r.get("name") == Some("interrupts"))
+        .expect("the probe counts the interrupts its handler took");
+    assert_eq!(interrupts.get_u64("n"), Some(1 + 50 + 200));
     assert_eq!(out.ioeventfd_writes, Some(200 + 50));
 }
 

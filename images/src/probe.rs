@@ -57,6 +57,9 @@ fn rustflags(linker_script: &Path) -> Vec<String> {
         format!("link-arg=-T{}", linker_script.display()),
         "-C".into(),
         "relocation-model=static".into(),
+        // Interrupts arrive on the interrupted stack (irq.rs): nothing may live below RSP.
+        "-C".into(),
+        "no-redzone=y".into(),
     ]
 }
 

@@ -66,6 +66,7 @@ pub fn unit(metric: &str) -> Unit {
         "latency_p50_ns" => (1e-3, "µs", "median latency"),
         "boot_total_ms" => (1.0, "ms", "boot to ready"),
         "pio_exit_ns" => (1e-3, "µs", "PIO exit round trip"),
+        "self_ipi_ns" => (1e-3, "µs", "interrupt round trip (self-IPI)"),
         m if m.ends_with("_ns") => (1e-3, "µs", "time"),
         m if m.ends_with("_ms") => (1.0, "ms", "time"),
         _ => (1.0, "", "value"),

@@ -465,7 +465,7 @@ impl<'a> Builder<'a> {
                             .get(k)
                             .map_or("not measured".into(), |v| fmt(k, *v))
                     };
-                    let _ = write!(text, "<p>Calibrated on {} at the start of the run: a PIO exit round trip costs <strong>{}</strong>, an MMIO exit <strong>{}</strong>, an ioeventfd write (an exit KVM handles itself) <strong>{}</strong>. Each exit per operation below is multiplied by its cost and set against the measured time per operation (the black tick); the bar is the part the exits explain.</p>", escape(&run.label()), f("pio_exit_ns"), f("mmio_exit_ns"), f("ioeventfd_write_ns"));
+                    let _ = write!(text, "<p>Calibrated on {} at the start of the run: a PIO exit round trip costs <strong>{}</strong>, an MMIO exit <strong>{}</strong>, an ioeventfd write (an exit KVM handles itself) <strong>{}</strong>, an interrupt's round trip to the probe (self-IPI and EOI) <strong>{}</strong>. Each exit per operation below is multiplied by its cost and set against the measured time per operation (the black tick); the bar is the part the exits explain.</p>", escape(&run.label()), f("pio_exit_ns"), f("mmio_exit_ns"), f("ioeventfd_write_ns"), f("self_ipi_ns"));
                 }
                 None => {
                     let _ = write!(text, "<p class=\"warn\">{}: this run has no calibration, so exits cannot be priced; counts only.</p>", escape(&run.label()));

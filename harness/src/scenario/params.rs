@@ -90,7 +90,8 @@ choice!(
     WorkloadKind {
         /// Boot, report ready, enumerate PCI and exit: boot-time measurements.
         Hello = "hello",
-        /// The host's exit costs (PIO, MMIO, ioeventfd) as the probe measures them.
+        /// The host's exit costs (PIO, MMIO, ioeventfd) and an interrupt's round trip (a
+        /// self-IPI), as the probe measures them.
         Calibrate = "calibrate",
         /// A stream of frames from the guest to the peer.
         NetTx = "net-tx",

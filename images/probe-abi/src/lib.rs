@@ -15,6 +15,10 @@ pub mod layout {
     /// Kernel command line copied by the PVH stub (QEMU `-append`), NUL-terminated.
     pub const CMDLINE: u64 = 0x6000;
     pub const CMDLINE_MAX: u64 = 0x1000;
+    /// The interrupt descriptor table (256 16-byte gates, all absent at start; IDTR points
+    /// here): the probe installs the gates it uses itself (it cannot load IDTR at CPL3).
+    pub const IDT: u64 = 0x8000;
+    pub const IDT_SIZE: u64 = 256 * 16;
     /// Page tables: PML4, PDPT, then one page directory per GiB mapped.
     pub const PML4: u64 = 0x10000;
     pub const PDPT: u64 = 0x11000;

@@ -1,11 +1,14 @@
 //! Exit-cost calibration: the round trip of one port-I/O exit, one MMIO exit and one
-//! ioeventfd write, each timed with the TSC over many repetitions, reported as percentiles.
+//! ioeventfd write, and an interrupt's (a self-IPI, delivered to the probe's CPL3 handler, and
+//! its end-of-interrupt), each timed with the TSC over many repetitions, reported as
+//! percentiles.
 
 use core::str::SplitAsciiWhitespace;
 
 use probe_abi::{exit, flags, layout};
 
-use crate::io::{inl, mmio_read32, mmio_write32, outb, rdtsc};
+use crate::io::{inl, mmio_read32, mmio_write32, outb, pause, rdtsc};
+use crate::irq;
 use crate::report::Record;
 use crate::Env;
 
@@ -99,5 +102,42 @@ pub fn run(env: &Env, args: SplitAsciiWhitespace) -> u32 {
             .kv("n", n + WARMUP)
             .send(env);
     }
+    self_ipi(env, n)
+}
+
+/// How long to wait for one interrupt before saying it never came.
+const IRQ_WAIT_MS: u64 = 1000;
+
+/// The round trip of an interrupt: send a self-IPI, wait for the handler's count, EOI.
+fn self_ipi(env: &Env, n: usize) -> u32 {
+    irq::enable();
+    // One first, bounded: a host that does not deliver interrupts to CPL3 is said so, not hung.
+    let deadline = rdtsc() + u64::from(env.tsc_khz.max(1_000_000)) * IRQ_WAIT_MS;
+    irq::self_ipi(0);
+    while irq::count(0) == 0 {
+        if rdtsc() > deadline {
+            Record::new("error")
+                .text(format_args!(
+                    "calibrate: a self-IPI (vector {:#x}) was not delivered within {IRQ_WAIT_MS} ms",
+                    irq::BASE
+                ))
+                .send(env);
+            return exit::FAILED;
+        }
+        pause();
+    }
+    irq::eoi();
+    measure(env, "self_ipi", n, || {
+        let seen = irq::count(0);
+        irq::self_ipi(0);
+        while irq::count(0) == seen {
+            pause();
+        }
+        irq::eoi();
+    });
+    Record::new("count")
+        .kv("name", "interrupts")
+        .kv("n", irq::count(0))
+        .send(env);
     exit::OK
 }

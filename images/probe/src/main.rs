@@ -14,6 +14,7 @@ mod e1000;
 mod hostile;
 mod ide;
 mod io;
+mod irq;
 mod mem;
 mod net;
 mod nic;
@@ -188,7 +189,8 @@ fn crash(env: &Env) -> ! {
     Record::new("crashing")
         .kv("rip", format_args!("{rip:#x}"))
         .send(env);
-    // SAFETY: deliberately raises #UD; with no IDT the VM triple-faults, which is the point.
+    // SAFETY: deliberately raises #UD; its IDT gate is absent, so the VM triple-faults, which
+    // is the point.
     unsafe { probe_crash_ud2() }
 }
 

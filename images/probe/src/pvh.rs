@@ -18,7 +18,8 @@
 use core::arch::global_asm;
 
 use probe_abi::layout::{
-    BOOT_INFO, CMDLINE, CMDLINE_MAX, GDT, MMIO_HOLE, PD, PDPT, PML4, STACKS, STACK_SIZE, TSS,
+    BOOT_INFO, CMDLINE, CMDLINE_MAX, GDT, IDT, IDT_SIZE, MMIO_HOLE, PD, PDPT, PML4, STACKS,
+    STACK_SIZE, TSS,
 };
 
 /// Where the stub copies the start info (version 1: 56 bytes) and its memory map. Under PVH
@@ -65,8 +66,17 @@ const KERNEL_CS: u64 = 0x08;
 const USER_CS: u64 = 0x18 | 3;
 const USER_DS: u64 = 0x20 | 3;
 const TSS_SEL: u64 = 0x28;
-/// IOPL = 3, interrupts off, reserved bit 1.
-const USER_RFLAGS: u64 = 0x3002;
+/// IOPL = 3, interrupts on (the probe cannot execute STI at CPL3 under KVM-PVM; nothing
+/// arrives before it enables its local APIC), reserved bit 1.
+const USER_RFLAGS: u64 = 0x3202;
+/// The 8259 PICs' data ports (interrupt masks) and the local APIC's LINT0 and LINT1 entries:
+/// both masked, so the only interrupts are the MSIs and IPIs the probe asks for (vmbench's VMM
+/// masks LINT0/1 the same way; vmm/src/kvm/vcpu.rs).
+const PIC1_DATA: u64 = 0x21;
+const PIC2_DATA: u64 = 0xa1;
+const APIC_LVT0: u64 = 0xfee0_0350;
+const APIC_LVT1: u64 = 0xfee0_0360;
+const APIC_LVT_MASKED: u64 = 1 << 16;
 
 global_asm!(
     ".section .text.pvh, \"ax\"",
@@ -170,6 +180,17 @@ global_asm!(
     "    or eax, {lme}",
     "    wrmsr",
     "    lgdt [.Lpvh_gdtr]",
+    // The IDT, every gate absent (the probe installs its own), and no PIC or LINT interrupt.
+    "    mov edi, {idt}",
+    "    xor eax, eax",
+    "    mov ecx, {idt_size} / 4",
+    "    rep stosd",
+    "    lidt [.Lpvh_idtr]",
+    "    mov al, 0xff",
+    "    out {pic1}, al",
+    "    out {pic2}, al",
+    "    or dword ptr [{lvt0}], {lvt_masked}",
+    "    or dword ptr [{lvt1}], {lvt_masked}",
     "    mov eax, {cr0}",
     "    mov cr0, eax",
     "    ljmp {kernel_cs}, offset .Lpvh64",
@@ -200,6 +221,9 @@ global_asm!(
     ".Lpvh_gdtr:",
     "    .word {gdt_entries} * 8 - 1",
     "    .quad {gdt}",
+    ".Lpvh_idtr:",
+    "    .word {idt_size} - 1",
+    "    .quad {idt}",
     // The entry point for PVH loaders: namesz, descsz, type, "Xen\0", 32-bit address.
     ".pushsection .note.Xen, \"a\", @note",
     ".balign 4",
@@ -244,5 +268,12 @@ global_asm!(
     user_cs = const USER_CS,
     user_ds = const USER_DS,
     rflags = const USER_RFLAGS,
+    idt = const IDT,
+    idt_size = const IDT_SIZE,
+    pic1 = const PIC1_DATA,
+    pic2 = const PIC2_DATA,
+    lvt0 = const APIC_LVT0,
+    lvt1 = const APIC_LVT1,
+    lvt_masked = const APIC_LVT_MASKED,
     stack_top = const STACKS + STACK_SIZE,
 );

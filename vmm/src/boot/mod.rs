@@ -151,6 +151,10 @@ pub fn setup(
     mem.write_obj(0xffu8, GuestAddress(TSS + end))
         .map_err(|_| Error::Write)?;
     debug_assert_eq!(end - bitmap, 0x2000);
+    // Every gate absent: an exception still ends in a triple fault (absent gate, #NP, #DF,
+    // shutdown), and the probe installs the gates for the interrupts it asks for.
+    mem.write_slice(&[0u8; layout::IDT_SIZE as usize], GuestAddress(layout::IDT))
+        .map_err(|_| Error::Write)?;
     paging::write(mem, ram_top(mem_size).max(1 << 32), MMIO_HOLE)?;
 
     Ok((0..vcpus as u64)

@@ -42,7 +42,10 @@ const CR4_OSXMMEXCPT: u64 = 1 << 10;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 /// Reserved bit 1 plus IOPL=3, so the probe may use port I/O at CPL3.
-const RFLAGS_IOPL3: u64 = 0x2 | (3 << 12);
+/// IOPL 3 (port I/O at CPL3 on VT-x/AMD-V; KVM-PVM checks the TSS bitmap instead) and IF:
+/// the probe cannot execute STI itself (a #GP at CPL3 under KVM-PVM), so interrupts are on from
+/// the start and nothing arrives until the probe enables its local APIC (docs/probe.md).
+const RFLAGS_IOPL3_IF: u64 = 0x2 | (3 << 12) | (1 << 9);
 /// RFLAGS.IF: maskable interrupts enabled.
 const RFLAGS_IF: u64 = 1 << 9;
 
@@ -93,13 +96,15 @@ pub fn create(vm: &VmFd, kvm: &Kvm, id: u64, start: &Start) -> Result<VcpuFd, Er
     sregs.tr = gdt::tss(start.tss).kvm();
     sregs.gdt.base = start.gdt;
     sregs.gdt.limit = (gdt::table(start.tss).len() * 8 - 1) as u16;
-    // No IDT: any exception is a triple fault, which the run loop reports as a crash.
-    sregs.idt.base = 0;
-    sregs.idt.limit = 0;
+    // The IDT boot::setup left with every gate absent: an exception is still a triple fault,
+    // which the run loop reports as a crash; the probe fills in the gates it uses.
+    sregs.idt.base = probe_abi::layout::IDT;
+    sregs.idt.limit = (probe_abi::layout::IDT_SIZE - 1) as u16;
     vcpu.set_sregs(&sregs)
         .map_err(|e| Error::Setup(id, "set sregs", e))?;
 
     set_initial_fpu(&vcpu, id)?;
+    mask_lint(&vcpu, id)?;
 
     let mut regs = vcpu
         .get_regs()
@@ -109,7 +114,7 @@ pub fn create(vm: &VmFd, kvm: &Kvm, id: u64, start: &Start) -> Result<VcpuFd, Er
     regs.rbp = 0;
     regs.rdi = start.arg0;
     regs.rsi = start.arg1;
-    regs.rflags = RFLAGS_IOPL3;
+    regs.rflags = RFLAGS_IOPL3_IF;
     vcpu.set_regs(&regs)
         .map_err(|e| Error::Setup(id, "set regs", e))?;
     // With the in-kernel LAPIC, application processors wait for INIT/SIPI; the probe has no
@@ -119,6 +124,35 @@ pub fn create(vm: &VmFd, kvm: &Kvm, id: u64, start: &Start) -> Result<VcpuFd, Er
     })
     .map_err(|e| Error::Setup(id, "set mp state", e))?;
     Ok(vcpu)
+}
+
+/// Local APIC register offsets and the LVT mask bit (SDM vol. 3A, 11.5.1).
+const APIC_LVT0: usize = 0x350;
+const APIC_LVT1: usize = 0x360;
+const APIC_LVT_MASKED: u32 = 1 << 16;
+
+/// Masks the local APIC's LINT0 and LINT1. KVM resets the boot vCPU's LINT0 to ExtINT,
+/// unmasked, which takes the in-kernel PIC's interrupts even while the APIC is software
+/// disabled; with IF set from the start (see [`RFLAGS_IOPL3_IF`]) a PIC interrupt would reach
+/// an absent gate and end the probe. Its interrupts are the MSIs and IPIs it asks for.
+fn mask_lint(vcpu: &VcpuFd, id: u64) -> Result<(), Error> {
+    let mut lapic = vcpu
+        .get_lapic()
+        .map_err(|e| Error::Setup(id, "get lapic", e))?;
+    for reg in [APIC_LVT0, APIC_LVT1] {
+        let bytes = &mut lapic.regs[reg..reg + 4];
+        let v = u32::from_le_bytes([
+            bytes[0] as u8,
+            bytes[1] as u8,
+            bytes[2] as u8,
+            bytes[3] as u8,
+        ]) | APIC_LVT_MASKED;
+        for (b, x) in bytes.iter_mut().zip(v.to_le_bytes()) {
+            *b = x as _;
+        }
+    }
+    vcpu.set_lapic(&lapic)
+        .map_err(|e| Error::Setup(id, "set lapic", e))
 }
 
 /// Creates vCPU `id` of a Linux guest. The boot vCPU (`entry` given) starts at CPL0 in long

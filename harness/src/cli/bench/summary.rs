@@ -50,7 +50,7 @@ pub fn print(
         };
         writeln!(
             out,
-            "this host: {} ({}, guest kernel code {}), exit costs: PIO {}, MMIO {}, ioeventfd {}",
+            "this host: {} ({}, guest kernel code {}), exit costs: PIO {}, MMIO {}, ioeventfd {}, interrupt (self-IPI) {}",
             doc.environment.host.cpu_model,
             doc.environment.kvm.flavour,
             if doc.environment.kvm.cpl0_native {
@@ -60,7 +60,8 @@ pub fn print(
             },
             f("pio_exit_ns"),
             f("mmio_exit_ns"),
-            f("ioeventfd_write_ns")
+            f("ioeventfd_write_ns"),
+            f("self_ipi_ns")
         )?;
     }
     let w = doc
