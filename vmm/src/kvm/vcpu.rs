@@ -41,13 +41,13 @@ const CR4_OSFXSR: u64 = 1 << 9;
 const CR4_OSXMMEXCPT: u64 = 1 << 10;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
-/// Reserved bit 1 plus IOPL=3, so the probe may use port I/O at CPL3.
-/// IOPL 3 (port I/O at CPL3 on VT-x/AMD-V; KVM-PVM checks the TSS bitmap instead) and IF:
-/// the probe cannot execute STI itself (a #GP at CPL3 under KVM-PVM), so interrupts are on from
-/// the start and nothing arrives until the probe enables its local APIC (docs/probe.md).
-const RFLAGS_IOPL3_IF: u64 = 0x2 | (3 << 12) | (1 << 9);
 /// RFLAGS.IF: maskable interrupts enabled.
 const RFLAGS_IF: u64 = 1 << 9;
+/// The probe's RFLAGS: reserved bit 1, IOPL 3 (port I/O at CPL3 on VT-x/AMD-V; KVM-PVM checks
+/// the TSS bitmap instead) and IF: the probe cannot execute STI itself (a #GP at CPL3 under
+/// KVM-PVM), so interrupts are on from the start and nothing arrives until the probe enables
+/// its local APIC (docs/probe.md).
+const RFLAGS_IOPL3_IF: u64 = 0x2 | (3 << 12) | RFLAGS_IF;
 
 /// CPUID.1:ECX bit 31: the CPU is a hypervisor's guest.
 const CPUID_1_ECX_HYPERVISOR: u32 = 1 << 31;
