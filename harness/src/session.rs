@@ -78,6 +78,10 @@ pub struct Timeline {
     pub kernel: Option<Instant>,
     /// A Linux guest's `Run /init as init process` console line: the agent starts.
     pub init: Option<Instant>,
+    /// vmbench's VMM: stopping and dropping the machine after the session, in ms. Closing the
+    /// VM waits for KVM's pending SRCU callbacks (docs/architecture.md, "Where `vmbench
+    /// boot`'s time goes"), so this is where a change in their order shows.
+    pub teardown_ms: Option<f64>,
 }
 
 /// The kernel's console line as it starts `/init` (the agent), on either engine.

@@ -40,6 +40,10 @@ fn hostile(devices: &[&str], dev: &str, seed: u32) {
         out.contains("boot timeline:"),
         "the session reached its end: {what}"
     );
+    assert!(
+        out.contains("; teardown "),
+        "the machine was torn down after it (and the timeline says how long that took): {what}"
+    );
     if o.status.code() == Some(0) {
         let r = out
             .lines()

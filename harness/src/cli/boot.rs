@@ -210,6 +210,7 @@ pub fn parse(args: &[String]) -> Result<Args, clap::Error> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let limits = limits(&args);
     if args.host == crate::emulated::Host::Emulated {
         return crate::emulated::boot(&args);
@@ -245,7 +246,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
     }
     let out = engine::for_kind(args.engine).run(&spec, &limits, &mut print_record)?;
-    print_timeline(&out);
+    print_timeline(&out, started);
     print_exits(&out);
     for (dev, counters) in &out.device_counters {
         let c: Vec<String> = counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -332,14 +333,23 @@ fn us(ns: Option<u64>) -> f64 {
     ns.unwrap_or(0) as f64 / 1e3
 }
 
-fn print_timeline(out: &Outcome) {
+/// The boot's phases; `started` is when this command began (its arguments parsed).
+fn print_timeline(out: &Outcome, started: std::time::Instant) {
     let f = |v: Option<f64>| {
         v.map(|v| format!("{v:.2} ms"))
             .unwrap_or_else(|| "-".into())
     };
     let t = &out.timeline;
+    let startup = t
+        .begin
+        .map(|b| b.saturating_duration_since(started).as_secs_f64() * 1e3);
+    let teardown = t
+        .teardown_ms
+        .map(|v| format!("; teardown {v:.2} ms"))
+        .unwrap_or_default();
     println!(
-        "boot timeline: VMM set-up {}, start to first guest instruction {}, first instruction to ready {}, total {}",
+        "boot timeline: start-up (images, checks) {}, VMM set-up {}, start to first guest instruction {}, first instruction to ready {}, total {}{teardown}",
+        f(startup),
         f(t.setup_ms()),
         f(t.first_instruction_ms()),
         f(t.ready_ms()),

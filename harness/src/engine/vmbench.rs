@@ -1,6 +1,8 @@
 //! vmbench's own VMM as an engine: a [`GuestSpec`] becomes a [`MachineConfig`] (the same
 //! kinds, field for field), the machine is built and its session run.
 
+use std::time::Instant;
+
 use vmm::backend::block::OpenOptions;
 use vmm::machine::{DiskConfig, NicConfig};
 use vmm::{Machine, MachineConfig};
@@ -38,7 +40,10 @@ impl Engine for Vmbench {
             }
         }
         let mut m = Machine::new(&machine_config(spec)).map_err(Error::Build)?;
-        let out = session::run(&mut m, limits, on_record).map_err(Error::Run)?;
+        let mut out = session::run(&mut m, limits, on_record).map_err(Error::Run)?;
+        let teardown = Instant::now();
+        drop(m);
+        out.timeline.teardown_ms = Some(teardown.elapsed().as_secs_f64() * 1e3);
         Ok(out)
     }
 }

@@ -49,6 +49,7 @@ pub fn repetition(
         ("boot_total_ms", t.total_ms()),
         ("boot_kernel_ms", t.kernel_ms()),
         ("boot_init_ms", t.init_ms()),
+        ("boot_teardown_ms", t.teardown_ms),
     ] {
         if let Some(v) = v {
             metrics.insert(k.to_string(), v);

@@ -167,6 +167,8 @@ fn outcome(guest: Guest, q: &super::QemuOutcome, begin: Instant, records: Vec<Ti
             exit: Some(begin + q.wall),
             kernel: q.kernel.map(|d| begin + d),
             init: q.init.map(|d| begin + d),
+            // QEMU's exit is its own; `wall` ends with it.
+            teardown_ms: None,
         },
         exits: None,
         last_exit: format!("QEMU ({})", q.accel.name()),
