@@ -1,7 +1,7 @@
 //! `vmbench boot`'s in-process share: one probe machine built, run to `done` (exec `hello`:
 //! the PCI scan and the boot records) and torn down, by the same engine call the command
 //! makes. Process start-up and the probe's cache key are outside it (the whole process is
-//! measured by timing the command; docs/boot.md). Set-up and teardown are mostly KVM's: the
+//! measured by timing the command; docs/architecture.md, "Where `vmbench boot`'s time goes"). Set-up and teardown are mostly KVM's: the
 //! memory slot's SRCU grace period, and the destruction of the VM (which waits for the grace
 //! periods still pending), so a change in where the VMM registers what shows here.
 //!

@@ -35,6 +35,10 @@ const LAPIC: u64 = 0xfee0_0000;
 const LAPIC_EOI: u64 = LAPIC + 0xb0;
 const LAPIC_SVR: u64 = LAPIC + 0xf0;
 const LAPIC_ICR_LO: u64 = LAPIC + 0x300;
+/// LINT0 and LINT1's LVT entries and their mask bit (the PVH stub masks both).
+pub const LAPIC_LVT0: u64 = LAPIC + 0x350;
+pub const LAPIC_LVT1: u64 = LAPIC + 0x360;
+pub const LVT_MASKED: u32 = 1 << 16;
 /// SVR: APIC software enable.
 const SVR_ENABLE: u32 = 1 << 8;
 /// ICR: fixed delivery to the sender itself (destination shorthand 01).
@@ -47,8 +51,8 @@ pub const VECTORS: usize = 8;
 const SPURIOUS: u8 = 0xff;
 /// Gate type and attributes: present, DPL 3, 64-bit trap gate.
 const TRAP_GATE_DPL3: u8 = 0xef;
-/// The probe's code segment (vmm/src/boot/gdt.rs, the PVH stub's GDT).
-const USER_CS: u16 = 0x18 | 3;
+/// The probe's code segment, as the PVH stub's GDT (and vmm/src/boot/gdt.rs) lay it out.
+const USER_CS: u16 = crate::pvh::USER_CS as u16;
 
 /// How many times each vector's handler ran. Written by the handlers (`lock inc`), read by
 /// the code waiting for them.

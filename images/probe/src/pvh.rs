@@ -63,20 +63,17 @@ const EFER_LME: u64 = 0x100;
 const GDT_ENTRIES: u64 = 7;
 /// Selectors, as vmm/src/boot/gdt.rs lays the GDT out.
 const KERNEL_CS: u64 = 0x08;
-const USER_CS: u64 = 0x18 | 3;
+pub(crate) const USER_CS: u64 = 0x18 | 3;
 const USER_DS: u64 = 0x20 | 3;
 const TSS_SEL: u64 = 0x28;
 /// IOPL = 3, interrupts on (the probe cannot execute STI at CPL3 under KVM-PVM; nothing
 /// arrives before it enables its local APIC), reserved bit 1.
 const USER_RFLAGS: u64 = 0x3202;
-/// The 8259 PICs' data ports (interrupt masks) and the local APIC's LINT0 and LINT1 entries:
-/// both masked, so the only interrupts are the MSIs and IPIs the probe asks for (vmbench's VMM
-/// masks LINT0/1 the same way; vmm/src/kvm/vcpu.rs).
+/// The 8259 PICs' data ports (interrupt masks). Both PICs and the local APIC's LINT0 and LINT1
+/// entries (`irq::LAPIC_LVT0/1`) are masked, so the only interrupts are the MSIs and IPIs the
+/// probe asks for (vmbench's VMM masks LINT0/1 the same way; vmm/src/kvm/vcpu.rs).
 const PIC1_DATA: u64 = 0x21;
 const PIC2_DATA: u64 = 0xa1;
-const APIC_LVT0: u64 = 0xfee0_0350;
-const APIC_LVT1: u64 = 0xfee0_0360;
-const APIC_LVT_MASKED: u64 = 1 << 16;
 
 global_asm!(
     ".section .text.pvh, \"ax\"",
@@ -272,8 +269,8 @@ global_asm!(
     idt_size = const IDT_SIZE,
     pic1 = const PIC1_DATA,
     pic2 = const PIC2_DATA,
-    lvt0 = const APIC_LVT0,
-    lvt1 = const APIC_LVT1,
-    lvt_masked = const APIC_LVT_MASKED,
+    lvt0 = const crate::irq::LAPIC_LVT0,
+    lvt1 = const crate::irq::LAPIC_LVT1,
+    lvt_masked = const crate::irq::LVT_MASKED,
     stack_top = const STACKS + STACK_SIZE,
 );
