@@ -69,8 +69,18 @@ fn kicks_and_interrupts_per_operation_are_the_devices_counts_over_the_window() {
             assert_eq!(get("kicks_per_op"), None, "{}", case.id);
             continue;
         }
-        // virtio: the probe polls with interrupts suppressed (NO_INTERRUPT or used_event).
-        assert!(irqs < 0.01, "{}: {m:?}", case.id);
+        if case.id.ends_with("profile=batched") {
+            // The batched profile polls with interrupts suppressed (NO_INTERRUPT).
+            assert!(irqs < 0.01, "{}: {m:?}", case.id);
+        } else if case.id.contains("workload=blk-read") {
+            // linux, qd 1: virtio_blk idles until each request's completion interrupt
+            // (Linux's own: 1.00 per request, tests/data/linux-register-exits.toml).
+            assert!((0.9..=1.01).contains(&irqs), "{}: {m:?}", case.id);
+        } else {
+            // linux net-tx at saturation: virtio_net's transmit interrupt is delayed until
+            // three quarters of the frames in flight are sent, and it rarely idles.
+            assert!(irqs > 0.0 && irqs < 0.05, "{}: {m:?}", case.id);
+        }
         // Every notify the driver wrote in its window is one the device counted: the device's
         // snapshot at each edge includes the kicks its worker has not read yet (40 of 40 runs
         // under load agreed exactly; one is allowed for the float round trip). Counting only

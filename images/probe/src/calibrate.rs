@@ -113,8 +113,8 @@ fn self_ipi(env: &Env, n: usize) -> u32 {
     irq::enable();
     // One first, bounded: a host that does not deliver interrupts to CPL3 is said so, not hung.
     let deadline = rdtsc() + u64::from(env.tsc_khz.max(1_000_000)) * IRQ_WAIT_MS;
-    irq::self_ipi(0);
-    while irq::count(0) == 0 {
+    irq::self_ipi(irq::SELF_IPI);
+    while irq::count(irq::SELF_IPI) == 0 {
         if rdtsc() > deadline {
             Record::new("error")
                 .text(format_args!(
@@ -126,18 +126,18 @@ fn self_ipi(env: &Env, n: usize) -> u32 {
         }
         pause();
     }
-    irq::eoi();
+    irq::service();
     measure(env, "self_ipi", n, || {
-        let seen = irq::count(0);
-        irq::self_ipi(0);
-        while irq::count(0) == seen {
+        let seen = irq::count(irq::SELF_IPI);
+        irq::self_ipi(irq::SELF_IPI);
+        while irq::count(irq::SELF_IPI) == seen {
             pause();
         }
-        irq::eoi();
+        irq::service();
     });
     Record::new("count")
         .kv("name", "interrupts")
-        .kv("n", irq::count(0))
+        .kv("n", irq::count(irq::SELF_IPI))
         .send(env);
     exit::OK
 }

@@ -18,8 +18,8 @@
 //! IF then stays clear and no second interrupt ever arrives (measured). With a trap gate IF is
 //! never cleared. Nesting is still impossible: the handler does not signal end-of-interrupt,
 //! so the local APIC holds back every vector of the same priority class (all of the probe's
-//! are in one, [`BASE`]..) until the code that consumes the count calls [`eoi`], after the
-//! handler has returned.
+//! are in one, [`BASE`]..) until the waiting code calls [`service`], after the handler has
+//! returned.
 //!
 //! Only vCPU 0 enables its local APIC.
 
@@ -118,9 +118,75 @@ pub fn count(i: usize) -> u64 {
     PROBE_IRQ_COUNTS[i].load(Ordering::Acquire)
 }
 
-/// End of interrupt: lets the next interrupt of the probe's class in (one MMIO write).
-pub fn eoi() {
-    mmio_write32(LAPIC_EOI, 0);
+/// Every vector's deliveries.
+pub fn total() -> u64 {
+    PROBE_IRQ_COUNTS
+        .iter()
+        .map(|c| c.load(Ordering::Acquire))
+        .sum()
+}
+
+/// Interrupts [`service`] has ended so far.
+static ENDED: AtomicU64 = AtomicU64::new(0);
+
+/// Signals end-of-interrupt for the interrupt delivered since the last call, if one was:
+/// lets the next interrupt of the probe's class in. Every loop that waits for an interrupt
+/// calls it, whichever vector it waits for: an interrupt left without its EOI (a TX
+/// completion's, say) holds back every other vector of the class (the RX completion the
+/// loop waits for). At most one is ever in service (see the module's comment), so one EOI
+/// (one MMIO write) ends it.
+pub fn service() {
+    if total() != ENDED.load(Ordering::Relaxed) {
+        ENDED.fetch_add(1, Ordering::Relaxed);
+        mmio_write32(LAPIC_EOI, 0);
+    }
+}
+
+/// Who raises which of the probe's vectors (`BASE` + index): the calibration's self-IPI,
+/// then the virtio queues of the `linux` profile, one vector per queue as Linux's
+/// virtio-pci gives them (MSI-X table entries, `virtio::Device::queue`).
+pub const SELF_IPI: usize = 0;
+pub const NET_RX: usize = 1;
+pub const NET_TX: usize = 2;
+pub const BLK: usize = 3;
+
+/// Whether waiting for an interrupt ended with it or with the deadline.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Wait {
+    Delivered,
+    TimedOut,
+}
+
+/// Spins until vector `BASE + i` has delivered more than `seen` interrupts or the TSC passes
+/// `deadline`, ending every interrupt that arrives meanwhile ([`service`]). Where Linux's idle
+/// vCPU halts until the interrupt, the probe cannot (HLT at CPL3 is a #GP); it spins, so the
+/// interrupt's cost (the device's irqfd, KVM's injection into a running vCPU, the handler,
+/// the EOI) is what the wait measures.
+pub fn wait(i: usize, seen: u64, deadline: u64) -> Wait {
+    loop {
+        service();
+        if count(i) != seen {
+            return Wait::Delivered;
+        }
+        if crate::io::rdtsc() >= deadline {
+            return Wait::TimedOut;
+        }
+        crate::io::pause();
+    }
+}
+
+/// Completions a driver found in its ring after waiting for their interrupt until its
+/// deadline: an interrupt the device (or the VMM) lost. Any fails the workload (main.rs),
+/// rather than passing as a slower run.
+static MISSED: AtomicU64 = AtomicU64::new(0);
+
+pub fn missed() {
+    MISSED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many interrupts were missed ([`missed`]) so far.
+pub fn missed_count() -> u64 {
+    MISSED.load(Ordering::Relaxed)
 }
 
 /// Sends vector `BASE + i` to this vCPU (an MMIO write to the ICR).

@@ -120,7 +120,17 @@ extern "C" fn probe_main(info: u64, arg: u64) -> ! {
         }
     }
     wait_for_aps(&env);
-    let code = run(&env);
+    let mut code = run(&env);
+    if irq::missed_count() > 0 {
+        Record::new("error")
+            .text(format_args!(
+                "{} virtio completion(s) waited more than {} ms for their MSI-X interrupt: the device or the VMM lost it",
+                irq::missed_count(),
+                virtio::MISSED_AFTER_MS
+            ))
+            .send(&env);
+        code = exit::FAILED;
+    }
     Record::new("done")
         .kv("status", if code == exit::OK { "ok" } else { "failed" })
         .send(&env);

@@ -21,4 +21,11 @@ pub trait Nic {
     fn kicks(&self) -> Option<u64> {
         None
     }
+    /// Called when a receive poll found nothing and the workload has nothing else to do
+    /// until a frame arrives: a driver that takes interrupts (virtio-net, `profile=linux`)
+    /// waits for the receive interrupt, up to `deadline` (TSC), as an idle Linux would; one
+    /// that polls returns at once and is polled again.
+    fn wait_rx(&mut self, _deadline: u64) {}
+    /// The same when the transmit ring is full: wait for the transmit interrupt.
+    fn wait_tx(&mut self, _deadline: u64) {}
 }

@@ -1,7 +1,11 @@
-//! A polling virtio 1.x driver core: the modern PCI transport (virtio 1.2, 4.1: capabilities,
-//! common configuration, notify) and split virtqueues (2.7), with device interrupts
-//! suppressed (VRING_AVAIL_F_NO_INTERRUPT, or with VIRTIO_F_EVENT_IDX a `used_event` kept
-//! behind the used index): completions are found by polling the used ring.
+//! A virtio 1.x driver core: the modern PCI transport (virtio 1.2, 4.1: capabilities,
+//! common configuration, notify, MSI-X vectors) and split virtqueues (2.7). Completions are
+//! found by polling the used ring, with the device's interrupts suppressed
+//! (VRING_AVAIL_F_NO_INTERRUPT, or with VIRTIO_F_EVENT_IDX a `used_event` kept behind the
+//! used index) while the driver polls. A queue given an MSI-X vector ([`Device::queue`]) can
+//! also ask for an interrupt when it would otherwise idle, as Linux's drivers do
+//! ([`Queue::enable_cb`], [`Queue::enable_cb_delayed`], [`Queue::disable_cb`]: virtio_ring's
+//! names), and the caller waits for it (`irq::wait`).
 //!
 //! With EVENT_IDX negotiated (2.7.10, as Linux's virtio_ring does) a notify is sent only when
 //! the device's `avail_event` says it is waiting for the buffers made available since the last
@@ -19,6 +23,9 @@ pub const F_RING_EVENT_IDX: u64 = 1 << 29;
 /// 2.7.10): half the 16-bit index space, so no batch the device publishes (at most a queue's
 /// size) ever crosses it.
 const NO_EVENT_AHEAD: u16 = 0x8000;
+/// How long a used buffer may wait for its interrupt before [`Queue::idle`] calls the
+/// interrupt missed (an interrupt's round trip is ~15 µs on the slowest host measured).
+pub const MISSED_AFTER_MS: u64 = 100;
 const S_ACK: u8 = 1;
 const S_DRIVER: u8 = 2;
 const S_DRIVER_OK: u8 = 4;
@@ -27,6 +34,14 @@ const S_NEEDS_RESET: u8 = 64;
 const DESC_F_NEXT: u16 = 1;
 pub const DESC_F_WRITE: u16 = 2;
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
+/// "No vector" in `config_msix_vector` / `queue_msix_vector` (virtio 1.2, 4.1.5.1.2).
+const NO_VECTOR: u16 = 0xffff;
+/// The MSI-X capability's ID and its enable bit in Message Control (PCI 3.0, 6.8.2.3).
+const CAP_MSIX: u8 = 0x11;
+const MSIX_ENABLE: u32 = 1 << 15;
+/// An MSI to vCPU 0's local APIC (SDM vol. 3A, 11.11.1: physical destination 0, fixed
+/// delivery, edge); the vector goes in the message data.
+const MSI_ADDRESS: u32 = 0xfee0_0000;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Error {
@@ -36,6 +51,10 @@ pub enum Error {
     NoMemory,
     QueueUnavailable(u16),
     NeedsReset,
+    /// Interrupts were asked for and the device has no MSI-X capability.
+    NoMsix,
+    /// The device refused queue `q`'s MSI-X vector (read back as NO_VECTOR).
+    VectorRefused(u16),
 }
 
 impl core::fmt::Display for Error {
@@ -47,6 +66,11 @@ impl core::fmt::Display for Error {
             Error::NoMemory => write!(f, "out of guest memory for rings and buffers"),
             Error::QueueUnavailable(q) => write!(f, "queue {q} is not available"),
             Error::NeedsReset => write!(f, "the device entered DEVICE_NEEDS_RESET"),
+            Error::NoMsix => write!(
+                f,
+                "the device has no MSI-X capability (profile=linux takes its interrupts)"
+            ),
+            Error::VectorRefused(q) => write!(f, "the device refused queue {q}'s MSI-X vector"),
         }
     }
 }
@@ -70,12 +94,25 @@ fn write16(a: u64, v: u16) {
 
 /// A virtio-pci device in the modern interface.
 pub struct Device {
+    pci: crate::pci::Function,
     common: u64,
     notify: u64,
     notify_mult: u32,
     pub device_cfg: u64,
     /// What `begin` negotiated.
     features: core::cell::Cell<u64>,
+    msix: Option<Msix>,
+    /// The next MSI-X table entry [`Device::queue`] hands out.
+    next_entry: core::cell::Cell<u16>,
+}
+
+/// A function's MSI-X capability: its offset in configuration space, the table's address and
+/// how many entries it has.
+#[derive(Clone, Copy)]
+struct Msix {
+    cap: u8,
+    table: u64,
+    entries: u16,
 }
 
 impl Device {
@@ -84,7 +121,20 @@ impl Device {
         let pci = crate::pci::find(VENDOR, 0x1040 + device_type).ok_or(Error::NoDevice)?;
         pci.enable();
         let (mut common, mut notify, mut device_cfg, mut mult) = (None, None, None, 0);
+        let mut msix = None;
         pci.capabilities(|off, id| {
+            if id == CAP_MSIX && msix.is_none() {
+                let entries = ((pci.read(off) >> 16) & 0x7ff) as u16 + 1;
+                let table = pci.read(off + 4);
+                if let Some((base, false)) = pci.bar((table & 7) as u8) {
+                    msix = Some(Msix {
+                        cap: off,
+                        table: base + u64::from(table & !7),
+                        entries,
+                    });
+                }
+                return;
+            }
             if id != 0x09 {
                 return;
             }
@@ -107,6 +157,9 @@ impl Device {
             }
         });
         Ok(Device {
+            pci,
+            msix,
+            next_entry: core::cell::Cell::new(0),
             common: common.ok_or(Error::NoCapability(1))?,
             notify: notify.ok_or(Error::NoCapability(2))?,
             notify_mult: mult,
@@ -154,12 +207,46 @@ impl Device {
         Ok(f)
     }
 
-    /// Sets up queue `index` with at most `want` entries.
-    pub fn queue(&self, index: u16, want: u16) -> Result<Queue, Error> {
+    /// Enables MSI-X (before the queues are set up: a vector is only accepted then, virtio
+    /// 1.2, 4.1.5.1.3) with configuration changes raising none; the local APIC must be
+    /// enabled (`irq::enable`) before a vector can arrive.
+    pub fn enable_msix(&self) -> Result<(), Error> {
+        let m = self.msix.ok_or(Error::NoMsix)?;
+        // Message Control is the upper half of the capability's first dword (its lower half
+        // is read-only); function mask stays clear.
+        let ctrl = self.pci.read(m.cap);
+        self.pci.write(m.cap, (ctrl & !(1 << 30)) | (MSIX_ENABLE << 16));
+        write16(self.common + 0x10, NO_VECTOR);
+        self.next_entry.set(0);
+        Ok(())
+    }
+
+    /// Sets up queue `index` with at most `want` entries; with `irq`, its interrupts raise the
+    /// probe's vector `irq::BASE + irq` through an MSI-X table entry of its own (after
+    /// [`Device::enable_msix`]), still suppressed until [`Queue::enable_cb`].
+    pub fn queue(&self, index: u16, want: u16, irq: Option<usize>) -> Result<Queue, Error> {
         write16(self.common + 0x16, index);
         let max = read16(self.common + 0x18);
         if max == 0 {
             return Err(Error::QueueUnavailable(index));
+        }
+        if let Some(i) = irq {
+            let m = self.msix.ok_or(Error::NoMsix)?;
+            let entry = self.next_entry.get();
+            if entry >= m.entries {
+                return Err(Error::VectorRefused(index));
+            }
+            self.next_entry.set(entry + 1);
+            // The entry (PCI 3.0, 6.8.2.6): address low, high, data, vector control (unmasked).
+            let e = m.table + u64::from(entry) * 16;
+            mmio_write32(e, MSI_ADDRESS);
+            mmio_write32(e + 4, 0);
+            mmio_write32(e + 8, u32::from(crate::irq::BASE) + i as u32);
+            mmio_write32(e + 12, 0);
+            write16(self.common + 0x1a, entry);
+            if read16(self.common + 0x1a) != entry {
+                return Err(Error::VectorRefused(index));
+            }
         }
         let mut size = max.min(want).clamp(1, 1024);
         while !size.is_power_of_two() {
@@ -184,6 +271,8 @@ impl Device {
             write16(avail + 4 + 2 * n, NO_EVENT_AHEAD);
         }
         Ok(Queue {
+            irq,
+            cb: false,
             event_idx,
             kicked_idx: 0,
             kicks: 0,
@@ -219,6 +308,10 @@ impl Device {
 pub struct Queue {
     pub index: u16,
     pub size: u16,
+    /// The probe's vector (`irq::BASE` + this) the queue's MSI-X entry raises, if it has one.
+    pub irq: Option<usize>,
+    /// Interrupts asked for ([`Queue::enable_cb`]) and not since suppressed.
+    cb: bool,
     /// VIRTIO_F_EVENT_IDX was negotiated: notify only when `avail_event` asks for it.
     event_idx: bool,
     /// The avail index at the last notify decision.
@@ -326,14 +419,17 @@ impl Queue {
         };
         self.last_used = self.last_used.wrapping_add(1);
         if self.event_idx {
-            // Interrupts stay off: ask for one only at an index the device cannot reach before
-            // the next pop moves it on. (One just behind `last_used` is racy: a device that
-            // checks after this pop has read its newest entry sees the event index inside
-            // the range it just published, and interrupts.)
-            write16(
-                self.avail + 4 + 2 * u64::from(self.size),
-                self.last_used.wrapping_add(NO_EVENT_AHEAD),
-            );
+            if self.cb {
+                // Interrupts wanted: for the next entry (what virtio_ring's get_buf does).
+                self.set_used_event(self.last_used);
+                fence(Ordering::SeqCst);
+            } else {
+                // Interrupts stay off: ask for one only at an index the device cannot reach
+                // before the next pop moves it on. (One just behind `last_used` is racy: a
+                // device that checks after this pop has read its newest entry sees the event
+                // index inside the range it just published, and interrupts.)
+                self.set_used_event(self.last_used.wrapping_add(NO_EVENT_AHEAD));
+            }
         }
         let head = (id as u16) % self.size;
         let (n, last) = self.chain[usize::from(head)];
@@ -342,5 +438,91 @@ impl Queue {
         self.free_head = head;
         self.num_free += n;
         Some((head, len))
+    }
+}
+
+impl Queue {
+    fn set_used_event(&self, v: u16) {
+        write16(self.avail + 4 + 2 * u64::from(self.size), v);
+    }
+
+    /// Whether the device has used buffers the driver has not taken yet.
+    pub fn has_used(&self) -> bool {
+        read16(self.used + 2) != self.last_used
+    }
+
+    /// Asks for an interrupt at the next used buffer (virtio_ring's `virtqueue_enable_cb`);
+    /// true if none is waiting already, so the caller may wait for the interrupt. False
+    /// means poll again (and [`Queue::disable_cb`] before idling).
+    pub fn enable_cb(&mut self) -> bool {
+        self.cb = true;
+        if self.event_idx {
+            self.set_used_event(self.last_used);
+        } else {
+            write16(self.avail, 0);
+        }
+        // The request must be visible before the used index is read: the device publishes
+        // the index, then reads `used_event` (2.7.10): one of us sees the other.
+        fence(Ordering::SeqCst);
+        !self.has_used()
+    }
+
+    /// Asks for an interrupt only when about three quarters of the buffers outstanding now
+    /// have been used (virtio_ring's `virtqueue_enable_cb_delayed`, what virtio_net's
+    /// transmit path uses); true unless that many are used already. Without EVENT_IDX it is
+    /// [`Queue::enable_cb`].
+    pub fn enable_cb_delayed(&mut self) -> bool {
+        if !self.event_idx {
+            return self.enable_cb();
+        }
+        self.cb = true;
+        let bufs = self.avail_idx.wrapping_sub(self.last_used) * 3 / 4;
+        self.set_used_event(self.last_used.wrapping_add(bufs));
+        fence(Ordering::SeqCst);
+        read16(self.used + 2).wrapping_sub(self.last_used) <= bufs
+    }
+
+    /// What a driver of the `linux` profile does when a poll finds nothing: asks for the
+    /// queue's interrupt ([`Queue::enable_cb`], or with `delayed` [`Queue::enable_cb_delayed`])
+    /// and, unless work arrived meanwhile, waits for it until `deadline` (Linux's vCPU would
+    /// halt), then suppresses interrupts again. A completion in the ring whose interrupt
+    /// has not come [`MISSED_AFTER_MS`] past the deadline is counted as missed
+    /// (`irq::missed`). False for a queue without a vector: the caller just polls.
+    pub fn idle(&mut self, delayed: bool, deadline: u64) -> bool {
+        let Some(i) = self.irq else {
+            return false;
+        };
+        let seen = crate::irq::count(i);
+        let idle = if delayed {
+            self.enable_cb_delayed()
+        } else {
+            self.enable_cb()
+        };
+        if idle
+            && crate::irq::wait(i, seen, deadline) == crate::irq::Wait::TimedOut
+            && !delayed
+            && self.has_used()
+        {
+            // The entry may have landed just before the deadline, its interrupt on its way.
+            let grace = deadline + u64::from(crate::io::tsc_khz_hint()) * MISSED_AFTER_MS;
+            if crate::irq::wait(i, seen, grace) == crate::irq::Wait::TimedOut {
+                crate::irq::missed();
+            }
+        }
+        self.disable_cb();
+        true
+    }
+
+    /// Suppresses the queue's interrupts again (virtio_ring's `virtqueue_disable_cb`).
+    pub fn disable_cb(&mut self) {
+        if !self.cb {
+            return;
+        }
+        self.cb = false;
+        if self.event_idx {
+            self.set_used_event(self.last_used.wrapping_add(NO_EVENT_AHEAD));
+        } else {
+            write16(self.avail, AVAIL_F_NO_INTERRUPT);
+        }
     }
 }
