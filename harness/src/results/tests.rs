@@ -298,13 +298,37 @@ fn an_interrupted_run_says_why() {
     let mut w = ResultsWriter::create(&dir, doc()).unwrap();
     w.add_repetition("nic=e1000,frame_size=64", repetition(0, 1.0))
         .unwrap();
-    w.interrupt("interrupted by Ctrl-C (SIGINT)").unwrap();
+    w.add_repetition("nic=e1000,frame_size=64", repetition(1, 3.0))
+        .unwrap();
+    w.interrupt(
+        "interrupted by Ctrl-C (SIGINT)",
+        &BootstrapOptions::default(),
+    )
+    .unwrap();
     let r = load(w.path()).unwrap();
     assert!(!r.finished);
     assert_eq!(
         r.interrupted.as_deref(),
         Some("interrupted by Ctrl-C (SIGINT)")
     );
+    // The case cut short stays pending, with the statistics of what it finished; the one
+    // that never ran has none.
+    let cut = r
+        .cases
+        .iter()
+        .find(|c| c.id == "nic=e1000,frame_size=64")
+        .unwrap();
+    assert_eq!(cut.status, CaseStatus::Pending);
+    let s = cut
+        .stats
+        .values()
+        .next()
+        .expect("statistics of the finished repetitions");
+    assert_eq!(s.n, 2);
+    assert!(r
+        .cases
+        .iter()
+        .any(|c| c.repetitions.is_empty() && c.stats.is_empty()));
     let _ = std::fs::remove_dir_all(dir);
 }
 

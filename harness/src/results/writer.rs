@@ -166,9 +166,16 @@ impl ResultsWriter {
         self.write()
     }
 
-    /// Records why the run stops early (`finished` stays false). Call from the Ctrl-C path.
-    pub fn interrupt(&mut self, reason: &str) -> Result<(), ResultsError> {
+    /// Records why the run stops early (`finished` stays false), and gives each case cut
+    /// short with repetitions finished the statistics of those (it stays pending). Call from
+    /// the Ctrl-C path.
+    pub fn interrupt(&mut self, reason: &str, opts: &BootstrapOptions) -> Result<(), ResultsError> {
         self.doc.interrupted = Some(reason.to_string());
+        for c in &mut self.doc.cases {
+            if c.status == CaseStatus::Pending && !c.repetitions.is_empty() {
+                c.update_stats(opts);
+            }
+        }
         self.write()
     }
 

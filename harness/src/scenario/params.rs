@@ -67,6 +67,9 @@ choice!(
         Linux = "linux",
         /// One doorbell/tail write per batch of descriptors.
         Batched = "batched",
+        /// virtio only: EVENT_IDX notifications as `linux`, completions polled with the
+        /// device's interrupts off (the VMM's data path without the guest's interrupts).
+        Poll = "poll",
     }
 );
 choice!(
@@ -773,6 +776,24 @@ pub(crate) fn impossible(c: &CaseParams) -> Vec<Impossible> {
             hint: format!("use vcpus = 1 with engine = \"qemu\", {exclude}"),
         }),
         EngineKind::Qemu => {}
+    }
+    if c.guest == Guest::Probe && c.profile == Profile::Poll && kind.is_windowed() {
+        let emulated = if kind.needs_disk() {
+            c.disk.filter(|d| *d == DiskKind::Ide).map(|d| d.as_str())
+        } else {
+            c.nic.filter(|n| *n == NicKind::E1000).map(|n| n.as_str())
+        };
+        if let Some(device) = emulated {
+            out.push(Impossible {
+                blame: P::Profile,
+                message: format!(
+                    "profile \"poll\" is virtio's (EVENT_IDX, no interrupts), and this case drives the {device}"
+                ),
+                hint: format!(
+                    "use profile = \"linux\" or \"batched\" for the {device}, {exclude}"
+                ),
+            });
+        }
     }
     if let Workload::BlkRead(b) | Workload::BlkWrite(b) = c.workload {
         // The probe drives the controller itself; Linux queues what the device cannot take.

@@ -40,7 +40,7 @@ fn every_shipped_scenario_parses_and_expands() {
         ("calibrate.toml", 1),
         ("classic.toml", 24),
         ("engines.toml", 8),
-        ("goals.toml", 10),
+        ("goals.toml", 20),
         ("net-tap.toml", 12),
         ("net.toml", 12),
         ("smoke.toml", 18),
@@ -479,6 +479,22 @@ fn ide_with_queue_depth_above_one_needs_an_exclusion() {
         "IDE has one command in flight, so queue_depth 32 cannot run on disk \"ide\" (case `queue_depth=32`) at x.toml:6:19; \
          add [[exclude]] disk = \"ide\", queue_depth = 32 (or use queue_depth = 1)"
     );
+}
+
+#[test]
+fn the_poll_profile_is_refused_for_the_emulated_devices() {
+    let e = err(
+        "[devices]\nnic = \"e1000\"\n[workload]\nname = \"net-rr\"\n[matrix]\nprofile = [\"linux\", \"poll\"]\n",
+    );
+    assert_eq!(
+        e,
+        "profile \"poll\" is virtio's (EVENT_IDX, no interrupts), and this case drives the e1000 (case `profile=poll`) at x.toml:6:21; \
+         use profile = \"linux\" or \"batched\" for the e1000, or drop such cases with an [[exclude]] entry"
+    );
+    let e = err("[devices]\ndisk = \"ide\"\n[workload]\nname = \"blk-read\"\nprofile = \"poll\"\n");
+    assert_has(&e, "this case drives the ide");
+    let s = parse("[matrix]\ndevice = [{ nic = \"virtio\", workload = \"net-rr\" }, { disk = \"virtio\", workload = \"blk-read\" }]\nprofile = [\"poll\"]\n");
+    assert_eq!(s.cases.len(), 2);
 }
 
 #[test]

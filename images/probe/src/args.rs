@@ -118,6 +118,9 @@ pub enum Profile {
     Linux,
     /// What a polling driver needs and no more.
     Batched,
+    /// virtio only: a polling driver that keeps EVENT_IDX's notification suppression (the
+    /// `linux` profile's kicks) and takes no interrupts. Refused for the e1000 and IDE.
+    Poll,
 }
 
 impl Profile {
@@ -125,6 +128,7 @@ impl Profile {
         match self {
             Profile::Linux => "linux",
             Profile::Batched => "batched",
+            Profile::Poll => "poll",
         }
     }
 }
@@ -158,12 +162,16 @@ impl<'a> Args<'a> {
         }
     }
 
-    /// `profile=linux|batched` (default linux).
+    /// `profile=linux|batched|poll` (default linux).
     pub fn profile(&mut self) -> Profile {
         self.choice(
             "profile",
             Profile::Linux,
-            &[("linux", Profile::Linux), ("batched", Profile::Batched)],
+            &[
+                ("linux", Profile::Linux),
+                ("batched", Profile::Batched),
+                ("poll", Profile::Poll),
+            ],
         )
     }
 }

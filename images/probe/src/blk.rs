@@ -36,12 +36,13 @@ pub struct Blk {
 
 impl Blk {
     /// `profile=linux` negotiates EVENT_IDX and takes the queue's interrupt when idle, as
-    /// Linux's virtio_blk does; `batched` notifies once per batch of new requests whatever
-    /// the device is doing, and only polls.
+    /// Linux's virtio_blk does; `poll` negotiates EVENT_IDX and only polls; `batched`
+    /// notifies once per batch of new requests whatever the device is doing, and only polls.
     pub fn open(env: &Env, queue_size: u16, profile: Profile) -> Result<Blk, virtio::Error> {
         let dev = Device::find(2)?;
         let (event_idx, irq) = match profile {
             Profile::Linux => (virtio::F_RING_EVENT_IDX, Some(crate::irq::BLK)),
+            Profile::Poll => (virtio::F_RING_EVENT_IDX, None),
             Profile::Batched => (0, None),
         };
         let f = dev.begin(F_RO | F_FLUSH | event_idx)?;

@@ -3,7 +3,7 @@
 //! every latency measured with the TSC. The disk is chosen by `disk=auto|virtio|ide` (auto:
 //! virtio-blk 1af4:1042 if present, else the PIIX IDE primary master), with the IDE driver's
 //! options (`mode=dma|pio`, `multi=1|0` for READ/WRITE MULTIPLE, `ext=0|1` to force LBA48
-//! commands, `width=32|16` for the data port) and `profile=linux|batched`; both disks sit
+//! commands, `width=32|16` for the data port) and `profile=linux|batched|poll`; both disks sit
 //! behind one synchronous interface for the pattern workload; the IDE stream loop keeps one
 //! command in flight, as the hardware has it.
 
@@ -283,6 +283,12 @@ fn describe_ide(i: &Ide, r: Record) -> Record {
 
 /// Opens the IDE disk and reports what it found in an `ide` record.
 fn open_ide(env: &Env, workload: &str, sel: &Selection, buffer: u64) -> Result<Ide, u32> {
+    if sel.profile == Profile::Poll {
+        Record::new("error")
+            .text(format_args!("{workload}: profile=poll is for virtio-blk (EVENT_IDX, no interrupts); IDE takes profile=linux or batched"))
+            .send(env);
+        return Err(exit::BAD_EXEC);
+    }
     let i = Ide::open(env, sel.ide_options(buffer))
         .map_err(|e| failed(env, workload, DiskError::Ide(e)))?;
     Record::new("ide")

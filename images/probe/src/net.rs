@@ -4,7 +4,7 @@
 //! the source port), and UDP request-response round trips (to the echo port), each TSC-timed.
 //!
 //! Every workload takes `nic=auto|virtio|e1000` (auto: virtio-net if it is on the bus, else an
-//! e1000) and `profile=linux|batched`, the driver's register-access pattern (see [`Profile`]);
+//! e1000) and `profile=linux|batched|poll`, the driver's register-access pattern (see [`Profile`]);
 //! both are reported in the result record.
 
 use core::str::SplitAsciiWhitespace;
@@ -78,12 +78,14 @@ pub struct VirtioNet {
 
 impl VirtioNet {
     /// `profile=linux` negotiates EVENT_IDX and takes interrupts as Linux's virtio_net does
-    /// (an MSI-X vector per queue; see [`Nic::wait_rx`] and `queue_tx`); `batched` notifies
-    /// once per batch whatever the device is doing, and only polls.
+    /// (an MSI-X vector per queue; see [`Nic::wait_rx`] and `queue_tx`); `poll` negotiates
+    /// EVENT_IDX and only polls; `batched` notifies once per batch whatever the device is
+    /// doing, and only polls.
     pub fn open(profile: Profile) -> Result<VirtioNet, virtio::Error> {
         let dev = Device::find(1)?;
         let (event_idx, irqs) = match profile {
             Profile::Linux => (virtio::F_RING_EVENT_IDX, true),
+            Profile::Poll => (virtio::F_RING_EVENT_IDX, false),
             Profile::Batched => (0, false),
         };
         let f = dev.begin(F_MAC | F_MRG_RXBUF | event_idx)?;
@@ -344,6 +346,12 @@ fn with_nic(
         }
         other => other,
     };
+    if choice == NicChoice::E1000 && c.profile == Profile::Poll {
+        Record::new("error")
+            .text(format_args!("{name}: profile=poll is for virtio (EVENT_IDX, no interrupts); the e1000 takes profile=linux or batched"))
+            .send(env);
+        return exit::BAD_EXEC;
+    }
     match choice {
         NicChoice::E1000 => match E1000::open(c.profile) {
             Ok(mut nic) => {
@@ -457,7 +465,7 @@ fn check_size(env: &Env, name: &str, size: usize) -> bool {
     true
 }
 
-/// `net-tx size=S batch=B [nic=auto|virtio|e1000] [profile=linux|batched] [duration_ms=]
+/// `net-tx size=S batch=B [nic=auto|virtio|e1000] [profile=linux|batched|poll] [duration_ms=]
 /// [warmup_ms=]`: UDP frames of S bytes to the peer's discard port, B queued per doorbell. With
 /// `profile=linux` an e1000 gets a TDT write per frame (as Linux's e1000_xmit_frame) and the
 /// interrupt handler's register traffic per completion batch; with `batched` one TDT write
@@ -567,7 +575,7 @@ fn source_command(nic: &mut dyn Nic, peer: [u8; 6], text: &str) {
     }
 }
 
-/// `net-rx size=S [nic=auto|virtio|e1000] [profile=linux|batched] [duration_ms=]
+/// `net-rx size=S [nic=auto|virtio|e1000] [profile=linux|batched|poll] [duration_ms=]
 /// [warmup_ms=]`: asks the peer's source port for an endless stream of S-byte frames and
 /// counts what arrives in the window. With `profile=linux` an e1000 polls at most 64 frames
 /// per batch (NAPI's weight) with the interrupt handler's register traffic around each, and
@@ -634,7 +642,7 @@ fn rx_run(env: &Env, c: &Common, nic: &mut dyn Nic, peer: [u8; 6]) -> u32 {
     exit::OK
 }
 
-/// `net-rr size=S [nic=auto|virtio|e1000] [profile=linux|batched] [duration_ms=] [warmup_ms=]
+/// `net-rr size=S [nic=auto|virtio|e1000] [profile=linux|batched|poll] [duration_ms=] [warmup_ms=]
 /// [raw=1]`: UDP round trips to the peer's echo port, one at a time; each reply's payload must
 /// match what was sent. With `profile=linux` an e1000 round trip costs what it costs Linux: a
 /// TDT write, the interrupt handler's traffic for the TX completion and again for the reply,

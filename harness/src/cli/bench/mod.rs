@@ -311,7 +311,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             writer.finish()?
         }
         Err(e) => {
-            writer.interrupt(&e)?;
+            writer.interrupt(&e, &scenario.run.bootstrap())?;
             report(&dir);
             let doc = writer.results().clone();
             summary::print(

@@ -127,6 +127,10 @@ pub fn print(
             med("vmm_cpu_us_per_op"),
             s.n
         )?;
+        if c.status == CaseStatus::Pending {
+            // Cut short (Ctrl-C): the figures are those of the repetitions it finished.
+            writeln!(out, "{:<w$}  (pending: {} repetition(s) ran)", "", s.n)?;
+        }
     }
     writeln!(
         out,

@@ -77,7 +77,8 @@ impl Ide {
         self.n.commands += 1;
         let r = match self.opts.profile {
             Profile::Linux => self.nodata_linux(&tf),
-            Profile::Batched => self.nodata_batched(&tf),
+            // poll is refused before IDE is opened (disk.rs, open_ide).
+            Profile::Batched | Profile::Poll => self.nodata_batched(&tf),
         };
         r.map_err(|e| self.failed(e))
     }
@@ -301,7 +302,7 @@ impl Ide {
         let bm_dir = if dir == Dir::Write { 0 } else { BM_TO_MEMORY };
         let r = match self.opts.profile {
             Profile::Linux => self.dma_linux(tf, bm_dir),
-            Profile::Batched => self.dma_batched(tf, bm_dir),
+            Profile::Batched | Profile::Poll => self.dma_batched(tf, bm_dir),
         };
         // What the device wrote is in memory before anyone reads the buffer.
         fence(Ordering::SeqCst);
@@ -399,7 +400,7 @@ impl Ide {
         let r = match (self.opts.profile, dir) {
             (Profile::Linux, Dir::Write) => self.pio_out_linux(tf, per_block, off),
             (Profile::Linux, Dir::Read) => self.pio_in_linux(tf, per_block, off),
-            (Profile::Batched, _) => self.pio_batched(tf, dir, per_block, off),
+            (Profile::Batched | Profile::Poll, _) => self.pio_batched(tf, dir, per_block, off),
         };
         fence(Ordering::SeqCst);
         r
