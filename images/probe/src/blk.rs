@@ -48,7 +48,6 @@ impl Blk {
         let f = dev.begin(F_RO | F_FLUSH | event_idx)?;
         if irq.is_some() {
             dev.enable_msix()?;
-            crate::irq::enable();
         }
         let q = dev.queue(0, queue_size, irq)?;
         dev.driver_ok()?;

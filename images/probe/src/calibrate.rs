@@ -114,17 +114,14 @@ fn self_ipi(env: &Env, n: usize) -> u32 {
     // One first, bounded: a host that does not deliver interrupts to CPL3 is said so, not hung.
     let deadline = rdtsc() + u64::from(env.tsc_khz.max(1_000_000)) * IRQ_WAIT_MS;
     irq::self_ipi(irq::SELF_IPI);
-    while irq::count(irq::SELF_IPI) == 0 {
-        if rdtsc() > deadline {
-            Record::new("error")
-                .text(format_args!(
-                    "calibrate: a self-IPI (vector {:#x}) was not delivered within {IRQ_WAIT_MS} ms",
-                    irq::BASE
-                ))
-                .send(env);
-            return exit::FAILED;
-        }
-        pause();
+    if irq::wait(irq::SELF_IPI, 0, deadline) == irq::Wait::TimedOut {
+        Record::new("error")
+            .text(format_args!(
+                "calibrate: a self-IPI (vector {:#x}) was not delivered within {IRQ_WAIT_MS} ms",
+                irq::BASE
+            ))
+            .send(env);
+        return exit::FAILED;
     }
     irq::service();
     measure(env, "self_ipi", n, || {

@@ -91,7 +91,6 @@ impl VirtioNet {
         let f = dev.begin(F_MAC | F_MRG_RXBUF | event_idx)?;
         if irqs {
             dev.enable_msix()?;
-            crate::irq::enable();
         }
         let rx = dev.queue(0, 256, irqs.then_some(crate::irq::NET_RX))?;
         let tx = dev.queue(1, 256, irqs.then_some(crate::irq::NET_TX))?;

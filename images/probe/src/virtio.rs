@@ -214,10 +214,11 @@ impl Device {
     }
 
     /// Enables MSI-X (before the queues are set up: a vector is only accepted then, virtio
-    /// 1.2, 4.1.5.1.3) with configuration changes raising none; the local APIC must be
-    /// enabled (`irq::enable`) before a vector can arrive.
+    /// 1.2, 4.1.5.1.3) with configuration changes raising none, and the local APIC the
+    /// vectors go to (`irq::enable`).
     pub fn enable_msix(&self) -> Result<(), Error> {
         let m = self.msix.ok_or(Error::NoMsix)?;
+        crate::irq::enable();
         // Message Control is the upper half of the capability's first dword (its lower half
         // is read-only); function mask stays clear.
         let ctrl = self.pci.read(m.cap);
